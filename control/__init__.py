@@ -1,0 +1,1 @@
+"""The gRPC servicers and the `helios` command-line client."""

@@ -1,0 +1,194 @@
+"""heliosd: run the daemon, check a config, print a sample config, list plugins."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from helios.daemon import __version__
+from helios.daemon import config as config_mod
+from helios.daemon.config import Config, ConfigError
+from helios.daemon.plugins import PluginManager, Registry, load
+
+log = logging.getLogger("heliosd")
+
+
+def _load_config(path: str | None) -> Config:
+    return config_mod.load(path)
+
+
+def _plugins_for(config: Config) -> tuple[PluginManager, Registry]:
+    return load(config.plugins.allow, config.plugins.deny)
+
+
+async def serve(config: Config, ready_file: str | None = None) -> None:
+    """Run heliosd until SIGINT/SIGTERM: daemon, gRPC server and console in one loop."""
+    from helios.control.server import GrpcServer
+    from helios.daemon.app import Daemon
+
+    manager, registry = _plugins_for(config)
+    daemon = Daemon(config, manager, registry)
+    # Millions of live records make CPython's full collections the main cost of ingest;
+    # freeze start-up objects and let the older generations collect less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 50, 1000)
+    grpc_server = GrpcServer(daemon, config.daemon.grpc_address)
+    await daemon.start()
+    await grpc_server.start()
+    console = None
+    if config.daemon.console_address:
+        from helios.ui.console import Console
+
+        console = Console(daemon, config.daemon.console_address)
+        await console.start()
+    host = config.daemon.grpc_address.rpartition(":")[0]
+    log.info(
+        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s",
+        __version__,
+        host,
+        grpc_server.port,
+        f"http://{console.address}" if console else "(off)",
+        ",".join(config.sources.names),
+        ",".join(daemon.inputs) or "(none)",
+    )
+    if ready_file:
+        with open(ready_file, "w", encoding="utf-8") as f:
+            f.write(f"{grpc_server.port} {console.port if console else 0}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("heliosd stopping")
+    if console:
+        await console.stop()
+    await grpc_server.stop()
+    await daemon.stop()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load_config(args.config)
+    logging.basicConfig(
+        level=config.daemon.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config, args.ready_file))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    config = _load_config(path)
+    manager, registry = _plugins_for(config)
+    # Building the daemon checks plugin names and each input's options, and starts nothing.
+    from helios.daemon.app import Daemon
+
+    Daemon(config, manager, registry)
+    shown = path or os.environ.get("HELIOS_CONFIG") or config_mod.DEFAULT_CONFIG
+    print(
+        f"{shown}: OK ({len(config.sources.names)} sources, {len(config.routes)} routes, "
+        f"{len(config.sources.inputs)} inputs, index {config.index.backend})"
+    )
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    sys.stdout.write(config_mod.SAMPLE)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    config = _load_config(args.config) if args.config or os.path.exists("helios.toml") else Config()
+    manager, registry = _plugins_for(config)
+    provides: dict[str, list[str]] = {}
+    for kind, entries in registry.kinds().items():
+        for name, entry in entries.items():
+            provides.setdefault(entry.plugin, []).append(f"{kind}:{name}")
+    if args.json:
+        import json
+
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "distribution": p.distribution,
+                        "version": p.version,
+                        "builtin": p.builtin,
+                        "hooks": p.hooks,
+                        "provides": provides.get(p.name, []),
+                    }
+                    for p in manager.plugins
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    rows = [("PLUGIN", "DISTRIBUTION", "VERSION", "HOOKS", "PROVIDES")]
+    for p in manager.plugins:
+        rows.append(
+            (
+                p.name,
+                p.distribution,
+                p.version,
+                ",".join(p.hooks),
+                ",".join(provides.get(p.name, [])),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    for name, why in sorted(manager.skipped.items()):
+        print(f"skipped {name}: {why}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heliosd", description="The HELIOS daemon.")
+    parser.add_argument("--version", action="version", version=f"heliosd {__version__}")
+    parser.add_argument(
+        "-c", "--config", help="config file (default: $HELIOS_CONFIG, else ./helios.toml)"
+    )
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the daemon (the default)")
+    run.add_argument("--ready-file", help="write 'GRPC_PORT CONSOLE_PORT' here once serving")
+    check = sub.add_parser("check-config", help="validate a config without starting anything")
+    check.add_argument("file", nargs="?")
+    cfg = sub.add_parser("config", help="config helpers")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cfg_sub.add_parser("sample", help="print a commented sample config")
+    plugins = sub.add_parser("plugins", help="list loaded plugins, versions and hooks")
+    plugins.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args.command = "run"
+        args.ready_file = None
+    handlers = {
+        "run": _cmd_run,
+        "check-config": _cmd_check,
+        "config": _cmd_sample,
+        "plugins": _cmd_plugins,
+    }
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"heliosd: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"heliosd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

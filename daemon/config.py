@@ -1,0 +1,323 @@
+"""heliosd configuration: TOML file, validation that names the bad key, env overrides."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "HELIOS_"
+DEFAULT_CONFIG = "helios.toml"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_address(value: str, allow_empty: bool) -> str:
+    if value == "" and allow_empty:
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port from 0 to 65535, got {value!r}")
+    return value
+
+
+class DaemonConfig(_Section):
+    grpc_address: str = "127.0.0.1:50051"
+    console_address: str = "127.0.0.1:8080"
+    data_dir: str = ".helios"
+    clock: Literal["real", "simulated"] = "real"
+    clock_speed: float = Field(1.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    gc_freeze_seconds: float = Field(30.0, ge=0)
+
+    @field_validator("grpc_address")
+    @classmethod
+    def _grpc(cls, value: str) -> str:
+        return _check_address(value, allow_empty=False)
+
+    @field_validator("console_address")
+    @classmethod
+    def _console(cls, value: str) -> str:
+        return _check_address(value, allow_empty=True)
+
+
+class IngestConfig(_Section):
+    max_payload_bytes: int = Field(1_048_576, gt=0)
+    max_batch_events: int = Field(10_000, gt=0)
+    queue_capacity_events: int = Field(200_000, gt=0)
+    stream_wait_seconds: float = Field(5.0, ge=0)
+    max_message_bytes: int = Field(64 * 1_048_576, gt=0)
+
+
+class ReconcileConfig(_Section):
+    window_seconds: float = Field(60.0, gt=0)
+    grace_seconds: float = Field(5.0, ge=0)
+    sweep_interval_seconds: float = Field(0.2, gt=0)
+    metrics_retention_minutes: int = Field(1440, ge=1)
+    latency_samples: int = Field(100_000, ge=100)
+
+
+class RouteConfig(_Section):
+    event_type: str
+    sources: list[str] = Field(default_factory=list)
+    window_seconds: float | None = Field(None, gt=0)
+    grace_seconds: float | None = Field(None, ge=0)
+
+
+class InputConfig(BaseModel):
+    """One source plugin instance; keys other than these go to the plugin as options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    plugin: str = ""
+    enabled: bool = True
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SourcesConfig(_Section):
+    names: list[str] = Field(default_factory=lambda: ["aws", "gcp", "azure"], min_length=1)
+    inputs: dict[str, InputConfig] = Field(default_factory=dict)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"source name {name!r} must be letters, digits, - or _")
+        if len(set(names)) != len(names):
+            raise ValueError("source names must be unique")
+        return names
+
+
+class IndexConfig(_Section):
+    backend: str = "memory"
+    ttl_seconds: float = Field(86_400.0, gt=0)
+    max_records: int = Field(2_000_000, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DetectorsConfig(_Section):
+    """Which detectors watch the per-minute metrics (built by the detection work)."""
+
+    enabled: list[str] = Field(default_factory=list)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class DecisionConfig(_Section):
+    """How the MAPE-K loop ranks recovery actions (used by the decision work)."""
+
+    method: str = "topsis"
+    weighting: str = "entropy"
+    automation: Literal["observe", "approve", "auto"] = "observe"
+
+
+class ActionsConfig(_Section):
+    """Per-action options for recovery actions (used by the decision work)."""
+
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class PluginsConfig(_Section):
+    """Allow- and deny-lists of plugin names (entry-point names); empty allow = all."""
+
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+
+
+class Config(_Section):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @model_validator(mode="after")
+    def _routes_name_known_sources(self) -> Config:
+        known = set(self.sources.names)
+        for i, route in enumerate(self.routes):
+            unknown = [s for s in route.sources if s not in known]
+            if unknown:
+                raise ValueError(
+                    f"routes[{i}].sources: {unknown} not in sources.names {self.sources.names}"
+                )
+        return self
+
+
+def _format_error(path: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ""
+        for part in item["loc"]:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `heliosd config sample` lists every key)"
+        given = item.get("input")
+        shown = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {given!r})"
+        lines.append(f"{path}: {key or '<top>'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """HELIOS_SECTION__KEY=value (levels joined by two underscores) -> nested dict."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse(text: str, path: str = "<string>", environ: Mapping[str, str] | None = None) -> Config:
+    """Validate TOML text (plus env overrides) into a Config, or raise ConfigError."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if environ is not None:
+        data = _merge(data, env_overrides(environ))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from exc
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load the config file: the given path, else $HELIOS_CONFIG, else ./helios.toml."""
+    env = os.environ if environ is None else environ
+    chosen = Path(path or env.get("HELIOS_CONFIG") or DEFAULT_CONFIG)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{chosen}: no such config file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read: {exc}") from exc
+    return parse(text, str(chosen), env)
+
+
+def route_for(routes: list[RouteConfig], event_type: str) -> RouteConfig | None:
+    """The first route whose event_type glob matches."""
+    for route in routes:
+        if fnmatch.fnmatchcase(event_type, route.event_type):
+            return route
+    return None
+
+
+SAMPLE = """\
+# heliosd configuration. Every key is optional; the values shown are the defaults unless
+# marked "example". Any key can be overridden from the environment as
+# HELIOS_<SECTION>__<KEY>=value (levels joined by two underscores, value in TOML syntax),
+# for example HELIOS_DAEMON__GRPC_ADDRESS="0.0.0.0:50051" or HELIOS_INDEX__TTL_SECONDS=3600.
+
+[daemon]
+grpc_address = "127.0.0.1:50051"      # IngestService, QueryService, ControlService, health
+console_address = "127.0.0.1:8080"    # the NiceGUI console; "" turns it off
+data_dir = ".helios"                  # where durable state goes
+clock = "real"                        # real | simulated (runs clock_speed times real time)
+clock_speed = 1.0
+log_level = "INFO"                    # DEBUG | INFO | WARNING | ERROR
+gc_freeze_seconds = 30.0              # move live records out of the cyclic GC this often; 0 = off
+
+[ingest]
+max_payload_bytes = 1048576           # a larger payload is rejected (field "payload")
+max_batch_events = 10000              # a larger batch is refused with INVALID_ARGUMENT
+queue_capacity_events = 200000        # copies waiting for the reconciler; beyond: RESOURCE_EXHAUSTED
+stream_wait_seconds = 5.0             # how long PublishStream waits for queue room first
+max_message_bytes = 67108864          # the largest gRPC message accepted
+
+[reconcile]
+window_seconds = 60.0                 # default window, from the first copy's arrival
+grace_seconds = 5.0                   # extra wait before MISSING is declared
+sweep_interval_seconds = 0.2          # how often closed windows are looked for
+metrics_retention_minutes = 1440      # per-minute metrics kept (24 h)
+latency_samples = 100000              # reconcile-latency samples kept for percentiles
+
+[sources]
+names = ["aws", "gcp", "azure"]       # every source a copy may name; others are rejected
+
+# A source plugin instance. "plugin" defaults to the table name; other keys are the
+# plugin's options. The built-in simulator (example):
+[sources.inputs.simulator]
+plugin = "simulator"
+enabled = true
+rate_per_second = 20.0
+event_types = ["order.created", "payment.captured"]
+seed = 7
+# Per-source delivery latency (lognormal, milliseconds) and fault probabilities.
+latency_ms = { aws = { median = 40.0, sigma = 0.5 }, gcp = { median = 60.0, sigma = 0.5 }, azure = { median = 80.0, sigma = 0.6 } }
+drop_probability = 0.0
+duplicate_probability = 0.0
+corrupt_probability = 0.0
+delay_probability = 0.0
+# Scheduled faults: kind = drop | duplicate | corrupt | delay | latency.
+scenarios = [ { source = "aws", kind = "drop", probability = 0.25, start_minute = 10.0, duration_minutes = 5.0 } ]
+
+# Routes, first match wins (example): which sources must deliver an event type, and its window.
+[[routes]]
+event_type = "order.*"                # a glob on event_type
+sources = ["aws", "gcp", "azure"]     # empty = every source in sources.names
+window_seconds = 60.0                 # default: reconcile.window_seconds
+grace_seconds = 5.0                   # default: reconcile.grace_seconds
+
+[index]
+backend = "memory"                    # an index plugin: memory (sqlite, redis come later)
+ttl_seconds = 86400.0                 # outcomes age out after this
+max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
+options = {}                          # backend options
+
+[detectors]
+enabled = []                          # detector plugins watching per-minute metrics
+options = {}                          # per detector: { ewma = { threshold = 3.0 } }
+
+[decision]
+method = "topsis"                     # MCDM method ranking recovery actions
+weighting = "entropy"                 # criteria weighting method
+automation = "observe"                # observe | approve | auto
+
+[actions]
+options = {}                          # per recovery action options
+
+[plugins]
+allow = []                            # plugin names to load; empty = all (env: HELIOS_PLUGINS=a,b)
+deny = []                             # plugin names never to load
+"""

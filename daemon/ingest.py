@@ -1,0 +1,90 @@
+"""Validation of incoming copies: each bad one is named, counted and left out."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+
+import orjson
+from helios.daemon.model import Checked, CopyIn, EventRecord
+from helios.daemon.types import Rejected
+
+MAX_ID_LENGTH = 512
+_SORT = orjson.OPT_SORT_KEYS
+
+
+def canonical_digest(payload: bytes) -> bytes:
+    """BLAKE2b-64 of the payload's canonical JSON (sorted keys, no whitespace).
+
+    Raises orjson.JSONDecodeError when the payload is not JSON."""
+    canonical = orjson.dumps(orjson.loads(payload), option=_SORT)
+    return hashlib.blake2b(canonical, digest_size=8).digest()
+
+
+def validate(
+    copies: Sequence[CopyIn],
+    sources: Collection[str],
+    paused: Collection[str],
+    max_payload_bytes: int,
+    counts: Counter[str] | None = None,
+    open_records: Mapping[str, EventRecord] | None = None,
+) -> tuple[list[Checked], list[Rejected]]:
+    """Split a batch into good copies (with payload digests) and rejections by index.
+
+    A payload byte-identical to the first copy of an open window was parsed already:
+    its digest is reused, so most copies are parsed once, not once per source."""
+    good: list[Checked] = []
+    bad: list[Rejected] = []
+    open_get = (open_records or {}).get
+    first_in_batch: dict[str, tuple[bytes, bytes]] = {}
+    for index, (event_id, source, event_type, produced_at, payload) in enumerate(copies):
+        problem: tuple[str, str, str] | None = None
+        digest = b""
+        if not event_id:
+            problem = ("event_id", "event_id is empty", "empty_event_id")
+        elif len(event_id) > MAX_ID_LENGTH:
+            problem = (
+                "event_id",
+                f"event_id is {len(event_id)} characters; at most {MAX_ID_LENGTH}",
+                "event_id_too_long",
+            )
+        elif source not in sources:
+            problem = (
+                "source",
+                f"unknown source {source!r}; known sources: {', '.join(sorted(sources))}",
+                "unknown_source",
+            )
+        elif source in paused:
+            problem = ("source", f"source {source!r} is paused", "source_paused")
+        elif not event_type:
+            problem = ("event_type", "event_type is empty", "empty_event_type")
+        elif len(payload) > max_payload_bytes:
+            problem = (
+                "payload",
+                f"payload is {len(payload)} bytes; the limit is {max_payload_bytes}",
+                "payload_too_large",
+            )
+        else:
+            record = open_get(event_id)
+            if record is not None and payload == record.payload:
+                digest = record.digest
+            else:
+                earlier = first_in_batch.get(event_id)
+                if earlier is not None and payload == earlier[0]:
+                    digest = earlier[1]
+                else:
+                    try:
+                        digest = canonical_digest(payload)
+                    except orjson.JSONDecodeError as exc:
+                        problem = ("payload", f"payload is not JSON: {exc}", "payload_not_json")
+                    else:
+                        if earlier is None:
+                            first_in_batch[event_id] = (payload, digest)
+        if problem is None:
+            good.append((event_id, source, event_type, produced_at, payload, digest))
+        else:
+            bad.append(Rejected(index, event_id, *problem))
+            if counts is not None:
+                counts[problem[2]] += 1
+    return good, bad

@@ -1,0 +1,254 @@
+"""From validated copies to outcomes: the bounded ingest queue, the reconciler task,
+the sweeper, and the fan-out of outcomes to the index, watchers and plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from helios.daemon.clock import Clock
+from helios.daemon.config import Config
+from helios.daemon.ingest import validate
+from helios.daemon.model import Checked, CopyIn, Outcome, OutcomeKind
+from helios.daemon.plugins import PluginManager
+from helios.daemon.query import OutcomeQuery
+from helios.daemon.reconciler import Reconciler
+from helios.daemon.types import IndexBackend, PublishResult, QueueFull
+
+log = logging.getLogger("helios.pipeline")
+
+
+@dataclass(eq=False)
+class Watcher:
+    """A subscriber to outcomes (WatchOutcomes, the console)."""
+
+    query: OutcomeQuery | None
+    queue: asyncio.Queue[list[Outcome]] = field(default_factory=lambda: asyncio.Queue(2000))
+    overflowed: bool = False
+
+
+class Pipeline:
+    """Owns the order of work: batches and sweeps run one at a time under one lock."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        reconciler: Reconciler,
+        index: IndexBackend,
+        plugins: PluginManager | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.reconciler = reconciler
+        self.index = index
+        self.plugins = plugins
+        self.sources = frozenset(config.sources.names)
+        self.paused: set[str] = set()
+        self.capacity = config.ingest.queue_capacity_events
+        self.max_payload = config.ingest.max_payload_bytes
+        self.rejections: Counter[str] = Counter()
+        self.latencies_ms: deque[float] = deque(maxlen=config.reconcile.latency_samples)
+        self.watchers: set[Watcher] = set()
+        self.sequence = 0
+        self.lock = asyncio.Lock()
+        self._queue: deque[tuple[list[Checked], float]] = deque()
+        self.queued = 0
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.monotonic()
+
+    # ---- ingest -------------------------------------------------------------------
+    def check(self, copies: Sequence[CopyIn]) -> tuple[list[Checked], PublishResult]:
+        good, bad = validate(
+            copies,
+            self.sources,
+            self.paused,
+            self.max_payload,
+            self.rejections,
+            self.reconciler.open,
+        )
+        return good, PublishResult(len(good), bad)
+
+    def offer(self, good: list[Checked]) -> None:
+        """Enqueue validated copies now, or raise QueueFull."""
+        if not good:
+            return
+        if self.queued + len(good) > self.capacity and self.queued > 0:
+            self._room.clear()
+            raise QueueFull(
+                f"ingest queue full: {self.queued} of {self.capacity} copies waiting; retry later"
+            )
+        self._queue.append((good, time.perf_counter()))
+        self.queued += len(good)
+        self._work.set()
+
+    async def offer_wait(self, good: list[Checked], timeout: float) -> None:
+        """Enqueue, waiting up to `timeout` seconds for room (stream backpressure)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.offer(good)
+                return
+            except QueueFull:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                try:
+                    await asyncio.wait_for(self._room.wait(), remaining)
+                except TimeoutError:
+                    raise QueueFull(
+                        f"ingest queue stayed full for {timeout:g} s: {self.queued} of "
+                        f"{self.capacity} copies waiting; slow down"
+                    ) from None
+
+    async def publish(self, copies: Sequence[CopyIn]) -> PublishResult:
+        """Validate and enqueue (the path source plugins use); raises QueueFull."""
+        good, result = self.check(copies)
+        self.offer(good)
+        return result
+
+    # ---- processing ---------------------------------------------------------------
+    async def process(self, copies: list[Checked], received: float | None = None) -> None:
+        """Reconcile one batch now (the consumer task calls this; tests may too)."""
+        async with self.lock:
+            open_ = self.reconciler.open
+            unknown = {c[0] for c in copies if c[0] not in open_}
+            closed = await self.index.get_many(unknown) if unknown else {}
+            self.reconciler.apply(copies, self.clock.now(), closed)
+            completes = self.reconciler.completed_in_batch
+            await self._flush()
+        if received is not None and completes:
+            latency = (time.perf_counter() - received) * 1000.0
+            self.latencies_ms.extend([latency] * min(completes, 1000))
+
+    async def sweep(self) -> int:
+        async with self.lock:
+            declared = self.reconciler.sweep(self.clock.now())
+            await self._flush()
+        return declared
+
+    async def drain(self) -> None:
+        """Process everything queued so far (tests and shutdown)."""
+        while self._queue:
+            copies, received = self._queue.popleft()
+            self.queued -= len(copies)
+            await self.process(copies, received)
+        self._room.set()
+
+    async def _flush(self) -> None:
+        outcomes, dirty = self.reconciler.drain()
+        if dirty:
+            await self.index.put_many(dirty)
+        if not outcomes:
+            return
+        sequence = self.sequence
+        for outcome in outcomes:
+            sequence += 1
+            outcome.sequence = sequence
+        self.sequence = sequence
+        await self.index.add_outcomes(outcomes)
+        self._fan_out(outcomes)
+
+    def _fan_out(self, outcomes: list[Outcome]) -> None:
+        for watcher in list(self.watchers):
+            query = watcher.query
+            if query is None:
+                chosen = outcomes
+            elif query.kinds_only:
+                kinds = query.kinds or ()
+                chosen = [o for o in outcomes if o.kind in kinds]
+            else:
+                chosen = [o for o in outcomes if query.matches(o)]
+            if not chosen:
+                continue
+            try:
+                watcher.queue.put_nowait(chosen)
+            except asyncio.QueueFull:
+                watcher.overflowed = True
+                self.watchers.discard(watcher)
+        if self.plugins is not None and self.plugins.has_observers("on_outcome"):
+            for outcome in outcomes:
+                self.plugins.on_outcome(outcome)
+
+    def watch(self, query: OutcomeQuery | None) -> Watcher:
+        watcher = Watcher(query)
+        self.watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+
+    # ---- tasks ----------------------------------------------------------------------
+    async def _consume(self) -> None:
+        while True:
+            await self._work.wait()
+            while self._queue:
+                copies, received = self._queue.popleft()
+                self.queued -= len(copies)
+                if self.queued < self.capacity:
+                    self._room.set()
+                try:
+                    await self.process(copies, received)
+                except Exception:
+                    log.exception("reconciling a batch of %d copies failed", len(copies))
+            self._work.clear()
+
+    async def _sweep_loop(self) -> None:
+        interval = self.config.reconcile.sweep_interval_seconds
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await self.clock.sleep(10.0)
+            try:
+                removed = await self.index.expire(self.clock.now())
+                if removed:
+                    log.debug("expired %d records", removed)
+            except Exception:
+                log.exception("index expiry failed")
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="helios-reconcile"),
+            asyncio.create_task(self._sweep_loop(), name="helios-sweep"),
+            asyncio.create_task(self._expire_loop(), name="helios-expire"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # ---- reading --------------------------------------------------------------------
+    def latency_summary(self) -> dict[str, float]:
+        samples = sorted(self.latencies_ms)
+        if not samples:
+            return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "count": 0.0}
+
+        def pick(q: float) -> float:
+            return samples[min(len(samples) - 1, int(q * len(samples)))]
+
+        return {
+            "p50": pick(0.50),
+            "p90": pick(0.90),
+            "p99": pick(0.99),
+            "max": samples[-1],
+            "count": float(len(samples)),
+        }
+
+    def outcome_counts(self) -> dict[str, int]:
+        counts = self.reconciler.outcome_counts
+        return {kind.name: counts.get(kind, 0) for kind in OutcomeKind}

@@ -1,0 +1,126 @@
+"""Outcome filters: the `filter` string of ListOutcomes and WatchOutcomes."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from helios.daemon.model import Outcome, OutcomeKind
+
+
+class FilterError(ValueError):
+    """A filter or page token that cannot be read; `field` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class OutcomeQuery:
+    kinds: frozenset[OutcomeKind] | None = None
+    sources: frozenset[str] | None = None
+    event_type: str | None = None  # a glob
+    event_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    @property
+    def kinds_only(self) -> bool:
+        return (
+            self.kinds is not None
+            and self.sources is None
+            and self.event_type is None
+            and self.event_id is None
+            and self.since is None
+            and self.until is None
+        )
+
+    def matches(self, outcome: Outcome) -> bool:
+        if self.kinds is not None and outcome.kind not in self.kinds:
+            return False
+        if self.event_id is not None and outcome.event_id != self.event_id:
+            return False
+        if self.sources is not None and not self.sources.intersection(outcome.sources):
+            return False
+        if self.since is not None and outcome.time < self.since:
+            return False
+        if self.until is not None and outcome.time >= self.until:
+            return False
+        return self.event_type is None or fnmatch.fnmatchcase(outcome.event_type, self.event_type)
+
+
+_TERM = re.compile(r"\s*([a-z_]+)\s*=\s*(\"[^\"]*\"|[^\s\"]+)\s*")
+_KEYS = "kind, source, event_type, event_id, since, until"
+
+
+def _time(key: str, value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            raise FilterError(
+                "filter", f"{key}={value!r} is not an ISO-8601 time or epoch seconds"
+            ) from None
+
+
+def parse_filter(text: str) -> OutcomeQuery:
+    """Read `kind=MISSING AND source=aws,gcp event_type=order.*` style filters."""
+    values: dict[str, str] = {}
+    rest = re.sub(r"\bAND\b", " ", text.strip())
+    pos = 0
+    while pos < len(rest):
+        if rest[pos].isspace():
+            pos += 1
+            continue
+        match = _TERM.match(rest, pos)
+        if not match:
+            raise FilterError(
+                "filter",
+                f"cannot read {rest[pos:]!r}: expected terms KEY=VALUE with KEY in {_KEYS}",
+            )
+        key, value = match.group(1), match.group(2).strip('"')
+        if key not in {"kind", "source", "event_type", "event_id", "since", "until"}:
+            raise FilterError("filter", f"unknown filter key {key!r}; expected one of {_KEYS}")
+        values[key] = value
+        pos = match.end()
+    kinds = None
+    if "kind" in values:
+        names = [k.strip().upper().removeprefix("OUTCOME_KIND_") for k in values["kind"].split(",")]
+        unknown = [k for k in names if k not in OutcomeKind.__members__]
+        if unknown:
+            raise FilterError(
+                "filter",
+                f"unknown kind {unknown[0]!r}; expected {', '.join(OutcomeKind.__members__)}",
+            )
+        kinds = frozenset(OutcomeKind[k] for k in names)
+    return OutcomeQuery(
+        kinds=kinds,
+        sources=frozenset(values["source"].split(",")) if "source" in values else None,
+        event_type=values.get("event_type"),
+        event_id=values.get("event_id"),
+        since=_time("since", values["since"]) if "since" in values else None,
+        until=_time("until", values["until"]) if "until" in values else None,
+    )
+
+
+def encode_token(sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"before:{sequence}".encode()).decode()
+
+
+def decode_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        prefix, _, number = text.partition(":")
+        if prefix != "before":
+            raise ValueError
+        return int(number)
+    except (ValueError, UnicodeError):
+        raise FilterError("page_token", "page_token is not one this server issued") from None

@@ -1,0 +1,325 @@
+"""The reconciler: copies in, outcomes out, with constant work per copy.
+
+Windows open at an event's first copy and close when every expected source delivered
+(COMPLETE or INCONSISTENT, at once) or when window + grace pass (MISSING). Deadlines of
+one route only ever grow, so each route keeps a FIFO of open records: expiry is a pop
+from the left, with no timer or task per event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from helios.daemon.config import RouteConfig
+from helios.daemon.metrics import MetricsRollup, MinuteAccumulator
+from helios.daemon.model import Checked, EventRecord, Outcome, OutcomeKind, Status
+
+COMPLETE = OutcomeKind.COMPLETE
+MISSING = OutcomeKind.MISSING
+INCONSISTENT = OutcomeKind.INCONSISTENT
+DUPLICATE = OutcomeKind.DUPLICATE
+LATE = OutcomeKind.LATE
+PENDING = Status.PENDING
+
+
+@dataclass
+class Route:
+    pattern: str
+    expected: int  # bit mask
+    window: float
+    grace: float
+    queue: deque[EventRecord] = field(default_factory=deque)
+
+
+@dataclass
+class SourceCounters:
+    copies: int = 0
+    expected: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+
+
+class Reconciler:
+    """Keeps open windows and decides outcomes; closed records go to the index."""
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        routes: Sequence[RouteConfig],
+        window: float,
+        grace: float,
+        metrics: MetricsRollup,
+    ) -> None:
+        self.sources = list(sources)
+        self.source_index = {name: i for i, name in enumerate(self.sources)}
+        self.n = len(self.sources)
+        all_mask = (1 << self.n) - 1
+        self.routes = [
+            Route(
+                r.event_type,
+                self._mask(r.sources) if r.sources else all_mask,
+                window if r.window_seconds is None else r.window_seconds,
+                grace if r.grace_seconds is None else r.grace_seconds,
+            )
+            for r in routes
+        ]
+        self.default_route = Route("*", all_mask, window, grace)
+        self._route_cache: dict[str, Route] = {}
+        self.metrics = metrics
+        self.open: dict[str, EventRecord] = {}
+        self.now = 0.0
+        # Emitted since the last drain(): outcomes in order, and closed records changed.
+        self.outcomes: list[Outcome] = []
+        self.dirty: dict[str, EventRecord] = {}
+        self.completed_in_batch = 0
+        self.events_seen = 0
+        self.copies_received = 0
+        self.outcome_counts: Counter[OutcomeKind] = Counter()
+        self.by_source = [SourceCounters() for _ in self.sources]
+        self._bits: dict[int, tuple[int, ...]] = {}
+        self._pairs = [(p, a, b) for p, (a, b) in enumerate(metrics.pairs)]
+        # Events closed with every expected copy, by expected mask, not yet counted per source.
+        self._closed_full: Counter[int] = Counter()
+
+    def _mask(self, names: Iterable[str]) -> int:
+        mask = 0
+        for name in names:
+            mask |= 1 << self.source_index[name]
+        return mask
+
+    def names(self, mask: int) -> tuple[str, ...]:
+        return tuple(s for i, s in enumerate(self.sources) if mask >> i & 1)
+
+    def _indexes(self, mask: int) -> tuple[int, ...]:
+        found = self._bits.get(mask)
+        if found is None:
+            found = self._bits[mask] = tuple(i for i in range(self.n) if mask >> i & 1)
+        return found
+
+    def route(self, event_type: str) -> Route:
+        route = self._route_cache.get(event_type)
+        if route is None:
+            route = next(
+                (r for r in self.routes if fnmatch.fnmatchcase(event_type, r.pattern)),
+                self.default_route,
+            )
+            if len(self._route_cache) < 100_000:
+                self._route_cache[event_type] = route
+        return route
+
+    def _emit(
+        self, kind: OutcomeKind, rec: EventRecord, sources: tuple[str, ...], late_by: float = 0.0
+    ) -> None:
+        outcome = Outcome(kind, rec.event_id, rec.event_type, sources, self.now, late_by)
+        rec.outcomes.append(outcome)
+        self.outcomes.append(outcome)
+        self.outcome_counts[kind] += 1
+
+    def apply(
+        self, copies: Iterable[Checked], now: float, closed: Mapping[str, EventRecord]
+    ) -> None:
+        """Take a batch of validated copies arriving at `now`; `closed` holds index records."""
+        self.now = now = max(now, self.now)
+        acc = self.metrics.at(now)
+        open_ = self.open
+        known = dict(closed)
+        source_index = self.source_index
+        by_source = self.by_source
+        outcomes = self.outcomes
+        dirty = self.dirty
+        pairs = self._pairs
+        pair_sum = acc.pair_sum
+        pair_n = acc.pair_n
+        closed_full = self._closed_full
+        n = self.n
+        received = size_sum = size_sq = new_events = completes = 0
+        for event_id, source, event_type, produced_at, payload, digest in copies:
+            received += 1
+            si = source_index[source]
+            by_source[si].copies += 1
+            size = len(payload)
+            size_sum += size
+            size_sq += size * size
+            rec = open_.get(event_id)
+            if rec is None:
+                rec = known.get(event_id)
+                if rec is None:
+                    route = self.route(event_type)
+                    rec = EventRecord(
+                        event_id,
+                        event_type,
+                        route.expected,
+                        n,
+                        now,
+                        now + route.window + route.grace,
+                    )
+                    rec.payload = payload
+                    rec.digest = digest
+                    rec.copies[si] = (now, produced_at, digest, size)
+                    rec.seen = 1 << si
+                    open_[event_id] = rec
+                    route.queue.append(rec)
+                    new_events += 1
+                    if rec.seen == rec.expected:  # a route that expects one source
+                        self._decide(rec, known, acc)
+                    continue
+            copies_ = rec.copies
+            if copies_[si] is not None:
+                counts = rec.counts
+                if counts is None:
+                    counts = rec.counts = {}
+                counts[si] = counts.get(si, 1) + 1
+                by_source[si].duplicates += 1
+                acc.duplicates += 1
+                self._emit(DUPLICATE, rec, (source,))
+                if rec.status is not PENDING:
+                    dirty[event_id] = rec
+                continue
+            copies_[si] = (now, produced_at, digest, size)
+            if digest != rec.digest:
+                rec.differs = True
+            seen = rec.seen = rec.seen | 1 << si
+            if rec.status is not PENDING:
+                self._late_copy(rec, si, 1 << si, acc)
+            elif seen & rec.expected == rec.expected:
+                if rec.differs:
+                    self._decide(rec, known, acc)
+                    continue
+                # COMPLETE, inlined: the path almost every event takes.
+                rec.status = Status.COMPLETE
+                outcome = Outcome(COMPLETE, event_id, rec.event_type, (), now)
+                rec.outcomes.append(outcome)
+                outcomes.append(outcome)
+                completes += 1
+                closed_full[rec.expected] += 1
+                for p, a, b in pairs:
+                    ca = copies_[a]
+                    cb = copies_[b]
+                    if ca is not None and cb is not None:
+                        pair_sum[p] += abs(cb[0] - ca[0])
+                        pair_n[p] += 1
+                del open_[event_id]
+                known[event_id] = rec
+                dirty[event_id] = rec
+        acc.copies += received
+        acc.size_sum += size_sum
+        acc.size_sq += size_sq
+        acc.events += new_events
+        acc.closed += completes
+        self.events_seen += new_events
+        self.copies_received += received
+        self.completed_in_batch += completes
+        self.outcome_counts[COMPLETE] += completes
+        self._count_closed_full(acc)
+
+    def _count_closed_full(self, acc: MinuteAccumulator) -> None:
+        """Per-source expected/delivered counts for events closed with every copy."""
+        for mask, count in self._closed_full.items():
+            for i in self._indexes(mask):
+                acc.expected_by_source[i] += count
+                counters = self.by_source[i]
+                counters.expected += count
+                counters.delivered += count
+        self._closed_full.clear()
+
+    def _disagreeing(self, rec: EventRecord) -> tuple[str, ...]:
+        """Sources whose payload differs from the most common one; () when all agree."""
+        if not rec.differs:
+            return ()
+        digests = [(i, c[2]) for i, c in enumerate(rec.copies) if c is not None]
+        ranked = Counter(d for _, d in digests).most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            return tuple(self.sources[i] for i, _ in digests)  # a tie: no majority to trust
+        majority = ranked[0][0]
+        return tuple(self.sources[i] for i, d in digests if d != majority)
+
+    def _close_metrics(self, rec: EventRecord, missing: int, acc: MinuteAccumulator) -> None:
+        acc.closed += 1
+        if missing:
+            acc.missing += 1
+        if rec.inconsistent:
+            acc.inconsistent += 1
+        for i in self._indexes(rec.expected):
+            acc.expected_by_source[i] += 1
+            counters = self.by_source[i]
+            counters.expected += 1
+            if missing >> i & 1:
+                acc.missing_by_source[i] += 1
+            else:
+                counters.delivered += 1
+        copies = rec.copies
+        for p, a, b in self._pairs:
+            ca, cb = copies[a], copies[b]
+            if ca is not None and cb is not None:
+                acc.pair_sum[p] += abs(cb[0] - ca[0])
+                acc.pair_n[p] += 1
+
+    def _decide(
+        self, rec: EventRecord, known: dict[str, EventRecord], acc: MinuteAccumulator
+    ) -> None:
+        """Every expected copy is here: COMPLETE, or INCONSISTENT when payloads disagree."""
+        if rec.differs:
+            rec.inconsistent = True
+            rec.status = Status.INCONSISTENT
+            self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+        else:
+            rec.status = Status.COMPLETE
+            self._emit(COMPLETE, rec, ())
+            self.completed_in_batch += 1
+        self._close_metrics(rec, 0, acc)
+        del self.open[rec.event_id]
+        known[rec.event_id] = rec
+        self.dirty[rec.event_id] = rec
+
+    def _late_copy(self, rec: EventRecord, si: int, bit: int, acc: MinuteAccumulator) -> None:
+        """A copy for a closed record: LATE if MISSING named it; it heals the record."""
+        if rec.missing & bit:
+            rec.late_mask |= bit
+            rec.missing &= ~bit
+            self.by_source[si].delivered += 1
+            self._emit(LATE, rec, (self.sources[si],), self.now - rec.deadline)
+        if rec.differs and not rec.inconsistent:
+            rec.inconsistent = True
+            self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+        if not rec.missing:
+            if rec.inconsistent:
+                rec.status = Status.INCONSISTENT
+            elif rec.status is Status.MISSING:
+                rec.status = Status.COMPLETE
+                self._emit(COMPLETE, rec, ())
+        self.dirty[rec.event_id] = rec
+
+    def sweep(self, now: float) -> int:
+        """Declare MISSING for every open window whose deadline has passed; returns how many."""
+        self.now = now = max(now, self.now)
+        acc = self.metrics.at(now)
+        declared = 0
+        for route in (*self.routes, self.default_route):
+            queue = route.queue
+            while queue and queue[0].deadline <= now:
+                rec = queue.popleft()
+                if rec.status is not PENDING:
+                    continue
+                missing = rec.expected & ~rec.seen
+                rec.missing = missing
+                rec.status = Status.MISSING
+                self._emit(MISSING, rec, self.names(missing))
+                if rec.differs:
+                    rec.inconsistent = True
+                    self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+                self._close_metrics(rec, missing, acc)
+                del self.open[rec.event_id]
+                self.dirty[rec.event_id] = rec
+                declared += 1
+        return declared
+
+    def drain(self) -> tuple[list[Outcome], list[EventRecord]]:
+        """Hand over what changed since the last drain."""
+        outcomes, dirty = self.outcomes, list(self.dirty.values())
+        self.outcomes = []
+        self.dirty = {}
+        self.completed_in_batch = 0
+        return outcomes, dirty

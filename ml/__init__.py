@@ -1,0 +1,1 @@
+"""Training and evaluation of the LSTM detector (built by the detection work)."""

@@ -1,0 +1,1 @@
+"""HELIOS's built-in plugins, each registered through the `helios` entry-point group."""

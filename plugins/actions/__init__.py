@@ -1,0 +1,1 @@
+"""Actions plugins (built by later work; the hook exists now)."""

@@ -1,0 +1,1 @@
+"""Detectors plugins (built by later work; the hook exists now)."""

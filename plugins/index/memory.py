@@ -1,0 +1,105 @@
+"""The in-memory index: a dict of records and an append-only outcome log, both TTL-bound."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+
+from helios.daemon.hookspecs import hookimpl
+from helios.daemon.model import EventRecord, Outcome
+from helios.daemon.query import OutcomeQuery
+from helios.daemon.types import IndexBackend, IndexContext, IndexFactory
+
+SCAN_LIMIT = 1_000_000  # outcomes looked at per ListOutcomes page before handing back a token
+
+
+class MemoryIndex:
+    """Records by event_id plus the outcome log; the oldest leave first (TTL, then size)."""
+
+    def __init__(self, ttl_seconds: float, max_records: int) -> None:
+        self.ttl = ttl_seconds
+        self.max_records = max_records
+        self.records: dict[str, EventRecord] = {}
+        self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
+        self._log: list[Outcome] = []
+        self._head = 0  # outcomes before this position have expired
+
+    async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        records = self.records
+        return {i: records[i] for i in event_ids if i in records}
+
+    async def put_many(self, records: Sequence[EventRecord]) -> None:
+        stored = self.records
+        order = self._order
+        for rec in records:
+            if rec.event_id not in stored:
+                order.append((rec.first_seen, rec.event_id))
+            stored[rec.event_id] = rec
+        while len(stored) > self.max_records and order:
+            stored.pop(order.popleft()[1], None)
+
+    async def add_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        self._log.extend(outcomes)
+        excess = len(self._log) - self._head - 2 * self.max_records
+        if excess > 0:
+            self._head += excess
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._head > 100_000 and self._head > len(self._log) // 2:
+            del self._log[: self._head]
+            self._head = 0
+
+    async def list_outcomes(
+        self, query: OutcomeQuery, page_size: int, before: int | None
+    ) -> tuple[list[Outcome], int | None]:
+        log = self._log
+        key: Callable[[Outcome], int] = lambda o: o.sequence  # noqa: E731
+        end = len(log) if before is None else bisect_left(log, before, lo=self._head, key=key)
+        page: list[Outcome] = []
+        scanned = 0
+        position = end - 1
+        while position >= self._head:
+            outcome = log[position]
+            if query.matches(outcome):
+                page.append(outcome)
+                if len(page) == page_size:
+                    break
+            scanned += 1
+            if scanned >= SCAN_LIMIT:
+                return page, outcome.sequence
+            position -= 1
+        more = len(page) == page_size and position > self._head
+        return page, (page[-1].sequence if more else None)
+
+    async def expire(self, now: float) -> int:
+        cutoff = now - self.ttl
+        stored = self.records
+        order = self._order
+        removed = 0
+        while order and order[0][0] < cutoff:
+            _, event_id = order.popleft()
+            if stored.pop(event_id, None) is not None:
+                removed += 1
+        log = self._log
+        while self._head < len(log) and log[self._head].time < cutoff:
+            self._head += 1
+        self._compact()
+        return removed
+
+    async def count(self) -> int:
+        return len(self.records)
+
+    async def close(self) -> None:
+        self.records.clear()
+        self._log.clear()
+
+
+def _factory(context: IndexContext) -> IndexBackend:
+    return MemoryIndex(context.config.ttl_seconds, context.config.max_records)
+
+
+@hookimpl(trylast=True)
+def register_index_backends(register: Callable[[str, IndexFactory], None]) -> None:
+    register("memory", _factory)

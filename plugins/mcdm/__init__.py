@@ -1,0 +1,1 @@
+"""Mcdm plugins (built by later work; the hook exists now)."""

@@ -1,0 +1,1 @@
+"""The NiceGUI console, served by heliosd itself."""

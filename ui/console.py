@@ -1,0 +1,262 @@
+"""The NiceGUI console: mounted on a FastAPI app that uvicorn serves inside heliosd's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from helios.daemon.app import Daemon
+from helios.daemon.model import EventRecord, Status
+from helios.ui.state import SERIES, ConsoleState
+from nicegui import ui
+
+COLORS = {
+    "COMPLETE": "#16a34a",
+    "MISSING": "#dc2626",
+    "INCONSISTENT": "#9333ea",
+    "DUPLICATE": "#d97706",
+    "LATE": "#2563eb",
+}
+
+
+def _clock(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
+
+
+def _health_color(completeness: float) -> str:
+    if completeness >= 0.999:
+        return "green"
+    return "orange" if completeness >= 0.95 else "red"
+
+
+def _header(active: str) -> None:
+    with ui.header().classes("items-center bg-slate-900 text-white"):
+        ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
+        ui.label("multi-cloud event reconciliation").classes("text-sm opacity-70")
+        ui.space()
+        for name, path in (("Overview", "/"),):
+            link = ui.link(name, path).classes("text-white no-underline px-2")
+            if name == active:
+                link.classes("font-bold underline")
+
+
+def _kpi(title: str, css: str) -> ui.label:
+    with ui.card().classes("min-w-40"):
+        ui.label(title).classes("text-xs uppercase text-gray-500")
+        return ui.label("-").classes(f"text-2xl font-semibold {css}")
+
+
+def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for i, copy in enumerate(record.copies):
+        if copy is None:
+            continue
+        arrived_at, _produced_at, digest, _size = copy
+        rows.append(
+            {
+                "source": sources[i],
+                "arrived": _clock(arrived_at),
+                "after_first_ms": round((arrived_at - record.first_seen) * 1000, 1),
+                "hash": digest.hex(),
+                "count": record.count(i),
+                "late": "yes" if record.is_late(i) else "",
+            }
+        )
+    return rows
+
+
+class Console:
+    """The console web server, running as a task of heliosd's event loop."""
+
+    def __init__(self, daemon: Daemon, address: str) -> None:
+        self.daemon = daemon
+        self.state = ConsoleState(daemon)
+        host, _, port = address.rpartition(":")
+        self.app = FastAPI(title="HELIOS console")
+        self._pages()
+        ui.run_with(
+            self.app,
+            title="HELIOS",
+            favicon="☀",
+            show_welcome_message=False,
+            reconnect_timeout=10.0,
+            binding_refresh_interval=None,
+        )
+        self.server = _QuietServer(
+            uvicorn.Config(self.app, host=host, port=int(port), log_level="warning")
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.port = int(port)
+        self.address = address
+
+    async def start(self) -> None:
+        self.state.start()
+        self._task = asyncio.create_task(self.server.serve(), name="helios-console")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+                raise OSError(f"console server stopped while starting on {self.address}")
+            await asyncio.sleep(0.05)
+        sockets = [s for server in self.server.servers for s in server.sockets]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+            self.address = f"{self.address.rpartition(':')[0]}:{self.port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.state.stop()
+
+    def _pages(self) -> None:
+        daemon = self.daemon
+        state = self.state
+        sources = daemon.config.sources.names
+
+        @ui.page("/")
+        def overview() -> None:
+            _header("Overview")
+            with ui.row().classes("w-full gap-4"):
+                eps = _kpi("events / s", "helios-eps")
+                cps = _kpi("copies / s", "helios-cps")
+                open_windows = _kpi("open windows", "helios-open")
+                p99 = _kpi("reconcile p99 (ms)", "helios-p99")
+                total = _kpi("events seen", "helios-seen")
+            with ui.row().classes("w-full gap-4 items-stretch"):
+                with ui.card().classes("min-w-72"):
+                    ui.label("Completeness per source").classes("font-semibold")
+                    bars: dict[str, ui.linear_progress] = {}
+                    shares: dict[str, ui.label] = {}
+                    for source in sources:
+                        with ui.row().classes("w-full items-center helios-source"):
+                            ui.label(source).classes("w-16 font-mono")
+                            bars[source] = (
+                                ui.linear_progress(value=1.0, show_value=False, size="14px")
+                                .classes("w-40")
+                                .props("color=green")
+                            )
+                            shares[source] = ui.label("-").classes(
+                                f"font-mono helios-completeness-{source}"
+                            )
+                with ui.card().classes("grow"):
+                    ui.label("Outcomes over time (per 2 s)").classes("font-semibold")
+                    chart = ui.echart(
+                        {
+                            "tooltip": {"trigger": "axis"},
+                            "legend": {"data": SERIES},
+                            "xAxis": {"type": "category", "data": []},
+                            "yAxis": {"type": "log", "min": 1, "logBase": 10},
+                            "series": [
+                                {
+                                    "name": name,
+                                    "type": "line",
+                                    "showSymbol": False,
+                                    "data": [],
+                                    "itemStyle": {"color": COLORS[name]},
+                                }
+                                for name in SERIES
+                            ],
+                            "animation": False,
+                        }
+                    ).classes("w-full h-64 helios-outcome-chart")
+            with ui.row().classes("w-full gap-4 items-start"):
+                with ui.card().classes("grow"):
+                    ui.label("Latest discrepancies").classes("font-semibold")
+                    table = ui.table(
+                        columns=[
+                            {"name": "time", "label": "time", "field": "time"},
+                            {"name": "kind", "label": "outcome", "field": "kind"},
+                            {"name": "event_id", "label": "event", "field": "event_id"},
+                            {"name": "sources", "label": "sources", "field": "sources"},
+                        ],
+                        rows=[],
+                        row_key="seq",
+                        pagination=10,
+                    ).classes("w-full helios-discrepancies")
+                with ui.card().classes("min-w-96"):
+                    ui.label("Look up an event").classes("font-semibold")
+                    lookup = ui.input("event_id").classes("w-full helios-lookup")
+                    result = ui.column().classes("w-full helios-lookup-result")
+
+                    async def find() -> None:
+                        result.clear()
+                        event_id = (lookup.value or "").strip()
+                        with result:
+                            if not event_id:
+                                ui.label("Type an event_id first.").classes("text-gray-500")
+                                return
+                            record = await daemon.get_event(event_id)
+                            if record is None:
+                                ui.label(f"No event {event_id!r} in open windows or the index.")
+                                return
+                            status = Status(record.status).name
+                            ui.label(f"{record.event_id} - {record.event_type}").classes(
+                                "font-mono"
+                            )
+                            ui.label(f"status {status}").classes(f"helios-status-{status}")
+                            ui.table(
+                                columns=[
+                                    {"name": k, "label": k, "field": k}
+                                    for k in (
+                                        "source",
+                                        "arrived",
+                                        "after_first_ms",
+                                        "hash",
+                                        "count",
+                                        "late",
+                                    )
+                                ],
+                                rows=record_rows(record, sources),
+                                row_key="source",
+                            ).classes("w-full")
+                            kinds = ", ".join(o.kind.name for o in record.outcomes) or "none yet"
+                            ui.label(f"outcomes: {kinds}")
+
+                    lookup.on("keydown.enter", find)
+                    ui.button("Find", on_click=find).classes("helios-find")
+
+            def refresh() -> None:
+                copies_rate, events_rate = daemon.rates()
+                eps.set_text(f"{events_rate:,.0f}")
+                cps.set_text(f"{copies_rate:,.0f}")
+                open_windows.set_text(f"{len(daemon.reconciler.open):,}")
+                p99.set_text(f"{daemon.pipeline.latency_summary()['p99']:.1f}")
+                total.set_text(f"{daemon.reconciler.events_seen:,}")
+                for s in daemon.source_status():
+                    bars[s.source].set_value(s.completeness)
+                    bars[s.source].props(f"color={_health_color(s.completeness)}")
+                    paused = " (paused)" if s.paused else ""
+                    shares[s.source].set_text(f"{s.completeness * 100:.2f}%{paused}")
+                points = list(state.series)
+                chart.options["xAxis"]["data"] = [_clock(p.at) for p in points]
+                for series in chart.options["series"]:
+                    series["data"] = [p.counts[series["name"]] or None for p in points]
+                chart.update()
+                table.rows = [
+                    {
+                        "seq": o.sequence,
+                        "time": _clock(o.time),
+                        "kind": o.kind.name,
+                        "event_id": o.event_id,
+                        "sources": ",".join(o.sources),
+                    }
+                    for o in reversed(state.discrepancies)
+                ]
+                table.update()
+
+            refresh()
+            ui.timer(2.0, refresh)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside heliosd: heliosd owns SIGINT/SIGTERM, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
