@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -76,6 +77,7 @@ class IngestServicer:
             )
 
     async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
+        received = time.perf_counter()
         events = request.events
         await self._too_big(len(events), context)
         if not events:
@@ -88,7 +90,7 @@ class IngestServicer:
                 )
             await bad_request(context, _violations(result.rejections))
         try:
-            self.pipeline.offer(good)
+            self.pipeline.offer(good, received)
         except QueueFull as exc:
             self.pipeline.rejections["queue_full"] += len(good)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -103,6 +105,7 @@ class IngestServicer:
         pipeline = self.pipeline
         parse = pb.PublishStreamRequest.FromString
         async for raw in requests:
+            received = time.perf_counter()
             try:
                 request = parse(raw)
             except DecodeError as exc:
@@ -115,7 +118,7 @@ class IngestServicer:
             good, result = pipeline.check(copies_from(events))
             if good:
                 try:
-                    await pipeline.offer_wait(good, self.stream_wait)
+                    await pipeline.offer_wait(good, self.stream_wait, received)
                 except QueueFull as exc:
                     pipeline.rejections["queue_full"] += len(good)
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))

@@ -39,7 +39,7 @@ class DaemonConfig(_Section):
     clock: Literal["real", "simulated"] = "real"
     clock_speed: float = Field(1.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    gc_freeze_seconds: float = Field(30.0, ge=0)
+    gc_freeze_seconds: float = Field(2.0, ge=0)
 
     @field_validator("grpc_address")
     @classmethod
@@ -256,7 +256,7 @@ data_dir = ".helios"                  # where durable state goes
 clock = "real"                        # real | simulated (runs clock_speed times real time)
 clock_speed = 1.0
 log_level = "INFO"                    # DEBUG | INFO | WARNING | ERROR
-gc_freeze_seconds = 30.0              # move live records out of the cyclic GC this often; 0 = off
+gc_freeze_seconds = 2.0               # move live records out of the cyclic GC this often; 0 = off
 
 [ingest]
 max_payload_bytes = 1048576           # a larger payload is rejected (field "payload")

@@ -20,6 +20,7 @@ from helios.daemon.reconciler import Reconciler
 from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 
 log = logging.getLogger("helios.pipeline")
+SLICE = 256  # copies reconciled between two flushes
 
 
 @dataclass(eq=False)
@@ -76,8 +77,12 @@ class Pipeline:
         )
         return good, PublishResult(len(good), bad)
 
-    def offer(self, good: list[Checked]) -> None:
-        """Enqueue validated copies now, or raise QueueFull."""
+    def offer(self, good: list[Checked], received: float | None = None) -> None:
+        """Enqueue validated copies now, or raise QueueFull.
+
+        `received` (perf_counter) is when the batch reached the daemon; reconcile latency
+        is measured from it. Big batches are queued in slices, each flushed on its own, so
+        the first events of a batch are decided without waiting for the last."""
         if not good:
             return
         if self.queued + len(good) > self.capacity and self.queued > 0:
@@ -85,16 +90,22 @@ class Pipeline:
             raise QueueFull(
                 f"ingest queue full: {self.queued} of {self.capacity} copies waiting; retry later"
             )
-        self._queue.append((good, time.perf_counter()))
+        if received is None:
+            received = time.perf_counter()
+        step = SLICE
+        for start in range(0, len(good), step):
+            self._queue.append((good[start : start + step], received))
         self.queued += len(good)
         self._work.set()
 
-    async def offer_wait(self, good: list[Checked], timeout: float) -> None:
+    async def offer_wait(
+        self, good: list[Checked], timeout: float, received: float | None = None
+    ) -> None:
         """Enqueue, waiting up to `timeout` seconds for room (stream backpressure)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.offer(good)
+                self.offer(good, received)
                 return
             except QueueFull:
                 remaining = deadline - time.monotonic()
@@ -126,7 +137,7 @@ class Pipeline:
             await self._flush()
         if received is not None and completes:
             latency = (time.perf_counter() - received) * 1000.0
-            self.latencies_ms.extend([latency] * min(completes, 1000))
+            self.latencies_ms.extend([latency] * completes)
 
     async def sweep(self) -> int:
         async with self.lock:

@@ -239,10 +239,11 @@ class Traffic:
         self._seq += 1
         heapq.heappush(self._heap, (arrival, self._seq, copy))
 
-    def until(self, now: float) -> list[tuple[float, CopyIn]]:
-        """Every copy that arrives by `now`, in arrival order."""
+    def until(self, now: float, produce: bool = True) -> list[tuple[float, CopyIn]]:
+        """Every copy that arrives by `now`, in arrival order (with produce=False, only
+        copies of events already produced)."""
         rate = self.options.rate_per_second
-        while self._next_event <= now:
+        while produce and self._next_event <= now:
             self._produce(self._next_event)
             self._next_event += self.rng.expovariate(rate)
         out = []
