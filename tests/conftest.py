@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from helios.control.server import GrpcServer
+from helios.daemon.app import Daemon
+from helios.daemon.clock import ManualClock
+from tests.helpers import free_port, make_config, make_daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class Served:
+    def __init__(self, daemon: Daemon, server: GrpcServer, channel: grpc.aio.Channel) -> None:
+        self.daemon = daemon
+        self.server = server
+        self.channel = channel
+        self.clock = daemon.clock
+
+
+async def serve(config_text: str = "") -> AsyncIterator[Served]:
+    daemon = make_daemon(make_config(config_text), ManualClock())
+    server = GrpcServer(daemon, "127.0.0.1:0")
+    await daemon.start()
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Served(daemon, server, channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await daemon.stop()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async for s in serve():
+        yield s
+
+
+def heliosd_bin() -> str:
+    found = shutil.which("heliosd", path=os.path.dirname(sys.executable))
+    assert found, "heliosd is not installed next to this python"
+    return found
+
+
+class DaemonProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], grpc_port: int, console_port: int,
+                 log: Path) -> None:
+        self.proc = proc
+        self.grpc_port = grpc_port
+        self.console_port = console_port
+        self.address = f"127.0.0.1:{grpc_port}"
+        self.log = log
+
+
+def start_daemon_process(tmp: Path, extra: str = "", console: bool = False) -> DaemonProcess:
+    """Run a real heliosd from a config written in tmp; wait until it serves."""
+    grpc_port = free_port()
+    console_port = free_port() if console else 0
+    config = tmp / "helios.toml"
+    config.write_text(
+        f"""
+[daemon]
+grpc_address = "127.0.0.1:{grpc_port}"
+console_address = "{f'127.0.0.1:{console_port}' if console else ''}"
+data_dir = "{tmp / 'data'}"
+{extra}
+"""
+    )
+    ready = tmp / "ready"
+    log = tmp / "heliosd.log"
+    proc = subprocess.Popen(
+        [heliosd_bin(), "-c", str(config), "run", "--ready-file", str(ready)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"heliosd did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    return DaemonProcess(proc, grpc_port, console_port, log)
+
+
+def stop_daemon_process(daemon: DaemonProcess) -> None:
+    daemon.proc.terminate()
+    try:
+        daemon.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        daemon.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def daemon_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    tmp = tmp_path_factory.mktemp("heliosd")
+    process = start_daemon_process(
+        tmp,
+        """
+[reconcile]
+window_seconds = 2.0
+grace_seconds = 0.5
+""",
+    )
+    yield process
+    stop_daemon_process(process)

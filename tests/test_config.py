@@ -1,0 +1,102 @@
+"""Configuration: validation that names file and key, env overrides, check-config, sample."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+
+import pytest
+
+from helios.daemon import config as config_mod
+from helios.daemon.cli import main as heliosd
+from helios.daemon.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_demo_config_is_valid_and_is_the_default(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("HELIOS_CONFIG", raising=False)
+    config = config_mod.load()
+    assert config.sources.names == ["aws", "gcp", "azure"]
+    assert "simulator" in config.sources.inputs
+    assert [r.event_type for r in config.routes] == ["order.*", "payment.*", "bench.*"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[daemon]\ngrpc_adress = 'x'\n", "x.toml: daemon.grpc_adress: unknown key"),
+        ("[daemon]\ngrpc_address = 'nope'\n", "x.toml: daemon.grpc_address: Value error, expected HOST:PORT"),
+        ("[reconcile]\nwindow_seconds = -1\n", "x.toml: reconcile.window_seconds: Input should be greater than 0"),
+        ("[[routes]]\nevent_type = 'a.*'\nsources = ['aws', 'ibm']\n", "routes[0].sources: ['ibm'] not in sources.names"),
+        ("[daemon]\nclock = 'sundial'\n", "daemon.clock: Input should be 'real' or 'simulated'"),
+        ("[daemon\n", "x.toml: not valid TOML"),
+        ("[sources]\nnames = ['a b']\n", "sources.names: Value error, source name 'a b'"),
+    ],
+)
+def test_bad_configs_name_the_file_the_key_and_what_is_allowed(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        config_mod.parse(text, "x.toml")
+    assert expected in str(caught.value)
+
+
+def test_environment_variables_override_keys():
+    config = config_mod.parse(
+        "[daemon]\ngrpc_address = '127.0.0.1:1'\n",
+        "x.toml",
+        {
+            "HELIOS_DAEMON__GRPC_ADDRESS": "0.0.0.0:6000",
+            "HELIOS_INDEX__TTL_SECONDS": "3600",
+            "HELIOS_SOURCES__NAMES": '["a", "b"]',
+            "HELIOS_PLUGINS": "not-an-override",
+        },
+    )
+    assert config.daemon.grpc_address == "0.0.0.0:6000"
+    assert config.index.ttl_seconds == 3600.0
+    assert config.sources.names == ["a", "b"]
+
+
+def test_a_bad_environment_override_is_reported_like_a_bad_file():
+    with pytest.raises(ConfigError, match="index.ttl_seconds"):
+        config_mod.parse("", "x.toml", {"HELIOS_INDEX__TTL_SECONDS": "'soon'"})
+
+
+def test_check_config_exits_non_zero_on_a_bad_file_and_starts_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[index]\nbackend = 'cassandra'\n")
+    assert heliosd(["check-config", str(bad)]) == 2
+    assert "index.backend: unknown index backend 'cassandra'" in capsys.readouterr().err
+    bad.write_text("[sources.inputs.sim]\nplugin = 'simulator'\nrate_per_second = -5\n")
+    assert heliosd(["check-config", str(bad)]) == 2
+    assert "sources.inputs.sim: rate_per_second" in capsys.readouterr().err
+    assert heliosd(["check-config", str(tmp_path / "absent.toml")]) == 2
+    assert heliosd(["check-config", str(ROOT / "helios.toml")]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def _keys(model: type, prefix: str = "") -> set[str]:
+    found = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, config_mod.BaseModel):
+            found |= _keys(annotation, f"{prefix}{name}.")
+        else:
+            found.add(f"{prefix}{name}")
+    return found
+
+
+def test_the_sample_config_is_valid_and_documents_every_key(capsys):
+    assert heliosd(["config", "sample"]) == 0
+    text = capsys.readouterr().out
+    config_mod.parse(text, "sample.toml")
+    data = tomllib.loads(text)
+    for key in _keys(Config):
+        node = data
+        for part in key.split("."):
+            if key.startswith("routes."):
+                node = data["routes"][0]
+                part = key.split(".")[-1]
+            assert part in node, f"`heliosd config sample` does not mention {key}"
+            node = node[part]

@@ -1,0 +1,145 @@
+"""The plugin surface: hooks documented and exercised, outside distributions loaded the
+way users install them, allow/deny lists."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helios.daemon import hookspecs
+from helios.daemon.plugins import PluginManager
+from tests.helpers import copy, feed, make_daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "tests" / "plugins" / "helios-example"
+HOOKS = [name for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+         if hasattr(f, "helios_spec")]
+
+
+def test_there_are_hooks_for_every_plugin_kind_and_observer():
+    assert sorted(HOOKS) == sorted([
+        "register_sources", "register_index_backends", "register_detectors",
+        "register_mcdm_methods", "register_weighting_methods", "register_actions",
+        "on_outcome", "on_anomaly", "on_action_result",
+    ])
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_in_the_readme_with_its_signature(hook):
+    spec = getattr(hookspecs, hook)
+    assert spec.__doc__ and spec.__doc__.strip(), f"{hook} has no docstring"
+    readme = (ROOT / "README.md").read_text()
+    params = ", ".join(inspect.signature(spec).parameters)
+    assert f"{hook}({params})" in readme, f"README does not document {hook}({params})"
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory) -> Path:
+    """pip-install the example plugin distribution into its own folder."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True,
+    )
+    return target
+
+
+@pytest.fixture
+def example_loaded(example_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(example_site))
+    import importlib
+
+    importlib.invalidate_caches()
+    import helios_example
+
+    helios_example.seen_outcomes.clear()
+    yield helios_example
+    sys.modules.pop("helios_example", None)
+
+
+def test_every_hook_is_exercised_by_the_example_distribution(example_loaded):
+    manager = PluginManager()
+    manager.load_entry_points()
+    registry = manager.collect()
+    example = next(p for p in manager.plugins if p.name == "example")
+    assert (example.distribution, example.version, example.builtin) == ("helios-example", "0.3.1", False)
+    assert sorted(example.hooks) == sorted(HOOKS)
+    assert registry.sources["example_source"].plugin == "example"
+    assert registry.actions["example_page"].plugin == "example"
+    assert registry.detectors["example_threshold"].plugin == "example"
+    assert registry.mcdm_methods["example_first"].factory([[1], [2]], [1.0], [1]) == [1.0, 0.0]
+    assert registry.weighting_methods["example_equal"].factory([[1, 2]]) == [0.5, 0.5]
+    assert registry.index_backends["memory"].plugin == "memory_index"
+    assert registry.index_backends["example_null"].plugin == "example"
+    manager.on_anomaly("a")
+    manager.on_action_result("r")
+    assert example_loaded.seen_anomalies == ["a"] and example_loaded.seen_results == ["r"]
+
+
+async def test_observers_see_every_outcome(example_loaded):
+    daemon = make_daemon()
+    await feed(daemon, copy("o1", "aws"), copy("o1", "gcp"), copy("o1", "azure"))
+    assert [(o.kind.name, o.event_id) for o in example_loaded.seen_outcomes] == [("COMPLETE", "o1")]
+
+
+def test_allow_and_deny_lists_and_the_environment(example_loaded):
+    denied = PluginManager()
+    denied.load_entry_points(deny=["example"])
+    assert "example" not in {p.name for p in denied.plugins}
+    assert denied.skipped["example"] == "denied by plugins.deny"
+    allowed = PluginManager()
+    allowed.load_entry_points(allow=["example", "memory_index"])
+    assert {p.name for p in allowed.plugins} == {"example", "memory_index"}
+    from_env = PluginManager()
+    from_env.load_entry_points(allow=["example"], environ={"HELIOS_PLUGINS": "simulator"})
+    assert {p.name for p in from_env.plugins} == {"simulator"}
+
+
+def test_heliosd_lists_and_runs_a_source_from_an_installed_distribution(example_site, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(example_site))
+    heliosd = shutil.which("heliosd", path=os.path.dirname(sys.executable))
+    listed = subprocess.run([heliosd, "plugins", "--json"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=True)
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
+    assert plugins["example"]["version"] == "0.3.1"
+    assert "sources:example_source" in plugins["example"]["provides"]
+    assert "actions:example_page" in plugins["example"]["provides"]
+    assert plugins["simulator"]["builtin"]
+
+    from tests.conftest import start_daemon_process, stop_daemon_process
+
+    os.environ["PYTHONPATH"] = str(example_site)
+    try:
+        daemon = start_daemon_process(tmp_path, """
+[sources.inputs.fixed]
+plugin = "example_source"
+count = 25
+prefix = "ext"
+""")
+    finally:
+        del os.environ["PYTHONPATH"]
+    try:
+        helios = shutil.which("helios", path=os.path.dirname(sys.executable))
+        for _ in range(50):
+            out = subprocess.run([helios, "--address", daemon.address, "--json", "status"],
+                                 capture_output=True, text=True)
+            stats = json.loads(out.stdout) if out.returncode == 0 else {}
+            if stats.get("outcomes", {}).get("COMPLETE") == "25":
+                break
+            import time
+
+            time.sleep(0.2)
+        assert stats["outcomes"]["COMPLETE"] == "25", out.stdout + out.stderr
+        got = subprocess.run([helios, "--address", daemon.address, "events", "get", "ext-7"],
+                             capture_output=True, text=True)
+        assert "status COMPLETE" in got.stdout
+    finally:
+        stop_daemon_process(daemon)
