@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,8 +16,16 @@ def generate(out_dir: Path) -> None:
     """Write helios_pb2.py, helios_pb2_grpc.py and their .pyi stubs under out_dir/helios/v1."""
     proto_include = Path(protoc.__file__).parent / "_proto"
     (out_dir / "helios" / "v1").mkdir(parents=True, exist_ok=True)
+    bindir = os.path.dirname(sys.executable)
+    plugins = []
+    for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc"):
+        found = shutil.which(name, path=bindir) or shutil.which(name)
+        if not found:
+            raise SystemExit(f"{name} not found: pip install mypy-protobuf")
+        plugins.append(f"--plugin={name}={found}")
     args = [
         "protoc",
+        *plugins,
         f"-I{ROOT / 'proto'}",
         f"-I{proto_include}",
         f"--python_out={out_dir}",

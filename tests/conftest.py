@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from helios.control.server import GrpcServer
 from helios.daemon.app import Daemon
 from helios.daemon.clock import ManualClock
+
 from tests.helpers import free_port, make_config, make_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +55,9 @@ def heliosd_bin() -> str:
 
 
 class DaemonProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], grpc_port: int, console_port: int,
-                 log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], grpc_port: int, console_port: int, log: Path
+    ) -> None:
         self.proc = proc
         self.grpc_port = grpc_port
         self.console_port = console_port
@@ -73,8 +74,8 @@ def start_daemon_process(tmp: Path, extra: str = "", console: bool = False) -> D
         f"""
 [daemon]
 grpc_address = "127.0.0.1:{grpc_port}"
-console_address = "{f'127.0.0.1:{console_port}' if console else ''}"
-data_dir = "{tmp / 'data'}"
+console_address = "{f"127.0.0.1:{console_port}" if console else ""}"
+data_dir = "{tmp / "data"}"
 {extra}
 """
     )

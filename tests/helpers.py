@@ -6,7 +6,6 @@ import socket
 from typing import Any
 
 import orjson
-
 from helios.daemon import config as config_mod
 from helios.daemon.app import Daemon
 from helios.daemon.clock import Clock, ManualClock

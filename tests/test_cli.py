@@ -15,13 +15,19 @@ from tests.conftest import DaemonProcess
 from tests.helpers import free_port
 
 
-def helios(daemon: DaemonProcess | None, *args: str, stdin: str | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def helios(
+    daemon: DaemonProcess | None, *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("helios", path=os.path.dirname(sys.executable))
     assert exe
     address = daemon.address if daemon else f"127.0.0.1:{free_port()}"
-    return subprocess.run([exe, "--address", address, *args], input=stdin, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [exe, "--address", address, *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def lines(*events: dict) -> str:
@@ -29,28 +35,62 @@ def lines(*events: dict) -> str:
 
 
 def test_ingest_reports_rejections_by_line_and_exits_1(daemon_process):
-    text = lines(
-        {"event_id": "cli-1", "source": "aws", "event_type": "order.created", "payload": {"a": 1}},
-        {"event_id": "cli-1", "source": "gcp", "event_type": "order.created", "payload": {"a": 1}},
-    ) + "this is not json\n" + lines(
-        {"event_id": "cli-1", "source": "mainframe", "event_type": "order.created", "payload": {}},
-        {"event_id": "cli-1", "source": "azure", "event_type": "order.created",
-         "payload": '{"a":1}', "produced_at": "2026-01-01T00:00:00Z"},
+    text = (
+        lines(
+            {
+                "event_id": "cli-1",
+                "source": "aws",
+                "event_type": "order.created",
+                "payload": {"a": 1},
+            },
+            {
+                "event_id": "cli-1",
+                "source": "gcp",
+                "event_type": "order.created",
+                "payload": {"a": 1},
+            },
+        )
+        + "this is not json\n"
+        + lines(
+            {
+                "event_id": "cli-1",
+                "source": "mainframe",
+                "event_type": "order.created",
+                "payload": {},
+            },
+            {
+                "event_id": "cli-1",
+                "source": "azure",
+                "event_type": "order.created",
+                "payload": '{"a":1}',
+                "produced_at": "2026-01-01T00:00:00Z",
+            },
+        )
     )
     result = helios(daemon_process, "ingest", "-", stdin=text)
     assert result.returncode == 1
     assert "accepted 3, rejected 2" in result.stdout
     assert "line 3: not a valid event" in result.stderr
     assert "line 4: source: unknown source 'mainframe'" in result.stderr
-    ok = helios(daemon_process, "ingest", "-", stdin=lines(
-        {"event_id": "cli-2", "source": "aws", "event_type": "order.created", "payload": {}}))
+    ok = helios(
+        daemon_process,
+        "ingest",
+        "-",
+        stdin=lines(
+            {"event_id": "cli-2", "source": "aws", "event_type": "order.created", "payload": {}}
+        ),
+    )
     assert ok.returncode == 0 and "accepted 1, rejected 0" in ok.stdout
 
 
 def test_a_batch_of_only_bad_lines_is_reported_line_by_line(daemon_process, tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(lines({"event_id": "", "source": "aws", "event_type": "t", "payload": {}},
-                          {"event_id": "x", "source": "aws", "event_type": "t", "payload": "{"}))
+    path.write_text(
+        lines(
+            {"event_id": "", "source": "aws", "event_type": "t", "payload": {}},
+            {"event_id": "x", "source": "aws", "event_type": "t", "payload": "{"},
+        )
+    )
     result = helios(daemon_process, "ingest", str(path))
     assert result.returncode == 1
     assert "line 1: event_id: event_id is empty" in result.stderr
@@ -60,9 +100,22 @@ def test_a_batch_of_only_bad_lines_is_reported_line_by_line(daemon_process, tmp_
 
 
 def test_events_get_outcomes_list_and_status(daemon_process):
-    helios(daemon_process, "ingest", "-", stdin=lines(*(
-        {"event_id": "cli-3", "source": s, "event_type": "order.created", "payload": {"n": 3}}
-        for s in ("aws", "gcp", "azure"))))
+    helios(
+        daemon_process,
+        "ingest",
+        "-",
+        stdin=lines(
+            *(
+                {
+                    "event_id": "cli-3",
+                    "source": s,
+                    "event_type": "order.created",
+                    "payload": {"n": 3},
+                }
+                for s in ("aws", "gcp", "azure")
+            )
+        ),
+    )
     time.sleep(0.5)
     got = helios(daemon_process, "events", "get", "cli-3")
     assert got.returncode == 0, got.stderr
@@ -81,11 +134,20 @@ def test_events_get_outcomes_list_and_status(daemon_process):
 
 def test_watch_prints_outcomes_as_they_happen(daemon_process):
     exe = shutil.which("helios", path=os.path.dirname(sys.executable))
-    watch = subprocess.Popen([exe, "--address", daemon_process.address, "watch", "--kind",
-                              "MISSING", "--count", "1"], stdout=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [exe, "--address", daemon_process.address, "watch", "--kind", "MISSING", "--count", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)
-    helios(daemon_process, "ingest", "-", stdin=lines(
-        {"event_id": "cli-4", "source": "aws", "event_type": "order.created", "payload": {}}))
+    helios(
+        daemon_process,
+        "ingest",
+        "-",
+        stdin=lines(
+            {"event_id": "cli-4", "source": "aws", "event_type": "order.created", "payload": {}}
+        ),
+    )
     out, _ = watch.communicate(timeout=30)  # window 2 s + grace 0.5 s in this daemon
     assert watch.returncode == 0
     assert "MISSING" in out and "cli-4" in out and "gcp,azure" in out
@@ -93,8 +155,14 @@ def test_watch_prints_outcomes_as_they_happen(daemon_process):
 
 def test_sources_pause_and_resume(daemon_process):
     assert "gcp: paused" in helios(daemon_process, "sources", "pause", "gcp").stdout
-    refused = helios(daemon_process, "ingest", "-", stdin=lines(
-        {"event_id": "cli-5", "source": "gcp", "event_type": "order.created", "payload": {}}))
+    refused = helios(
+        daemon_process,
+        "ingest",
+        "-",
+        stdin=lines(
+            {"event_id": "cli-5", "source": "gcp", "event_type": "order.created", "payload": {}}
+        ),
+    )
     assert refused.returncode == 1 and "paused" in refused.stderr
     assert "gcp: running" in helios(daemon_process, "sources", "resume", "gcp").stdout
     assert helios(daemon_process, "sources", "pause", "oracle").returncode == 1
@@ -109,12 +177,15 @@ def test_an_unreachable_daemon_exits_3():
 def test_bench_scores_its_own_faults_perfectly(tmp_path):
     from tests.conftest import start_daemon_process, stop_daemon_process
 
-    daemon = start_daemon_process(tmp_path, """
+    daemon = start_daemon_process(
+        tmp_path,
+        """
 [[routes]]
 event_type = "bench.*"
 window_seconds = 1.0
 grace_seconds = 0.5
-""")
+""",
+    )
     try:
         result = helios(daemon, "--json", "bench", "--events", "20000", "--settle", "20")
     finally:

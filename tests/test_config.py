@@ -5,9 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-
 import pytest
-
 from helios.daemon import config as config_mod
 from helios.daemon.cli import main as heliosd
 from helios.daemon.config import Config, ConfigError
@@ -28,9 +26,18 @@ def test_the_demo_config_is_valid_and_is_the_default(monkeypatch):
     ("text", "expected"),
     [
         ("[daemon]\ngrpc_adress = 'x'\n", "x.toml: daemon.grpc_adress: unknown key"),
-        ("[daemon]\ngrpc_address = 'nope'\n", "x.toml: daemon.grpc_address: Value error, expected HOST:PORT"),
-        ("[reconcile]\nwindow_seconds = -1\n", "x.toml: reconcile.window_seconds: Input should be greater than 0"),
-        ("[[routes]]\nevent_type = 'a.*'\nsources = ['aws', 'ibm']\n", "routes[0].sources: ['ibm'] not in sources.names"),
+        (
+            "[daemon]\ngrpc_address = 'nope'\n",
+            "x.toml: daemon.grpc_address: Value error, expected HOST:PORT",
+        ),
+        (
+            "[reconcile]\nwindow_seconds = -1\n",
+            "x.toml: reconcile.window_seconds: Input should be greater than 0",
+        ),
+        (
+            "[[routes]]\nevent_type = 'a.*'\nsources = ['aws', 'ibm']\n",
+            "routes[0].sources: ['ibm'] not in sources.names",
+        ),
         ("[daemon]\nclock = 'sundial'\n", "daemon.clock: Input should be 'real' or 'simulated'"),
         ("[daemon\n", "x.toml: not valid TOML"),
         ("[sources]\nnames = ['a b']\n", "sources.names: Value error, source name 'a b'"),
@@ -59,7 +66,7 @@ def test_environment_variables_override_keys():
 
 
 def test_a_bad_environment_override_is_reported_like_a_bad_file():
-    with pytest.raises(ConfigError, match="index.ttl_seconds"):
+    with pytest.raises(ConfigError, match=r"index\.ttl_seconds"):
         config_mod.parse("", "x.toml", {"HELIOS_INDEX__TTL_SECONDS": "'soon'"})
 
 

@@ -11,17 +11,20 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-
 from helios.control.convert import ts
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
+
 from tests.conftest import Served, serve
 
 
-def event(event_id: str, source: str, payload: bytes | dict = b'{"a": 1}', event_type="order.created"):
+def event(
+    event_id: str, source: str, payload: bytes | dict = b'{"a": 1}', event_type="order.created"
+):
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return pb.Event(event_id=event_id, source=source, event_type=event_type,
-                    produced_at=ts(1.5), payload=raw)
+    return pb.Event(
+        event_id=event_id, source=source, event_type=event_type, produced_at=ts(1.5), payload=raw
+    )
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
@@ -57,7 +60,10 @@ async def test_published_copies_reconcile_and_get_event_shows_every_copy(served)
     assert [c.source for c in e.copies] == ["aws", "gcp", "azure"]
     assert len({c.payload_hash for c in e.copies}) == 1 and all(c.count == 1 for c in e.copies)
     assert [(p.source_a, p.source_b) for p in e.latencies] == [
-        ("aws", "gcp"), ("aws", "azure"), ("gcp", "azure")]
+        ("aws", "gcp"),
+        ("aws", "azure"),
+        ("gcp", "azure"),
+    ]
     assert [o.kind for o in e.outcomes] == [pb.OUTCOME_KIND_COMPLETE]
 
 
@@ -67,7 +73,11 @@ async def test_published_copies_reconcile_and_get_event_shows_every_copy(served)
         (event("", "aws"), "events[0].event_id", "empty"),
         (event("e1", "oracle"), "events[0].source", "unknown source 'oracle'"),
         (event("e1", "aws", b"{not json"), "events[0].payload", "not JSON"),
-        (event("e1", "aws", b'{"x": "' + b"y" * 1_048_600 + b'"}'), "events[0].payload", "limit is 1048576"),
+        (
+            event("e1", "aws", b'{"x": "' + b"y" * 1_048_600 + b'"}'),
+            "events[0].payload",
+            "limit is 1048576",
+        ),
         (event("e1", "aws", event_type=""), "events[0].event_type", "empty"),
     ],
 )
@@ -83,7 +93,11 @@ async def test_bad_events_get_invalid_argument_with_field_violations(served, bad
 
 async def test_a_mixed_batch_accepts_the_good_and_names_each_bad_one_by_index(served):
     response = await publish(
-        served, event("e1", "aws"), event("e2", "nope"), event("e1", "gcp"), event("e3", "aws", b"[")
+        served,
+        event("e1", "aws"),
+        event("e2", "nope"),
+        event("e1", "gcp"),
+        event("e3", "aws", b"["),
     )
     assert response.accepted == 2
     assert [(r.index, r.field) for r in response.rejections] == [(1, "source"), (3, "payload")]
@@ -139,8 +153,12 @@ async def test_a_full_ingest_queue_answers_resource_exhausted_and_drops_nothing(
 
 async def test_publish_stream_acknowledges_each_batch_with_rejections(served):
     call = pb_grpc.IngestServiceStub(served.channel).PublishStream()
-    await call.write(pb.PublishStreamRequest(batch_id=1, events=[event("s1", "aws"), event("s1", "gcp")]))
-    await call.write(pb.PublishStreamRequest(batch_id=2, events=[event("s1", "azure"), event("", "aws")]))
+    await call.write(
+        pb.PublishStreamRequest(batch_id=1, events=[event("s1", "aws"), event("s1", "gcp")])
+    )
+    await call.write(
+        pb.PublishStreamRequest(batch_id=2, events=[event("s1", "azure"), event("", "aws")])
+    )
     await call.done_writing()
     acks = [ack async for ack in call]
     assert [(a.batch_id, a.accepted) for a in acks] == [(1, 2), (2, 1)]
@@ -180,7 +198,9 @@ async def test_list_outcomes_filters_and_pages_newest_first(served):
     assert seen == [f"c{i:02d}" for i in reversed(range(25))]
     missing = await query.ListOutcomes(pb.ListOutcomesRequest(filter="kind=MISSING AND source=gcp"))
     assert [(o.event_id, list(o.sources)) for o in missing.outcomes] == [("m1", ["gcp", "azure"])]
-    dup = await query.ListOutcomes(pb.ListOutcomesRequest(filter="kind=DUPLICATE event_type=order.*"))
+    dup = await query.ListOutcomes(
+        pb.ListOutcomesRequest(filter="kind=DUPLICATE event_type=order.*")
+    )
     assert [o.event_id for o in dup.outcomes] == ["m1"]
     for bad_filter, field in (("colour=red", "filter"), ("kind=PURPLE", "filter")):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -198,7 +218,8 @@ async def test_watch_outcomes_streams_what_the_filter_selects(served):
     await publish(served, event("w1", "aws"), event("w1", "aws"), event("w2", "gcp"))
     response = await asyncio.wait_for(watch.read(), 5)
     assert [(o.kind, o.event_id, list(o.sources)) for o in response.outcomes] == [
-        (pb.OUTCOME_KIND_DUPLICATE, "w1", ["aws"])]
+        (pb.OUTCOME_KIND_DUPLICATE, "w1", ["aws"])
+    ]
     watch.cancel()
 
 
@@ -212,7 +233,10 @@ async def test_get_stats_and_get_metrics(served):
     assert stats.copies_received == 3 and stats.events_seen == 1
     assert stats.outcomes["COMPLETE"] == 1 and stats.rejections["unknown_source"] == 1
     assert [(s.source, s.completeness) for s in stats.sources] == [
-        ("aws", 1.0), ("gcp", 1.0), ("azure", 1.0)]
+        ("aws", 1.0),
+        ("gcp", 1.0),
+        ("azure", 1.0),
+    ]
     assert stats.reconcile_latency.count == 1
     metrics = await query.GetMetrics(pb.GetMetricsRequest())
     assert len(metrics.minutes) >= 1
@@ -249,5 +273,9 @@ async def test_health_is_serving_and_reflection_lists_the_services(served):
     async for reply in stub.ServerReflectionInfo(ask()):
         names = {s.name for s in reply.list_services_response.service}
         break
-    assert {"helios.v1.IngestService", "helios.v1.QueryService", "helios.v1.ControlService",
-            "grpc.health.v1.Health"} <= names
+    assert {
+        "helios.v1.IngestService",
+        "helios.v1.QueryService",
+        "helios.v1.ControlService",
+        "grpc.health.v1.Health",
+    } <= names

@@ -12,23 +12,34 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helios.daemon import hookspecs
 from helios.daemon.plugins import PluginManager
+
 from tests.helpers import copy, feed, make_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "plugins" / "helios-example"
-HOOKS = [name for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
-         if hasattr(f, "helios_spec")]
+HOOKS = [
+    name
+    for name, f in inspect.getmembers(hookspecs, inspect.isfunction)
+    if hasattr(f, "helios_spec")
+]
 
 
 def test_there_are_hooks_for_every_plugin_kind_and_observer():
-    assert sorted(HOOKS) == sorted([
-        "register_sources", "register_index_backends", "register_detectors",
-        "register_mcdm_methods", "register_weighting_methods", "register_actions",
-        "on_outcome", "on_anomaly", "on_action_result",
-    ])
+    assert sorted(HOOKS) == sorted(
+        [
+            "register_sources",
+            "register_index_backends",
+            "register_detectors",
+            "register_mcdm_methods",
+            "register_weighting_methods",
+            "register_actions",
+            "on_outcome",
+            "on_anomaly",
+            "on_action_result",
+        ]
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -45,9 +56,20 @@ def example_site(tmp_path_factory) -> Path:
     """pip-install the example plugin distribution into its own folder."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
     )
     return target
 
@@ -70,7 +92,11 @@ def test_every_hook_is_exercised_by_the_example_distribution(example_loaded):
     manager.load_entry_points()
     registry = manager.collect()
     example = next(p for p in manager.plugins if p.name == "example")
-    assert (example.distribution, example.version, example.builtin) == ("helios-example", "0.3.1", False)
+    assert (example.distribution, example.version, example.builtin) == (
+        "helios-example",
+        "0.3.1",
+        False,
+    )
     assert sorted(example.hooks) == sorted(HOOKS)
     assert registry.sources["example_source"].plugin == "example"
     assert registry.actions["example_page"].plugin == "example"
@@ -106,8 +132,14 @@ def test_allow_and_deny_lists_and_the_environment(example_loaded):
 def test_heliosd_lists_and_runs_a_source_from_an_installed_distribution(example_site, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(example_site))
     heliosd = shutil.which("heliosd", path=os.path.dirname(sys.executable))
-    listed = subprocess.run([heliosd, "plugins", "--json"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [heliosd, "plugins", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     plugins = {p["name"]: p for p in json.loads(listed.stdout)}
     assert plugins["example"]["version"] == "0.3.1"
     assert "sources:example_source" in plugins["example"]["provides"]
@@ -118,19 +150,25 @@ def test_heliosd_lists_and_runs_a_source_from_an_installed_distribution(example_
 
     os.environ["PYTHONPATH"] = str(example_site)
     try:
-        daemon = start_daemon_process(tmp_path, """
+        daemon = start_daemon_process(
+            tmp_path,
+            """
 [sources.inputs.fixed]
 plugin = "example_source"
 count = 25
 prefix = "ext"
-""")
+""",
+        )
     finally:
         del os.environ["PYTHONPATH"]
     try:
         helios = shutil.which("helios", path=os.path.dirname(sys.executable))
         for _ in range(50):
-            out = subprocess.run([helios, "--address", daemon.address, "--json", "status"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [helios, "--address", daemon.address, "--json", "status"],
+                capture_output=True,
+                text=True,
+            )
             stats = json.loads(out.stdout) if out.returncode == 0 else {}
             if stats.get("outcomes", {}).get("COMPLETE") == "25":
                 break
@@ -138,8 +176,11 @@ prefix = "ext"
 
             time.sleep(0.2)
         assert stats["outcomes"]["COMPLETE"] == "25", out.stdout + out.stderr
-        got = subprocess.run([helios, "--address", daemon.address, "events", "get", "ext-7"],
-                             capture_output=True, text=True)
+        got = subprocess.run(
+            [helios, "--address", daemon.address, "events", "get", "ext-7"],
+            capture_output=True,
+            text=True,
+        )
         assert "status COMPLETE" in got.stdout
     finally:
         stop_daemon_process(daemon)

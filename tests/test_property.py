@@ -7,10 +7,10 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
+from helios.daemon.clock import ManualClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helios.daemon.clock import ManualClock
 from tests.helpers import make_config, make_daemon
 
 SOURCES = ["aws", "gcp", "azure"]
@@ -101,7 +101,9 @@ copy_strategy = st.tuples(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(copies=st.lists(copy_strategy, min_size=1, max_size=40), pair_events=st.sets(st.integers(0, 5)))
+@given(
+    copies=st.lists(copy_strategy, min_size=1, max_size=40), pair_events=st.sets(st.integers(0, 5))
+)
 def test_reconciler_matches_the_reference_model(copies, pair_events):
     asyncio.run(_check(copies, pair_events))
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from helios.daemon.clock import ManualClock
 from helios.daemon.model import Status
+
 from tests.helpers import copy, feed, kinds, make_config, make_daemon
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from helios.daemon.clock import ManualClock
 from helios.daemon.model import OutcomeKind, Status
 from helios.plugins.sources.simulator import Scenario, Traffic, TrafficOptions
+
 from tests.helpers import SOURCES, make_config, make_daemon
 
 HOURS = 6
@@ -29,12 +29,19 @@ async def test_six_hours_of_faulty_traffic_replay_in_under_a_minute_with_every_o
             corrupt_probability=0.005,
             delay_probability=0.005,
             scenarios=[
-                Scenario(source="aws", kind="drop", probability=0.25, start_minute=60,
-                         duration_minutes=5),
-                Scenario(source="gcp", kind="latency", factor=8.0, start_minute=120,
-                         duration_minutes=10),
-                Scenario(source="azure", kind="duplicate", probability=0.3, start_minute=200,
-                         duration_minutes=5),
+                Scenario(
+                    source="aws", kind="drop", probability=0.25, start_minute=60, duration_minutes=5
+                ),
+                Scenario(
+                    source="gcp", kind="latency", factor=8.0, start_minute=120, duration_minutes=10
+                ),
+                Scenario(
+                    source="azure",
+                    kind="duplicate",
+                    probability=0.3,
+                    start_minute=200,
+                    duration_minutes=5,
+                ),
             ],
         ),
         SOURCES,

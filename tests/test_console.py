@@ -1,0 +1,198 @@
+"""The console, in a real headless Chromium, against a real heliosd with simulated traffic."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from helios.v1 import helios_pb2 as pb
+from helios.v1 import helios_pb2_grpc as pb_grpc
+
+from tests.conftest import ARTIFACTS, DaemonProcess, start_daemon_process, stop_daemon_process
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs Debian chromium and chromium-driver (scripts/test.sh installs them)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def console_daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
+    tmp = tmp_path_factory.mktemp("console")
+    daemon = start_daemon_process(
+        tmp,
+        """
+[reconcile]
+window_seconds = 1.0
+grace_seconds = 0.5
+
+[[routes]]
+event_type = "bench.*"
+window_seconds = 1.0
+grace_seconds = 0.5
+
+[sources.inputs.simulator]
+plugin = "simulator"
+rate_per_second = 200.0
+drop_probability = 0.03
+duplicate_probability = 0.02
+corrupt_probability = 0.01
+""",
+        console=True,
+    )
+    yield daemon
+    stop_daemon_process(daemon)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:  # the page is still building
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def text_of(driver, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def test_overview_shows_live_reconciliation(console_daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{console_daemon.console_port}/")
+    wait_for(lambda: "HELIOS" in browser.title or text_of(browser, ".q-header"), what="header")
+    eps = wait_for(
+        lambda: float(text_of(browser, ".helios-eps").replace(",", "")) > 50,
+        what="events/s above 50",
+    )
+    assert eps
+    for source in ("aws", "gcp", "azure"):
+        share = text_of(browser, f".helios-completeness-{source}")
+        assert share.endswith("%"), share
+    rows = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-discrepancies tbody tr"),
+        what="discrepancy rows",
+    )
+    kinds = {row.find_elements(By.TAG_NAME, "td")[1].text for row in rows}
+    assert kinds & {"MISSING", "DUPLICATE", "INCONSISTENT"}
+    wait_for(
+        lambda: browser.execute_script(
+            "return document.querySelector('.helios-outcome-chart canvas') !== null"
+        ),
+        what="chart",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    time.sleep(2.5)  # one more refresh, so the chart has a few points
+    browser.save_screenshot(str(ARTIFACTS / "console-overview.png"))
+    assert (ARTIFACTS / "console-overview.png").stat().st_size > 10_000
+
+
+def _lookup(browser, event_id: str, expect: str) -> float:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = browser.find_element(By.CSS_SELECTOR, ".helios-lookup input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)  # clear() would bypass the page's input events
+    box.send_keys(event_id)
+    started = time.monotonic()
+    box.send_keys(Keys.ENTER)
+    wait_for(lambda: expect in text_of(browser, ".helios-lookup-result"), what=f"lookup {expect}")
+    return time.monotonic() - started
+
+
+def test_event_lookup_shows_every_copy_and_unknown_ids(console_daemon, browser):
+    with grpc.insecure_channel(console_daemon.address) as channel:
+        outcomes = pb_grpc.QueryServiceStub(channel).ListOutcomes(
+            pb.ListOutcomesRequest(page_size=1, filter="kind=MISSING")
+        )
+    event_id = outcomes.outcomes[0].event_id
+    browser.get(f"http://127.0.0.1:{console_daemon.console_port}/")
+    wait_for(lambda: text_of(browser, ".helios-lookup"), what="lookup box")
+    _lookup(browser, event_id, "status MISSING")
+    result = text_of(browser, ".helios-lookup-result")
+    assert event_id in result and "MISSING" in result
+    _lookup(browser, "no-such-event", "No event 'no-such-event'")
+
+
+def test_console_stays_responsive_at_full_ingest_load(console_daemon, browser):
+    helios = shutil.which("helios", path=os.path.dirname(sys.executable))
+    load = subprocess.Popen(
+        [
+            helios,
+            "--address",
+            console_daemon.address,
+            "bench",
+            "--events",
+            "150000",
+            "--settle",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(console_daemon.address) as channel:
+            stub = pb_grpc.QueryServiceStub(channel)
+            wait_for(
+                lambda: stub.GetStats(pb.GetStatsRequest()).copies_per_second > 20_000,
+                timeout=90,
+                what="bench load",
+            )
+            outcomes = stub.ListOutcomes(
+                pb.ListOutcomesRequest(page_size=1, filter="kind=COMPLETE")
+            )
+        browser.get(f"http://127.0.0.1:{console_daemon.console_port}/")
+        wait_for(lambda: text_of(browser, ".helios-lookup"), what="page under load")
+        took = _lookup(browser, outcomes.outcomes[0].event_id, "status")
+        assert took < 3.0, f"a lookup took {took:.1f} s under load"
+        browser.save_screenshot(str(ARTIFACTS / "console-under-load.png"))
+    finally:
+        load.wait(180)
+    assert load.returncode in (0, 1)
