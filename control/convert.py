@@ -7,6 +7,7 @@ from itertools import combinations
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from helios.daemon.app import SourceStatus
 from helios.daemon.model import CopyIn, EventRecord, Outcome
 from helios.v1 import helios_pb2 as pb
 
@@ -64,6 +65,18 @@ def add_outcomes(target: Any, outcomes: Iterable[Outcome]) -> None:
         stamp = m.time
         stamp.seconds = whole
         stamp.nanos = int((t - whole) * 1e9)
+
+
+def source_stats_pb(s: SourceStatus) -> pb.SourceStats:
+    return pb.SourceStats(
+        source=s.source,
+        copies=s.copies,
+        expected=s.expected,
+        delivered=s.delivered,
+        completeness=s.completeness,
+        duplicates=s.duplicates,
+        paused=s.paused,
+    )
 
 
 def record_pb(record: EventRecord, sources: Sequence[str]) -> pb.EventRecord:

@@ -15,7 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from helios.control.convert import add_outcomes, copies_from, record_pb, seconds, ts
+from helios.control.convert import (
+    add_outcomes,
+    copies_from,
+    record_pb,
+    seconds,
+    source_stats_pb,
+    ts,
+)
 from helios.daemon.app import Daemon, UnknownSource
 from helios.daemon.query import FilterError, decode_token, encode_token, parse_filter
 from helios.daemon.types import PublishResult, QueueFull, Rejected
@@ -177,18 +184,7 @@ class QueryServicer:
             index_records=await daemon.index.count(),
             copies_per_second=copies_rate,
             events_per_second=events_rate,
-            sources=[
-                pb.SourceStats(
-                    source=s.source,
-                    copies=s.copies,
-                    expected=s.expected,
-                    delivered=s.delivered,
-                    completeness=s.completeness,
-                    duplicates=s.duplicates,
-                    paused=s.paused,
-                )
-                for s in daemon.source_status()
-            ],
+            sources=[source_stats_pb(s) for s in daemon.source_status()],
             reconcile_latency=pb.LatencySummary(
                 p50_ms=latency["p50"],
                 p90_ms=latency["p90"],
@@ -267,15 +263,7 @@ class ControlServicer:
                 grpc.StatusCode.NOT_FOUND,
                 f"unknown source {source!r}; known: {', '.join(self.daemon.config.sources.names)}",
             )
-        return pb.SourceStats(
-            source=s.source,
-            copies=s.copies,
-            expected=s.expected,
-            delivered=s.delivered,
-            completeness=s.completeness,
-            duplicates=s.duplicates,
-            paused=s.paused,
-        )
+        return source_stats_pb(s)
 
     async def PauseSource(
         self, request: pb.PauseSourceRequest, context: Context
