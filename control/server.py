@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -11,6 +12,7 @@ import grpc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc.aio import AbortError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -180,6 +182,7 @@ class QueryServicer:
             events_seen=rec.events_seen,
             outcomes=daemon.pipeline.outcome_counts(),
             rejections=dict(daemon.pipeline.rejections),
+            errors=dict(daemon.errors),
             open_windows=len(rec.open),
             index_records=await daemon.index.count(),
             copies_per_second=copies_rate,
@@ -278,9 +281,12 @@ class ControlServicer:
         return pb.ResumeSourceResponse(source=stats)
 
 
-def _handlers(service: _descriptor.ServiceDescriptor, servicer: object) -> dict[str, Any]:
+def _handlers(
+    service: _descriptor.ServiceDescriptor, servicer: object, errors: Counter[str]
+) -> dict[str, Any]:
     """Method handlers that parse requests themselves, so that bytes which are not a
-    valid request get INVALID_ARGUMENT naming the expected message (not INTERNAL)."""
+    valid request get INVALID_ARGUMENT naming the expected message (not INTERNAL), and
+    that count every refused request by method and status code."""
     handlers: dict[str, Any] = {}
     for method in service.methods:
         request_cls = getattr(pb, method.input_type.name)
@@ -288,30 +294,49 @@ def _handlers(service: _descriptor.ServiceDescriptor, servicer: object) -> dict[
         impl = getattr(servicer, method.name)
         parse = _parser(request_cls)
         serialize = response_cls.SerializeToString
-        if (
-            getattr(impl, "__func__", None) is not None
-            and getattr(servicer, "raw_requests", False)
-            and method.client_streaming
-        ):
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                impl, response_serializer=serialize
-            )
-        elif method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _stream_stream(impl, parse), response_serializer=serialize
-            )
-        elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _unary_stream(impl, parse), response_serializer=serialize
-            )
+        streaming = method.server_streaming
+        if getattr(servicer, "raw_requests", False) and method.client_streaming:
+            handler, kind = impl, grpc.stream_stream_rpc_method_handler
+        elif method.client_streaming and streaming:
+            handler, kind = _stream_stream(impl, parse), grpc.stream_stream_rpc_method_handler
+        elif streaming:
+            handler, kind = _unary_stream(impl, parse), grpc.unary_stream_rpc_method_handler
         else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary_unary(impl, parse), response_serializer=serialize
-            )
+            handler, kind = _unary_unary(impl, parse), grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = kind(
+            _counted(handler, method.name, errors, streaming), response_serializer=serialize
+        )
     return handlers
 
 
 Parser = Callable[[bytes, Context], Awaitable[Any]]
+
+
+def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any:
+    def count(context: Context) -> None:
+        code = context.code()
+        errors[f"{name}:{code.name if isinstance(code, grpc.StatusCode) else code}"] += 1
+
+    if streaming:
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for response in impl(request, context):
+                    yield response
+            except AbortError:
+                count(context)
+                raise
+
+        return stream
+
+    async def unary(request: Any, context: Context) -> Any:
+        try:
+            return await impl(request, context)
+        except AbortError:
+            count(context)
+            raise
+
+    return unary
 
 
 def _parser(request_cls: Any) -> Parser:
@@ -320,7 +345,7 @@ def _parser(request_cls: Any) -> Parser:
     async def parse(raw: bytes, context: Context) -> Any:
         try:
             return request_cls.FromString(raw)
-        except DecodeError as exc:
+        except DecodeError as exc:  # counted by _counted, like every abort
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {name}: {exc}"
             )
@@ -375,7 +400,7 @@ class GrpcServer:
         ):
             service = services[name]
             register: Any = getattr(self.server, "add_registered_method_handlers")  # noqa: B009
-            register(service.full_name, _handlers(service, servicer))
+            register(service.full_name, _handlers(service, servicer, daemon.errors))
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.full_name for s in services.values()]

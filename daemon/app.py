@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from helios.daemon import __version__
@@ -95,6 +95,7 @@ class Daemon:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"sources.inputs.{name}: {exc}") from exc
         self._rates: deque[tuple[float, int, int]] = deque(maxlen=120)
+        self.errors: Counter[str] = Counter()  # refused API requests, by "Method:CODE"
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
         self.ready = False

@@ -279,3 +279,29 @@ async def test_health_is_serving_and_reflection_lists_the_services(served):
         "helios.v1.ControlService",
         "grpc.health.v1.Health",
     } <= names
+
+
+async def test_every_refused_request_is_counted_by_method_and_code(served):
+    query = pb_grpc.QueryServiceStub(served.channel)
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await query.GetEvent(pb.GetEventRequest(event_id="nope"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await served.channel.unary_unary("/helios.v1.IngestService/Publish")(b"\xff\xff")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await query.ListOutcomes(pb.ListOutcomesRequest(filter="colour=red"))
+    stats = await query.GetStats(pb.GetStatsRequest())
+    assert dict(stats.errors) == {
+        "GetEvent:NOT_FOUND": 2,
+        "Publish:INVALID_ARGUMENT": 1,
+        "ListOutcomes:INVALID_ARGUMENT": 1,
+    }
+
+
+async def test_a_message_over_the_size_limit_is_refused_and_the_daemon_goes_on():
+    async for served in serve("[ingest]\nmax_message_bytes = 100000\n"):
+        huge = event("big", "aws", b'{"x": "' + b"y" * 200_000 + b'"}')
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await publish(served, huge)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await publish(served, event("small", "aws"))).accepted == 1

@@ -128,6 +128,7 @@ class Console:
                 open_windows = _kpi("open windows", "helios-open")
                 p99 = _kpi("reconcile p99 (ms)", "helios-p99")
                 total = _kpi("events seen", "helios-seen")
+                rejected = _kpi("rejected copies", "helios-rejected")
             with ui.row().classes("w-full gap-4 items-stretch"):
                 with ui.card().classes("min-w-72"):
                     ui.label("Completeness per source").classes("font-semibold")
@@ -228,6 +229,7 @@ class Console:
                 open_windows.set_text(f"{len(daemon.reconciler.open):,}")
                 p99.set_text(f"{daemon.pipeline.latency_summary()['p99']:.1f}")
                 total.set_text(f"{daemon.reconciler.events_seen:,}")
+                rejected.set_text(f"{sum(daemon.pipeline.rejections.values()):,}")
                 for s in daemon.source_status():
                     bars[s.source].set_value(s.completeness)
                     bars[s.source].props(f"color={_health_color(s.completeness)}")

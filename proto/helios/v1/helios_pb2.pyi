@@ -655,6 +655,26 @@ class GetStatsResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ErrorsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     COPIES_RECEIVED_FIELD_NUMBER: _builtins.int
     EVENTS_SEEN_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
@@ -670,6 +690,7 @@ class GetStatsResponse(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     NOW_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
     copies_received: _builtins.int
     events_seen: _builtins.int
     open_windows: _builtins.int
@@ -696,6 +717,10 @@ class GetStatsResponse(_message.Message):
 
     @_builtins.property
     def now(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def errors(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Requests refused, by "Method:CODE", e.g. "GetEvent:NOT_FOUND", "Publish:INVALID_ARGUMENT"."""
+
     def __init__(
         self,
         *,
@@ -714,10 +739,11 @@ class GetStatsResponse(_message.Message):
         uptime_seconds: _builtins.float = ...,
         version: _builtins.str = ...,
         now: _timestamp_pb2.Timestamp | None = ...,
+        errors: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "reconcile_latency", b"reconcile_latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "errors", b"errors", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
