@@ -59,6 +59,7 @@ class Pipeline:
         self.lock = asyncio.Lock()
         self._queue: deque[tuple[list[Checked], float]] = deque()
         self.queued = 0
+        self.reserved = 0  # room claimed by batches that are still being validated
         self._work = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -85,11 +86,8 @@ class Pipeline:
         the first events of a batch are decided without waiting for the last."""
         if not good:
             return
-        if self.queued + len(good) > self.capacity and self.queued > 0:
-            self._room.clear()
-            raise QueueFull(
-                f"ingest queue full: {self.queued} of {self.capacity} copies waiting; retry later"
-            )
+        self._claim(len(good))
+        self.reserved -= len(good)
         if received is None:
             received = time.perf_counter()
         step = SLICE
@@ -98,14 +96,39 @@ class Pipeline:
         self.queued += len(good)
         self._work.set()
 
-    async def offer_wait(
-        self, good: list[Checked], timeout: float, received: float | None = None
-    ) -> None:
-        """Enqueue, waiting up to `timeout` seconds for room (stream backpressure)."""
+    def _claim(self, count: int) -> None:
+        waiting = self.queued + self.reserved
+        if waiting + count > self.capacity and waiting > 0:
+            self._room.clear()
+            raise QueueFull(
+                f"ingest queue full: {waiting} of {self.capacity} copies waiting; retry later"
+            )
+        self.reserved += count
+
+    def reserve(self, count: int) -> None:
+        """Claim room for a whole batch before validating it, or raise QueueFull: a batch
+        is taken whole or not at all, never half-accepted."""
+        self._claim(count)
+
+    def release(self, count: int) -> None:
+        """Give back room claimed by reserve() that rejected copies did not use."""
+        self.reserved = max(0, self.reserved - count)
+        if self.queued + self.reserved < self.capacity:
+            self._room.set()
+
+    def enqueue_reserved(self, good: list[Checked], received: float) -> None:
+        """Enqueue copies whose room reserve() claimed; the reconciler takes them next."""
+        self.reserved -= len(good)
+        self._queue.append((good, received))
+        self.queued += len(good)
+        self._work.set()
+
+    async def reserve_wait(self, count: int, timeout: float) -> None:
+        """reserve(), waiting up to `timeout` seconds for room (stream backpressure)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.offer(good, received)
+                self.reserve(count)
                 return
             except QueueFull:
                 remaining = deadline - time.monotonic()
@@ -203,7 +226,7 @@ class Pipeline:
             while self._queue:
                 copies, received = self._queue.popleft()
                 self.queued -= len(copies)
-                if self.queued < self.capacity:
+                if self.queued + self.reserved < self.capacity:
                     self._room.set()
                 try:
                     await self.process(copies, received)
