@@ -433,9 +433,12 @@ class GrpcServer:
             ],
             self.server,
         )
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot listen for gRPC on {address}")
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
+            raise OSError(
+                f"cannot listen for gRPC on {address} (daemon.grpc_address): {exc}"
+            ) from None
         self.names = names
 
     async def start(self) -> None:

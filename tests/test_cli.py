@@ -196,3 +196,28 @@ grace_seconds = 0.5
     for kind in ("MISSING", "DUPLICATE", "INCONSISTENT"):
         assert report["scores"][kind]["truth"] > 0
         assert report["scores"][kind]["precision"] == report["scores"][kind]["recall"] == 1.0
+
+
+def test_heliosd_names_a_taken_port_and_exits_1(tmp_path):
+    import socket
+
+    from tests.conftest import heliosd_bin
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for key, console in (("grpc_address", '""'), ("console_address", f'"127.0.0.1:{port}"')):
+            grpc_port = port if key == "grpc_address" else free_port()
+            config = tmp_path / "taken.toml"
+            config.write_text(
+                f'[daemon]\ngrpc_address = "127.0.0.1:{grpc_port}"\nconsole_address = {console}\n'
+            )
+            result = subprocess.run(
+                [heliosd_bin(), "-c", str(config), "run"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 1, result.stderr
+            assert f"daemon.{key}" in result.stderr and "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
@@ -95,17 +96,25 @@ class Console:
         self.address = address
 
     async def start(self) -> None:
+        # Bind here rather than in uvicorn, which exits the whole process when it cannot.
+        host = self.address.rpartition(":")[0]
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot serve the console on {self.address} (daemon.console_address): {exc}"
+            ) from None
+        self.port = sock.getsockname()[1]
+        self.address = f"{host}:{self.port}"
         self.state.start()
-        self._task = asyncio.create_task(self.server.serve(), name="helios-console")
+        self._task = asyncio.create_task(self.server.serve([sock]), name="helios-console")
         while not self.server.started:
             if self._task.done():
-                self._task.result()  # raises the bind error
-                raise OSError(f"console server stopped while starting on {self.address}")
+                raise OSError(f"the console server stopped while starting on {self.address}")
             await asyncio.sleep(0.05)
-        sockets = [s for server in self.server.servers for s in server.sockets]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-            self.address = f"{self.address.rpartition(':')[0]}:{self.port}"
 
     async def stop(self) -> None:
         self.server.should_exit = True
