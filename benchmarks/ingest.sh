@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ingest throughput, reconcile latency and outcome accuracy through PublishStream:
-# starts the demo daemon (helios.toml: simulator on, console on), then runs
+# starts the demo daemon (helios.toml: simulator, console and EWMA on; real clock), then runs
 # `helios bench` at full speed and at a paced 50,000 copies/s (half the 100k bar).
 #   benchmarks/ingest.sh [EVENTS]     (default 300000 events = ~900,000 copies)
 set -euo pipefail
@@ -11,6 +11,8 @@ port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 cport=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ready=$(mktemp)
 rm -f "$ready"
+# The real clock: the demo's 10x simulated clock would shrink the bench route's window.
+HELIOS_DAEMON__CLOCK='"real"' HELIOS_DAEMON__DATA_DIR="\"$(mktemp -d)\"" \
 HELIOS_DAEMON__GRPC_ADDRESS="\"127.0.0.1:$port\"" HELIOS_DAEMON__CONSOLE_ADDRESS="\"127.0.0.1:$cport\"" \
   .venv/bin/heliosd -c helios.toml run --ready-file "$ready" > /tmp/helios-bench-daemon.log 2>&1 &
 daemon=$!

@@ -107,6 +107,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             for s in stats.sources
         ]
     )
+    if stats.detectors:
+        print()
+        table(
+            [("DETECTOR", "ANOMALIES", "STATUS")]
+            + [(d.name, f"{d.anomalies:,}", d.status) for d in stats.detectors]
+        )
     if stats.rejections:
         print()
         table(
@@ -211,6 +217,81 @@ def cmd_outcomes_list(args: argparse.Namespace) -> int:
     )
     if token:
         print(f"(more: --page-token {token})")
+    return OK
+
+
+def _anomaly_dict(a: pb.Anomaly) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "detector": a.detector,
+        "minute": _when(a.minute),
+        "score": round(a.score, 3),
+        "severity": a.severity,
+        "metrics": list(a.metrics),
+        "explanation": a.explanation,
+        "values": dict(a.values),
+        "baselines": {
+            m: {"mean": a.baseline_means[m], "spread": a.baseline_spreads[m]}
+            for m in a.baseline_means
+        },
+    }
+
+
+def cmd_anomalies_list(args: argparse.Namespace) -> int:
+    terms = [
+        f"{k}={getattr(args, k)}"
+        for k in ("detector", "severity", "metric", "since", "until")
+        if getattr(args, k)
+    ]
+    response = pb_grpc.QueryServiceStub(_channel(args)).ListAnomalies(
+        pb.ListAnomaliesRequest(page_size=args.limit, filter=" AND ".join(terms)), timeout=10
+    )
+    if args.json:
+        print(json.dumps([_anomaly_dict(a) for a in response.anomalies], indent=2))
+        return OK
+    table(
+        [("ID", "MINUTE", "SEVERITY", "SCORE", "METRICS", "EXPLANATION")]
+        + [
+            (
+                a.id,
+                _when(a.minute)[:16],
+                a.severity,
+                f"{a.score:.1f}",
+                ",".join(a.metrics),
+                a.explanation[:90],
+            )
+            for a in response.anomalies
+        ]
+    )
+    return OK
+
+
+def cmd_anomalies_get(args: argparse.Namespace) -> int:
+    a = (
+        pb_grpc.QueryServiceStub(_channel(args))
+        .GetAnomaly(pb.GetAnomalyRequest(id=args.id), timeout=10)
+        .anomaly
+    )
+    if args.json:
+        print(json.dumps(_anomaly_dict(a), indent=2))
+        return OK
+    print(f"anomaly {a.id}  detector {a.detector}  minute {_when(a.minute)}")
+    print(f"severity {a.severity}  score {a.score:.2f}")
+    print(a.explanation)
+    print()
+    table(
+        [("METRIC", "VALUE", "BASELINE", "SPREAD", "RESPONSIBLE")]
+        + [
+            (
+                m,
+                f"{v:.4g}",
+                f"{a.baseline_means[m]:.4g}" if m in a.baseline_means else "-",
+                f"{a.baseline_spreads[m]:.3g}" if m in a.baseline_spreads else "-",
+                "yes" if m in a.metrics else "",
+            )
+            for m, v in sorted(a.values.items())
+        ]
+    )
     return OK
 
 
@@ -461,6 +542,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_outcomes_list)
     watch.add_argument("--count", type=int, default=0, help="stop after this many outcomes")
     watch.set_defaults(func=cmd_watch)
+
+    anomalies = sub.add_parser("anomalies", help="what the detectors found").add_subparsers(
+        dest="sub", required=True
+    )
+    alist = anomalies.add_parser("list", help="newest first")
+    alist.add_argument("--detector")
+    alist.add_argument("--severity", help="minor, major, critical (comma list)")
+    alist.add_argument("--metric")
+    alist.add_argument("--since")
+    alist.add_argument("--until")
+    alist.add_argument("--limit", type=int, default=50)
+    alist.set_defaults(func=cmd_anomalies_list)
+    aget = anomalies.add_parser("get", help="one anomaly with every metric and its baseline")
+    aget.add_argument("id")
+    aget.set_defaults(func=cmd_anomalies_get)
 
     ingest = sub.add_parser("ingest", help="publish JSON-lines events from FILE or - (stdin)")
     ingest.add_argument("file")

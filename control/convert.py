@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from helios.daemon.app import SourceStatus
+from helios.daemon.detection import Anomaly
 from helios.daemon.model import CopyIn, EventRecord, Outcome
 from helios.v1 import helios_pb2 as pb
 
@@ -65,6 +66,22 @@ def add_outcomes(target: Any, outcomes: Iterable[Outcome]) -> None:
         stamp = m.time
         stamp.seconds = whole
         stamp.nanos = int((t - whole) * 1e9)
+
+
+def anomaly_pb(a: Anomaly) -> pb.Anomaly:
+    return pb.Anomaly(
+        id=a.id,
+        detector=a.detector,
+        minute=ts(a.minute),
+        detected_at=ts(a.detected_at),
+        score=a.score,
+        severity=a.severity,
+        metrics=a.metrics,
+        explanation=a.explanation,
+        values=a.values,
+        baseline_means={m: b[0] for m, b in a.baselines.items()},
+        baseline_spreads={m: b[1] for m, b in a.baselines.items()},
+    )
 
 
 def source_stats_pb(s: SourceStatus) -> pb.SourceStats:

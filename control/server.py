@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from helios.control.convert import (
     add_outcomes,
+    anomaly_pb,
     copies_from,
     record_pb,
     seconds,
@@ -27,6 +28,7 @@ from helios.control.convert import (
     ts,
 )
 from helios.daemon.app import Daemon, UnknownSource
+from helios.daemon.detection import parse_anomaly_filter
 from helios.daemon.query import FilterError, decode_token, encode_token, parse_filter
 from helios.daemon.types import PublishResult, QueueFull, Rejected
 from helios.v1 import helios_pb2 as pb
@@ -204,6 +206,10 @@ class QueryServicer:
             outcomes=daemon.pipeline.outcome_counts(),
             rejections=dict(daemon.pipeline.rejections),
             errors=dict(daemon.errors),
+            detectors=[
+                pb.DetectorStatus(name=name, status=text, anomalies=daemon.detection.counts[name])
+                for name, text in daemon.detection.status().items()
+            ],
             open_windows=len(rec.open),
             index_records=await daemon.index.count(),
             copies_per_second=copies_rate,
@@ -243,6 +249,35 @@ class QueryServicer:
                 for m in minutes
             ]
         )
+
+    async def ListAnomalies(
+        self, request: pb.ListAnomaliesRequest, context: Context
+    ) -> pb.ListAnomaliesResponse:
+        if request.page_size < 0:
+            await bad_request(context, [("page_size", "page_size must be >= 0")])
+        try:
+            query = parse_anomaly_filter(request.filter)
+            before = decode_token(request.page_token)
+        except FilterError as exc:
+            await bad_request(context, [(exc.field, str(exc))])
+        page, more = self.daemon.detection.list(query, min(request.page_size or 100, 1000), before)
+        return pb.ListAnomaliesResponse(
+            anomalies=[anomaly_pb(a) for a in page],
+            next_page_token=encode_token(more) if more is not None else "",
+        )
+
+    async def GetAnomaly(
+        self, request: pb.GetAnomalyRequest, context: Context
+    ) -> pb.GetAnomalyResponse:
+        if not request.id:
+            await bad_request(context, [("id", "id is empty")])
+        anomaly = self.daemon.detection.get(request.id)
+        if anomaly is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no anomaly {request.id!r}; ids look like ewma-20261126T0712",
+            )
+        return pb.GetAnomalyResponse(anomaly=anomaly_pb(anomaly))
 
     async def WatchOutcomes(
         self, request: pb.WatchOutcomesRequest, context: Context

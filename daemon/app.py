@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from helios.daemon import __version__
 from helios.daemon.clock import Clock, make_clock
 from helios.daemon.config import Config, ConfigError
+from helios.daemon.detection import Detection
 from helios.daemon.metrics import MetricsRollup
 from helios.daemon.model import EventRecord
 from helios.daemon.pipeline import Pipeline
@@ -70,6 +71,9 @@ class Daemon:
             self.metrics,
         )
         self.pipeline = Pipeline(config, self.clock, self.reconciler, self.index, manager)
+        self.detection = Detection(
+            config.detectors, registry, self.metrics, self.clock, config.daemon.data_dir, manager
+        )
         self.inputs: dict[str, Source] = {}
         for name, spec in config.sources.inputs.items():
             if not spec.enabled:
@@ -109,6 +113,8 @@ class Daemon:
                 log.exception("source input %s failed to start", name)
                 raise
         self._tasks.append(asyncio.create_task(self._sample_rates(), name="helios-rates"))
+        if self.detection.detectors:
+            self._tasks.append(asyncio.create_task(self._detect(), name="helios-detect"))
         if self.config.daemon.gc_freeze_seconds > 0:
             self._tasks.append(asyncio.create_task(self._freeze_gc(), name="helios-gc"))
         self.started_at = time.monotonic()
@@ -123,7 +129,16 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.pipeline.drain()
         await self.pipeline.stop()
+        self.detection.process()
         await self.index.close()
+
+    async def _detect(self) -> None:
+        while True:
+            await self.clock.sleep(1.0)
+            try:
+                self.detection.process()
+            except Exception:
+                log.exception("detection failed")
 
     async def _sample_rates(self) -> None:
         while True:

@@ -54,7 +54,6 @@ class OutcomeQuery:
 
 
 _TERM = re.compile(r"\s*([a-z_]+)\s*=\s*(\"[^\"]*\"|[^\s\"]+)\s*")
-_KEYS = "kind, source, event_type, event_id, since, until"
 
 
 def _time(key: str, value: str) -> float:
@@ -69,10 +68,11 @@ def _time(key: str, value: str) -> float:
             ) from None
 
 
-def parse_filter(text: str) -> OutcomeQuery:
-    """Read `kind=MISSING AND source=aws,gcp event_type=order.*` style filters."""
+def parse_terms(text: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """`KEY=VALUE` terms joined by spaces or AND, each KEY one of `keys`."""
     values: dict[str, str] = {}
     rest = re.sub(r"\bAND\b", " ", text.strip())
+    allowed = ", ".join(keys)
     pos = 0
     while pos < len(rest):
         if rest[pos].isspace():
@@ -82,13 +82,24 @@ def parse_filter(text: str) -> OutcomeQuery:
         if not match:
             raise FilterError(
                 "filter",
-                f"cannot read {rest[pos:]!r}: expected terms KEY=VALUE with KEY in {_KEYS}",
+                f"cannot read {rest[pos:]!r}: expected terms KEY=VALUE with KEY in {allowed}",
             )
         key, value = match.group(1), match.group(2).strip('"')
-        if key not in {"kind", "source", "event_type", "event_id", "since", "until"}:
-            raise FilterError("filter", f"unknown filter key {key!r}; expected one of {_KEYS}")
+        if key not in keys:
+            raise FilterError("filter", f"unknown filter key {key!r}; expected one of {allowed}")
         values[key] = value
         pos = match.end()
+    return values
+
+
+def parse_time(key: str, value: str) -> float:
+    """An ISO-8601 time or epoch seconds, for filter term `key`."""
+    return _time(key, value)
+
+
+def parse_filter(text: str) -> OutcomeQuery:
+    """Read `kind=MISSING AND source=aws,gcp event_type=order.*` style filters."""
+    values = parse_terms(text, ("kind", "source", "event_type", "event_id", "since", "until"))
     kinds = None
     if "kind" in values:
         names = [k.strip().upper().removeprefix("OUTCOME_KIND_") for k in values["kind"].split(",")]

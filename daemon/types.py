@@ -105,7 +105,19 @@ class DetectionResult:
 class Detector(Protocol):
     """Fed one step of metrics at a time; says whether the step is anomalous."""
 
+    name: str
+
     def update(self, step: Mapping[str, float]) -> DetectionResult: ...
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume after a restart (JSON-serialisable)."""
+        ...
+
+    def load_state(self, state: Mapping[str, Any]) -> None: ...
+
+    def status(self) -> str:
+        """One line for people: ready, warming up, fallback and why."""
+        ...
 
 
 DetectorFactory = Callable[..., Detector]

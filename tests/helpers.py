@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from typing import Any
 
 import orjson
@@ -25,10 +26,11 @@ def free_port() -> int:
 
 def make_config(text: str = "", **env: str) -> Config:
     """A config from TOML text on top of test defaults (no console, no inputs)."""
-    base = """
+    base = f"""
 [daemon]
 grpc_address = "127.0.0.1:0"
 console_address = ""
+data_dir = "{tempfile.mkdtemp(prefix="helios-test-")}"
 [reconcile]
 window_seconds = 10.0
 grace_seconds = 2.0

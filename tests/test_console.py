@@ -196,3 +196,59 @@ def test_console_stays_responsive_at_full_ingest_load(console_daemon, browser):
     finally:
         load.wait(180)
     assert load.returncode in (0, 1)
+
+
+@pytest.fixture(scope="module")
+def detecting_daemon(tmp_path_factory) -> Iterator[DaemonProcess]:
+    tmp = tmp_path_factory.mktemp("detecting")
+    daemon = start_daemon_process(
+        tmp,
+        """
+clock = "simulated"
+clock_speed = 60.0
+
+[reconcile]
+window_seconds = 5.0
+grace_seconds = 1.0
+
+[detectors]
+enabled = ["ewma"]
+options = { ewma = { warmup = 3 } }
+
+[sources.inputs.simulator]
+plugin = "simulator"
+rate_per_second = 3.0
+tick_seconds = 0.5
+scenarios = [ { source = "aws", kind = "drop", probability = 0.4, start_minute = 5.0, duration_minutes = 5.0 } ]
+""",
+        console=True,
+    )
+    yield daemon
+    stop_daemon_process(daemon)
+
+
+def test_detection_view_charts_the_metrics_and_lists_anomalies(detecting_daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    with grpc.insecure_channel(detecting_daemon.address) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        anomalies = wait_for(
+            lambda: stub.ListAnomalies(pb.ListAnomaliesRequest()).anomalies,
+            timeout=90,
+            what="an anomaly from the aws outage",
+        )
+    assert any("missing_rate" in m for a in anomalies for m in a.metrics)
+    browser.get(f"http://127.0.0.1:{detecting_daemon.console_port}/detection")
+    status = wait_for(lambda: text_of(browser, ".helios-detector-ewma"), what="detector status")
+    assert status.startswith("ready") and "anomalies" in status
+    canvases = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".q-card canvas"), what="metric charts"
+    )
+    assert len(canvases) >= 8
+    rows = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-anomalies tbody tr"),
+        what="anomaly rows",
+    )
+    assert "missing_rate" in rows[0].text
+    time.sleep(1)
+    browser.save_screenshot(str(ARTIFACTS / "console-detection.png"))

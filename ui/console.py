@@ -40,7 +40,7 @@ def _header(active: str) -> None:
         ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
         ui.label("multi-cloud event reconciliation").classes("text-sm opacity-70")
         ui.space()
-        for name, path in (("Overview", "/"),):
+        for name, path in (("Overview", "/"), ("Detection", "/detection")):
             link = ui.link(name, path).classes("text-white no-underline px-2")
             if name == active:
                 link.classes("font-bold underline")
@@ -50,6 +50,29 @@ def _kpi(title: str, css: str) -> ui.label:
     with ui.card().classes("min-w-40"):
         ui.label(title).classes("text-xs uppercase text-gray-500")
         return ui.label("-").classes(f"text-2xl font-semibold {css}")
+
+
+def _metric_chart() -> dict[str, Any]:
+    line = {"type": "line", "showSymbol": False, "animation": False}
+    band = {**line, "lineStyle": {"type": "dashed", "width": 1}, "itemStyle": {"color": "#94a3b8"}}
+    return {
+        "grid": {"left": 50, "right": 10, "top": 10, "bottom": 25},
+        "tooltip": {"trigger": "axis"},
+        "xAxis": {"type": "time"},
+        "yAxis": {"type": "value", "scale": True},
+        "series": [
+            {**line, "name": "value", "data": [], "itemStyle": {"color": "#0f172a"}},
+            {**band, "name": "baseline + threshold", "data": []},
+            {**band, "name": "baseline - threshold", "data": []},
+            {
+                "type": "scatter",
+                "name": "anomaly",
+                "data": [],
+                "symbolSize": 9,
+                "itemStyle": {"color": "#dc2626"},
+            },
+        ],
+    }
 
 
 def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]:
@@ -263,6 +286,87 @@ class Console:
 
             refresh()
             ui.timer(2.0, refresh)
+
+        @ui.page("/detection")
+        def detection_page() -> None:
+            _header("Detection")
+            detection = daemon.detection
+            names = daemon.metrics.names
+            with ui.row().classes("w-full gap-4"):
+                statuses = {}
+                if not detection.detectors:
+                    ui.label(
+                        "No detector is enabled: add one to [detectors] enabled in the config."
+                    ).classes("text-orange-700 helios-no-detectors")
+                for name in detection.detectors:
+                    with ui.card().classes("min-w-72"):
+                        ui.label(f"detector {name}").classes("font-semibold")
+                        statuses[name] = ui.label("-").classes(f"text-sm helios-detector-{name}")
+            charts = {}
+            with ui.grid(columns=2).classes("w-full gap-4"):
+                for metric in names:
+                    with ui.card().classes("w-full"):
+                        ui.label(metric).classes("font-mono text-sm")
+                        charts[metric] = ui.echart(_metric_chart()).classes(
+                            f"w-full h-48 helios-metric-{metric}"
+                        )
+            with ui.card().classes("w-full"):
+                ui.label("Anomalies").classes("font-semibold")
+                table = ui.table(
+                    columns=[
+                        {"name": k, "label": k, "field": k, "align": "left"}
+                        for k in (
+                            "minute",
+                            "detector",
+                            "severity",
+                            "score",
+                            "metrics",
+                            "explanation",
+                        )
+                    ],
+                    rows=[],
+                    row_key="id",
+                    pagination=10,
+                ).classes("w-full helios-anomalies")
+
+            def refresh() -> None:
+                for name, text in detection.status().items():
+                    statuses[name].set_text(f"{text}; {detection.counts[name]} anomalies")
+                history = list(detection.history)
+                first = next(iter(detection.detectors), None)
+                threshold = float(getattr(detection.detectors.get(first or ""), "threshold", 0.0))
+                for metric, chart in charts.items():
+                    series = chart.options["series"]
+                    values, upper, lower, marks = [], [], [], []
+                    for record in history:
+                        x = record.minute * 1000
+                        value = record.values.get(metric, 0.0)
+                        values.append([x, value])
+                        band = record.baselines.get(first or "", {}).get(metric)
+                        if band and threshold:
+                            upper.append([x, band[0] + threshold * band[1]])
+                            lower.append([x, max(0.0, band[0] - threshold * band[1])])
+                        if any(metric in r.metrics for r in record.results.values()):
+                            marks.append([x, value])
+                    series[0]["data"], series[1]["data"] = values, upper
+                    series[2]["data"], series[3]["data"] = lower, marks
+                    chart.update()
+                table.rows = [
+                    {
+                        "id": a.id,
+                        "minute": _clock(a.minute)[:5],
+                        "detector": a.detector,
+                        "severity": a.severity,
+                        "score": f"{a.score:.1f}",
+                        "metrics": ",".join(a.metrics),
+                        "explanation": a.explanation,
+                    }
+                    for a in reversed(detection.anomalies)
+                ]
+                table.update()
+
+            refresh()
+            ui.timer(3.0, refresh)
 
 
 class _QuietServer(uvicorn.Server):

@@ -691,6 +691,7 @@ class GetStatsResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     NOW_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    DETECTORS_FIELD_NUMBER: _builtins.int
     copies_received: _builtins.int
     events_seen: _builtins.int
     open_windows: _builtins.int
@@ -721,6 +722,8 @@ class GetStatsResponse(_message.Message):
     def errors(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Requests refused, by "Method:CODE", e.g. "GetEvent:NOT_FOUND", "Publish:INVALID_ARGUMENT"."""
 
+    @_builtins.property
+    def detectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetectorStatus]: ...
     def __init__(
         self,
         *,
@@ -740,14 +743,258 @@ class GetStatsResponse(_message.Message):
         version: _builtins.str = ...,
         now: _timestamp_pb2.Timestamp | None = ...,
         errors: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        detectors: _abc.Iterable[Global___DetectorStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "reconcile_latency", b"reconcile_latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "errors", b"errors", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "detectors", b"detectors", "errors", b"errors", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class DetectorStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    status: _builtins.str
+    """For people: "ready: ...", "warming up: 3 of 15 steps", a fallback and why."""
+    anomalies: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        anomalies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalies", b"anomalies", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetectorStatus: _TypeAlias = DetectorStatus  # noqa: Y015
+
+@_typing.final
+class Anomaly(_message.Message):
+    """A minute of metrics that a detector found anomalous, with its evidence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BaselineMeansEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BaselineSpreadsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    DETECTOR_FIELD_NUMBER: _builtins.int
+    MINUTE_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    BASELINE_MEANS_FIELD_NUMBER: _builtins.int
+    BASELINE_SPREADS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """"<detector>-<YYYYMMDDTHHMM>" of the metrics minute."""
+    detector: _builtins.str
+    score: _builtins.float
+    severity: _builtins.str
+    """minor, major or critical."""
+    explanation: _builtins.str
+    @_builtins.property
+    def minute(self) -> _timestamp_pb2.Timestamp:
+        """Start of the metrics minute."""
+
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The responsible metrics, worst first."""
+
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Every metric of the step."""
+
+    @_builtins.property
+    def baseline_means(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """For the responsible metrics: the baseline mean and spread."""
+
+    @_builtins.property
+    def baseline_spreads(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        detector: _builtins.str = ...,
+        minute: _timestamp_pb2.Timestamp | None = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        score: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        metrics: _abc.Iterable[_builtins.str] | None = ...,
+        explanation: _builtins.str = ...,
+        values: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        baseline_means: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        baseline_spreads: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "minute", b"minute"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_means", b"baseline_means", "baseline_spreads", b"baseline_spreads", "detected_at", b"detected_at", "detector", b"detector", "explanation", b"explanation", "id", b"id", "metrics", b"metrics", "minute", b"minute", "score", b"score", "severity", b"severity", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Anomaly: _TypeAlias = Anomaly  # noqa: Y015
+
+@_typing.final
+class ListAnomaliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    filter: _builtins.str
+    """Terms: detector=ewma, severity=major,critical, metric=missing_rate, since=..., until=..."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesRequest: _TypeAlias = ListAnomaliesRequest  # noqa: Y015
+
+@_typing.final
+class ListAnomaliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalies", b"anomalies", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesResponse: _TypeAlias = ListAnomaliesResponse  # noqa: Y015
+
+@_typing.final
+class GetAnomalyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnomalyRequest: _TypeAlias = GetAnomalyRequest  # noqa: Y015
+
+@_typing.final
+class GetAnomalyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def anomaly(self) -> Global___Anomaly: ...
+    def __init__(
+        self,
+        *,
+        anomaly: Global___Anomaly | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnomalyResponse: _TypeAlias = GetAnomalyResponse  # noqa: Y015
 
 @_typing.final
 class MetricsMinute(_message.Message):

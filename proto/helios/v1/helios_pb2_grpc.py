@@ -177,6 +177,16 @@ class QueryServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.WatchOutcomesRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.WatchOutcomesResponse.FromString,
                 _registered_method=True)
+        self.ListAnomalies = channel.unary_unary(
+                '/helios.v1.QueryService/ListAnomalies',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListAnomaliesResponse.FromString,
+                _registered_method=True)
+        self.GetAnomaly = channel.unary_unary(
+                '/helios.v1.QueryService/GetAnomaly',
+                request_serializer=helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -212,6 +222,18 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAnomalies(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnomaly(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +261,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.WatchOutcomes,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.WatchOutcomesRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.WatchOutcomesResponse.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListAnomaliesResponse.SerializeToString,
+            ),
+            'GetAnomaly': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnomaly,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -376,6 +408,60 @@ class QueryService:
             '/helios.v1.QueryService/WatchOutcomes',
             helios_dot_v1_dot_helios__pb2.WatchOutcomesRequest.SerializeToString,
             helios_dot_v1_dot_helios__pb2.WatchOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListAnomalies',
+            helios_dot_v1_dot_helios__pb2.ListAnomaliesRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListAnomaliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnomaly(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/GetAnomaly',
+            helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,8 @@ class QueryServiceStub:
     GetStats: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetStatsRequest, _helios_pb2.GetStatsResponse]
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetMetricsRequest, _helios_pb2.GetMetricsResponse]
     WatchOutcomes: _grpc.UnaryStreamMultiCallable[_helios_pb2.WatchOutcomesRequest, _helios_pb2.WatchOutcomesResponse]
+    ListAnomalies: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]
+    GetAnomaly: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -88,6 +90,8 @@ class QueryServiceAsyncStub(QueryServiceStub):
     GetStats: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetStatsRequest, _helios_pb2.GetStatsResponse]  # type: ignore[assignment]
     GetMetrics: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetMetricsRequest, _helios_pb2.GetMetricsResponse]  # type: ignore[assignment]
     WatchOutcomes: _aio.UnaryStreamMultiCallable[_helios_pb2.WatchOutcomesRequest, _helios_pb2.WatchOutcomesResponse]  # type: ignore[assignment]
+    ListAnomalies: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]  # type: ignore[assignment]
+    GetAnomaly: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]  # type: ignore[assignment]
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -124,6 +128,20 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _helios_pb2.WatchOutcomesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_helios_pb2.WatchOutcomesResponse], _abc.AsyncIterator[_helios_pb2.WatchOutcomesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAnomalies(
+        self,
+        request: _helios_pb2.ListAnomaliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListAnomaliesResponse, _abc.Awaitable[_helios_pb2.ListAnomaliesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAnomaly(
+        self,
+        request: _helios_pb2.GetAnomalyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.GetAnomalyResponse, _abc.Awaitable[_helios_pb2.GetAnomalyResponse]]: ...
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

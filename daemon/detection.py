@@ -1,0 +1,250 @@
+"""Detection: every enabled detector sees each closed minute of metrics; anomalies are
+kept, announced to plugins, and detector state is saved so that it survives a restart."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helios.daemon.clock import Clock
+from helios.daemon.config import ConfigError, DetectorsConfig
+from helios.daemon.metrics import MetricsMinute, MetricsRollup
+from helios.daemon.plugins import PluginManager, Registry
+from helios.daemon.query import FilterError, parse_terms, parse_time
+from helios.daemon.types import DetectionResult, Detector
+
+log = logging.getLogger("helios.detection")
+HISTORY_MINUTES = 240
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """A step a detector found anomalous, with the evidence."""
+
+    id: str
+    sequence: int
+    detector: str
+    minute: float  # start of the metrics minute
+    detected_at: float
+    score: float
+    severity: str
+    metrics: tuple[str, ...]
+    explanation: str
+    values: dict[str, float]
+    baselines: dict[str, tuple[float, float]]  # metric -> (mean, spread), when known
+
+
+@dataclass
+class StepRecord:
+    """One minute as the console charts it: values, and per detector its verdict."""
+
+    minute: float
+    values: dict[str, float]
+    results: dict[str, DetectionResult] = field(default_factory=dict)
+    baselines: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnomalyQuery:
+    detector: str | None = None
+    severity: frozenset[str] | None = None
+    metric: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, a: Anomaly) -> bool:
+        return (
+            (self.detector is None or a.detector == self.detector)
+            and (self.severity is None or a.severity in self.severity)
+            and (self.metric is None or self.metric in a.metrics)
+            and (self.since is None or a.minute >= self.since)
+            and (self.until is None or a.minute < self.until)
+        )
+
+
+def parse_anomaly_filter(text: str) -> AnomalyQuery:
+    """`detector=ewma AND severity=major,critical metric=missing_rate since=...`"""
+    values = parse_terms(text, ("detector", "severity", "metric", "since", "until"))
+    return AnomalyQuery(
+        detector=values.get("detector"),
+        severity=frozenset(values["severity"].split(",")) if "severity" in values else None,
+        metric=values.get("metric"),
+        since=parse_time("since", values["since"]) if "since" in values else None,
+        until=parse_time("until", values["until"]) if "until" in values else None,
+    )
+
+
+def step_of(minute: MetricsMinute) -> dict[str, float]:
+    """The step detectors see: the features plus each source's missing rate."""
+    step = dict(minute.features)
+    for source, rate in minute.missing_rate_by_source.items():
+        step[f"missing_rate:{source}"] = rate
+    return step
+
+
+class Detection:
+    def __init__(
+        self,
+        config: DetectorsConfig,
+        registry: Registry,
+        metrics: MetricsRollup,
+        clock: Clock,
+        data_dir: str,
+        plugins: PluginManager | None = None,
+        retention: int = 10_000,
+    ) -> None:
+        self.clock = clock
+        self.plugins = plugins
+        self.state_dir = Path(data_dir) / "detectors"
+        self.detectors: dict[str, Detector] = {}
+        self.notes: dict[str, str] = {}  # why a detector's saved state was not restored
+        for name in config.enabled:
+            entry = registry.detectors.get(name)
+            if entry is None:
+                raise ConfigError(
+                    f"detectors.enabled: unknown detector {name!r}; "
+                    f"loaded: {', '.join(sorted(registry.detectors)) or 'none'}"
+                )
+            try:
+                self.detectors[name] = entry.factory(**config.options.get(name, {}))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"detectors.options.{name}: {exc}") from exc
+        unknown = set(config.options) - set(config.enabled)
+        if unknown:
+            raise ConfigError(f"detectors.options: {sorted(unknown)} are not in detectors.enabled")
+        self._queue = metrics.subscribe()
+        self.anomalies: deque[Anomaly] = deque(maxlen=retention)
+        self._by_id: dict[str, Anomaly] = {}
+        self.history: deque[StepRecord] = deque(maxlen=HISTORY_MINUTES)
+        self.sequence = 0
+        self.counts: dict[str, int] = dict.fromkeys(self.detectors, 0)
+        self._restore()
+
+    def _path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def _restore(self) -> None:
+        for name, detector in self.detectors.items():
+            path = self._path(name)
+            if not path.exists():
+                continue
+            try:
+                detector.load_state(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                self.notes[name] = f"saved state in {path} not restored ({exc}); learning afresh"
+                log.warning("detector %s: %s", name, self.notes[name])
+
+    def save(self) -> None:
+        """Write each detector's state (atomically: a crash leaves the old file)."""
+        if not self.detectors:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for name, detector in self.detectors.items():
+            path = self._path(name)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(detector.state()), encoding="utf-8")
+            os.replace(tmp, path)
+
+    def process(self) -> list[Anomaly]:
+        """Feed every minute closed since the last call to every detector."""
+        found: list[Anomaly] = []
+        while self._queue:
+            minute = self._queue.popleft()
+            step = step_of(minute)
+            record = StepRecord(minute.minute, step)
+            for name, detector in self.detectors.items():
+                result = detector.update(step)
+                record.results[name] = result
+                baseline = getattr(detector, "baseline", None)
+                if callable(baseline):
+                    record.baselines[name] = {m: b for m in step if (b := baseline(m)) is not None}
+                if result.is_anomaly:
+                    found.append(
+                        self._record(
+                            name, minute.minute, step, result, record.baselines.get(name, {})
+                        )
+                    )
+            self.history.append(record)
+        if found or self.history:
+            self.save()
+        for anomaly in found:
+            if self.plugins is not None:
+                self.plugins.on_anomaly(anomaly)
+        return found
+
+    def _record(
+        self,
+        name: str,
+        minute: float,
+        step: Mapping[str, float],
+        result: DetectionResult,
+        baselines: Mapping[str, tuple[float, float]],
+    ) -> Anomaly:
+        self.sequence += 1
+        stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(minute))
+        anomaly = Anomaly(
+            id=f"{name}-{stamp}",
+            sequence=self.sequence,
+            detector=name,
+            minute=minute,
+            detected_at=self.clock.now(),
+            score=result.score,
+            severity=result.severity,
+            metrics=tuple(result.metrics),
+            explanation=result.explanation,
+            values=dict(step),
+            baselines={m: baselines[m] for m in result.metrics if m in baselines},
+        )
+        if len(self.anomalies) == self.anomalies.maxlen:
+            self._by_id.pop(self.anomalies[0].id, None)
+        self.anomalies.append(anomaly)
+        self._by_id[anomaly.id] = anomaly
+        self.counts[name] += 1
+        return anomaly
+
+    def get(self, anomaly_id: str) -> Anomaly | None:
+        return self._by_id.get(anomaly_id)
+
+    def list(
+        self, query: AnomalyQuery, page_size: int, before: int | None
+    ) -> tuple[list[Anomaly], int | None]:
+        page: list[Anomaly] = []
+        for anomaly in reversed(self.anomalies):
+            if before is not None and anomaly.sequence >= before:
+                continue
+            if query.matches(anomaly):
+                page.append(anomaly)
+                if len(page) == page_size:
+                    break
+        more = len(page) == page_size and page[-1].sequence > self.anomalies[0].sequence
+        return page, (page[-1].sequence if more else None)
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for name, detector in self.detectors.items():
+            note = self.notes.get(name)
+            out[name] = detector.status() + (f" ({note})" if note else "")
+        return out
+
+
+def describe(anomaly: Anomaly) -> dict[str, Any]:
+    """A plain dict for logs and JSON output."""
+    return {
+        "id": anomaly.id,
+        "detector": anomaly.detector,
+        "minute": anomaly.minute,
+        "score": anomaly.score,
+        "severity": anomaly.severity,
+        "metrics": list(anomaly.metrics),
+        "explanation": anomaly.explanation,
+    }
+
+
+__all__ = ["Anomaly", "AnomalyQuery", "Detection", "FilterError", "parse_anomaly_filter"]

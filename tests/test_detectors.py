@@ -1,0 +1,218 @@
+"""Detectors: the create() API, the EWMA detector's behaviour and bars, the daemon's
+detection service (persisted state, anomalies over gRPC and the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helios.daemon.clock import ManualClock
+from helios.daemon.config import ConfigError
+from helios.ml.generate import generate
+from helios.plugins.detectors import available, create
+from helios.plugins.detectors.ewma import EwmaDetector
+from helios.plugins.sources.simulator import Scenario, Traffic, TrafficOptions
+from helios.v1 import helios_pb2 as pb
+from helios.v1 import helios_pb2_grpc as pb_grpc
+from tests.helpers import SOURCES, make_config, make_daemon
+
+
+def feed(detector, values, metric="value"):
+    return [detector.update({metric: v}) for v in values]
+
+
+def test_create_builds_detectors_by_name_and_names_the_choices():
+    assert "ewma" in available()
+    detector = create("ewma", threshold=3.0, warmup=5)
+    assert isinstance(detector, EwmaDetector) and detector.threshold == 3.0
+    with pytest.raises(ValueError, match="unknown detector 'nope'; available: .*ewma"):
+        create("nope")
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        create("ewma", alpha=2)
+    with pytest.raises(TypeError):
+        create("ewma", colour="red")
+
+
+def test_ewma_on_a_single_series_warms_up_then_flags_a_spike():
+    detector = create("ewma", warmup=10, threshold=4.0)
+    quiet = feed(detector, [10.0, 10.5, 9.5, 10.2, 9.8] * 4)
+    assert not any(r.is_anomaly for r in quiet)
+    assert "warming up" in quiet[0].explanation
+    spike = detector.update({"value": 30.0})
+    assert spike.is_anomaly and spike.metrics == ["value"]
+    assert spike.severity in ("major", "critical") and spike.score > 8
+    assert "value = 30 is" in spike.explanation and "baseline 9.99" in spike.explanation
+    assert not detector.update({"value": 10.1}).is_anomaly
+
+
+def test_a_falling_missing_rate_is_good_news_but_falling_traffic_is_not():
+    detector = create("ewma", warmup=5)
+    for _ in range(30):
+        detector.update({"missing_rate": 0.05, "event_rate_per_minute": 3000.0})
+    result = detector.update({"missing_rate": 0.0, "event_rate_per_minute": 3000.0})
+    assert not result.is_anomaly
+    result = detector.update({"missing_rate": 0.05, "event_rate_per_minute": 900.0})
+    assert result.is_anomaly and result.metrics == ["event_rate_per_minute"]
+
+
+def test_an_ongoing_outage_does_not_become_the_baseline():
+    detector = create("ewma", warmup=10)
+    feed(detector, [0.001, 0.002] * 20, "missing_rate")
+    outage = feed(detector, [0.25] * 120, "missing_rate")
+    assert all(r.is_anomaly for r in outage)
+    assert detector.baseline("missing_rate")[0] < 0.01
+
+
+def test_state_round_trips_through_json():
+    a = create("ewma", warmup=5)
+    feed(a, [1.0, 1.2, 0.9, 1.1] * 5)
+    b = create("ewma", warmup=5)
+    b.load_state(json.loads(json.dumps(a.state())))
+    for value in (1.05, 3.0, 1.0):
+        assert a.update({"value": value}) == b.update({"value": value})
+    with pytest.raises(ValueError, match="not 'ewma'"):
+        b.load_state({"detector": "lstm"})
+
+
+def test_a_25_percent_single_source_missing_spike_is_detected_within_2_steps():
+    for seed in range(5):
+        series = generate(days=1, seed=seed)
+        detector = create("ewma")
+        for step in series.steps[:600]:
+            assert not detector.update(step).is_anomaly
+        delays = []
+        for i, step in enumerate(series.steps[600:610]):
+            spiked = dict(step, missing_rate=step["missing_rate"] + 0.25)
+            spiked["missing_rate:aws"] = step["missing_rate:aws"] + 0.25
+            if detector.update(spiked).is_anomaly:
+                delays.append(i + 1)
+        assert delays and delays[0] <= 2, f"seed {seed}: {delays}"
+
+
+def test_fewer_than_one_false_alarm_per_day_over_7_days_of_normal_traffic():
+    series = generate(days=7, seed=11)
+    detector = create("ewma")
+    alarms = [i for i, step in enumerate(series.steps) if detector.update(step).is_anomaly]
+    assert len(alarms) < 7, alarms
+
+
+def test_bad_detector_config_names_the_key():
+    with pytest.raises(ConfigError, match="detectors.enabled: unknown detector 'lstmx'"):
+        make_daemon(make_config('[detectors]\nenabled = ["lstmx"]\n'))
+    with pytest.raises(ConfigError, match="detectors.options.ewma: threshold must be > 0"):
+        make_daemon(
+            make_config(
+                '[detectors]\nenabled = ["ewma"]\noptions = { ewma = { threshold = -1.0 } }\n'
+            )
+        )
+
+
+DETECTING = """
+[detectors]
+enabled = ["ewma"]
+options = { ewma = { warmup = 10 } }
+"""
+
+
+async def _run_traffic(daemon, clock, minutes: int, outage_from: int | None) -> None:
+    scenarios = []
+    if outage_from is not None:
+        scenarios = [
+            Scenario(
+                source="aws",
+                kind="drop",
+                probability=0.3,
+                start_minute=outage_from,
+                duration_minutes=3,
+            )
+        ]
+    traffic = Traffic(
+        TrafficOptions(rate_per_second=2.0, seed=9, scenarios=scenarios),
+        SOURCES,
+        window_seconds=10,
+        grace_seconds=2,
+        start=clock.now(),
+    )
+    start = clock.now()
+    for second in range(1, minutes * 60 + 1):
+        for at, copy in traffic.until(start + second):
+            clock.set(at)
+            good, _ = daemon.pipeline.check([copy])
+            await daemon.pipeline.process(good)
+        clock.set(start + second)
+        await daemon.pipeline.sweep()
+        if second % 60 == 0:
+            daemon.detection.process()
+
+
+async def test_the_daemon_detects_an_outage_keeps_the_anomaly_and_restores_state():
+    clock = ManualClock()
+    config = make_config(DETECTING)
+    daemon = make_daemon(config, clock)
+    await _run_traffic(daemon, clock, minutes=25, outage_from=18)
+    anomalies = list(daemon.detection.anomalies)
+    assert anomalies, daemon.detection.status()
+    first = anomalies[0]
+    assert first.detector == "ewma" and "missing_rate" in first.metrics[0]
+    assert 18 * 60 <= first.minute - (clock.now() - 25 * 60) < 22 * 60
+    saved = json.loads((daemon.detection.state_dir / "ewma.json").read_text())
+    assert saved["steps"] >= 24
+    again = make_daemon(config, ManualClock())  # a restart: same data_dir
+    assert again.detection.detectors["ewma"].steps == saved["steps"]
+    assert again.detection.status()["ewma"].startswith("ready")
+
+
+async def test_a_corrupt_state_file_is_reported_and_learning_starts_afresh():
+    config = make_config(DETECTING)
+    daemon = make_daemon(config)
+    daemon.detection.state_dir.mkdir(parents=True)
+    (daemon.detection.state_dir / "ewma.json").write_text("{ not json")
+    again = make_daemon(config)
+    assert "not restored" in again.detection.status()["ewma"]
+    assert again.detection.detectors["ewma"].steps == 0
+
+
+async def test_anomalies_over_grpc_and_the_cli():
+    from tests.conftest import serve
+
+    async for served in serve(DETECTING):
+        await _run_traffic(served.daemon, served.clock, minutes=24, outage_from=18)
+        query = pb_grpc.QueryServiceStub(served.channel)
+        listed = await query.ListAnomalies(pb.ListAnomaliesRequest(filter="detector=ewma"))
+        assert listed.anomalies
+        newest = listed.anomalies[0]
+        got = (await query.GetAnomaly(pb.GetAnomalyRequest(id=newest.id))).anomaly
+        assert got.explanation == newest.explanation and got.metrics
+        assert got.metrics[0] in got.baseline_means
+        stats = await query.GetStats(pb.GetStatsRequest())
+        assert stats.detectors[0].name == "ewma" and stats.detectors[0].anomalies >= 1
+        import grpc
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query.GetAnomaly(pb.GetAnomalyRequest(id="ewma-19990101T0000"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query.ListAnomalies(pb.ListAnomaliesRequest(filter="mood=grumpy"))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        helios = shutil.which("helios", path=os.path.dirname(sys.executable))
+        address = f"127.0.0.1:{served.server.port}"
+        listing = await asyncio.to_thread(
+            subprocess.run,
+            [helios, "--address", address, "anomalies", "list"],
+            capture_output=True,
+            text=True,
+        )
+        assert listing.returncode == 0 and newest.id in listing.stdout
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [helios, "--address", address, "anomalies", "get", newest.id],
+            capture_output=True,
+            text=True,
+        )
+        assert shown.returncode == 0 and "RESPONSIBLE" in shown.stdout
