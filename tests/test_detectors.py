@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helios.daemon.clock import ManualClock
 from helios.daemon.config import ConfigError
 from helios.ml.generate import generate
@@ -20,6 +19,7 @@ from helios.plugins.detectors.ewma import EwmaDetector
 from helios.plugins.sources.simulator import Scenario, Traffic, TrafficOptions
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
+
 from tests.helpers import SOURCES, make_config, make_daemon
 
 
