@@ -219,7 +219,9 @@ options = { ewma = { warmup = 3 } }
 plugin = "simulator"
 rate_per_second = 3.0
 tick_seconds = 0.5
-scenarios = [ { source = "aws", kind = "drop", probability = 0.4, start_minute = 5.0, duration_minutes = 5.0 } ]
+scenarios = [
+  { source = "aws", kind = "drop", probability = 0.4, start_minute = 5.0, duration_minutes = 5.0 },
+]
 """,
         console=True,
     )

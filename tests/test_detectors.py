@@ -31,7 +31,7 @@ def test_create_builds_detectors_by_name_and_names_the_choices():
     assert "ewma" in available()
     detector = create("ewma", threshold=3.0, warmup=5)
     assert isinstance(detector, EwmaDetector) and detector.threshold == 3.0
-    with pytest.raises(ValueError, match="unknown detector 'nope'; available: .*ewma"):
+    with pytest.raises(ValueError, match=r"unknown detector 'nope'; available: .*ewma"):
         create("nope")
     with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
         create("ewma", alpha=2)
@@ -103,9 +103,9 @@ def test_fewer_than_one_false_alarm_per_day_over_7_days_of_normal_traffic():
 
 
 def test_bad_detector_config_names_the_key():
-    with pytest.raises(ConfigError, match="detectors.enabled: unknown detector 'lstmx'"):
+    with pytest.raises(ConfigError, match=r"detectors\.enabled: unknown detector 'lstmx'"):
         make_daemon(make_config('[detectors]\nenabled = ["lstmx"]\n'))
-    with pytest.raises(ConfigError, match="detectors.options.ewma: threshold must be > 0"):
+    with pytest.raises(ConfigError, match=r"detectors\.options\.ewma: threshold must be > 0"):
         make_daemon(
             make_config(
                 '[detectors]\nenabled = ["ewma"]\noptions = { ewma = { threshold = -1.0 } }\n'
