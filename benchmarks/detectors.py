@@ -53,5 +53,36 @@ def main() -> None:
         print(f"{kind:<22}{len(delays):>9}{len(found):>9}{mean:>20}")
 
 
+def lstm_latency(samples: int = 3000) -> None:
+    """LSTM inference time on one thread: p50 and p99 over `samples` single windows."""
+    detector = create("lstm")
+    if detector.session is None:
+        print(f"lstm: {detector.status()}")
+        return
+    steps = generate(days=1, seed=23).steps
+    for step in steps[:60]:
+        detector.update(step)
+    timings = []
+    for step in steps[60 : 60 + samples]:
+        started = time.perf_counter()
+        detector.update(step)
+        timings.append(time.perf_counter() - started)
+    inference = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        detector.score()
+        inference.append(time.perf_counter() - started)
+    for label, values in (
+        ("inference (onnxruntime, 1 thread)", inference),
+        ("update (scaling + EWMA + inference)", timings),
+    ):
+        values.sort()
+        print(
+            f"lstm {label}: p50 {values[len(values) // 2] * 1e3:.3f} ms, "
+            f"p99 {values[int(len(values) * 0.99)] * 1e3:.3f} ms"
+        )
+
+
 if __name__ == "__main__":
     main()
+    lstm_latency()

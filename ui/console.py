@@ -302,6 +302,29 @@ class Console:
                     with ui.card().classes("min-w-72"):
                         ui.label(f"detector {name}").classes("font-semibold")
                         statuses[name] = ui.label("-").classes(f"text-sm helios-detector-{name}")
+            with ui.card().classes("w-full"):
+                ui.label("Detector scores (an anomaly at or above the threshold)").classes(
+                    "font-semibold"
+                )
+                score_chart = ui.echart(
+                    {
+                        "grid": {"left": 50, "right": 10, "top": 30, "bottom": 25},
+                        "tooltip": {"trigger": "axis"},
+                        "legend": {"data": list(detection.detectors)},
+                        "xAxis": {"type": "time"},
+                        "yAxis": {"type": "value"},
+                        "series": [
+                            {
+                                "type": "line",
+                                "name": name,
+                                "showSymbol": False,
+                                "data": [],
+                                "animation": False,
+                            }
+                            for name in detection.detectors
+                        ],
+                    }
+                ).classes("w-full h-48 helios-detector-scores")
             charts = {}
             with ui.grid(columns=2).classes("w-full gap-4"):
                 for metric in names:
@@ -333,6 +356,13 @@ class Console:
                 for name, text in detection.status().items():
                     statuses[name].set_text(f"{text}; {detection.counts[name]} anomalies")
                 history = list(detection.history)
+                for series in score_chart.options["series"]:
+                    series["data"] = [
+                        [r.minute * 1000, r.results[series["name"]].score]
+                        for r in history
+                        if series["name"] in r.results
+                    ]
+                score_chart.update()
                 first = next(iter(detection.detectors), None)
                 threshold = float(getattr(detection.detectors.get(first or ""), "threshold", 0.0))
                 for metric, chart in charts.items():

@@ -1,0 +1,93 @@
+"""The LSTM detector: the shipped model, its fallback to EWMA, and the issue's bars on
+held-out data that training never saw."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from helios.ml.evaluate import evaluate
+from helios.ml.generate import generate
+from helios.plugins.detectors import create
+from helios.plugins.detectors.lstm import shipped_model
+
+
+def test_the_shipped_model_loads_warms_up_and_flags_a_missing_spike():
+    detector = create("lstm")
+    assert detector.session is not None, detector.status()
+    series = generate(days=1, seed=101)
+    results = [detector.update(step) for step in series.steps[:300]]
+    assert "warming up" in results[0].explanation
+    assert detector.status().startswith("ready")
+    assert not any(r.is_anomaly for r in results[60:])
+    delays = []
+    for i, step in enumerate(series.steps[300:305]):
+        spiked = dict(step, missing_rate=step["missing_rate"] + 0.25)
+        spiked["missing_rate:aws"] = step["missing_rate:aws"] + 0.25
+        result = detector.update(spiked)
+        if result.is_anomaly:
+            delays.append(i + 1)
+            assert "missing_rate" in result.metrics and "LSTM score" in result.explanation
+    assert delays and delays[0] <= 2
+
+
+def test_a_missing_model_falls_back_to_ewma_and_says_why(tmp_path):
+    detector = create("lstm", model=str(tmp_path / "absent.onnx"))
+    assert detector.session is None
+    assert detector.status().startswith("fallback to ewma: model file missing")
+    result = detector.update({"missing_rate": 0.0})
+    assert "ewma fallback" in result.explanation
+
+
+def test_a_corrupt_model_falls_back(tmp_path):
+    model = tmp_path / "lstm.onnx"
+    shutil.copy(shipped_model().with_suffix(".json"), tmp_path / "lstm.json")
+    model.write_bytes(b"this is not an onnx file")
+    detector = create("lstm", model=str(model))
+    assert detector.session is None and "model unusable" in detector.status()
+
+
+def test_a_model_of_the_wrong_shape_falls_back(tmp_path):
+    shutil.copy(shipped_model(), tmp_path / "lstm.onnx")
+    meta = json.loads(shipped_model().with_suffix(".json").read_text())
+    meta["window"] = 30
+    (tmp_path / "lstm.json").write_text(json.dumps(meta))
+    detector = create("lstm", model=str(tmp_path / "lstm.onnx"))
+    assert detector.session is None
+    assert "is not [batch, 30, 8]" in detector.status()
+
+
+def test_lstm_state_round_trips():
+    a = create("lstm")
+    for step in generate(days=0.1, seed=5).steps:
+        a.update(step)
+    b = create("lstm")
+    b.load_state(json.loads(json.dumps(a.state())))
+    step = generate(days=0.01, seed=6).steps[0]
+    assert a.update(step) == b.update(step)
+
+
+@pytest.mark.slow
+def test_on_held_out_data_the_lstm_meets_its_bars_and_ewma_is_reported_beside_it():
+    report = evaluate(days=14, seed=7, detectors=("ewma", "lstm"))
+    lstm = report["detectors"]["lstm"]
+    assert lstm["overall"]["precision"] >= 0.95, lstm["overall"]
+    assert lstm["overall"]["recall"] >= 0.90, lstm["overall"]
+    for name in ("ewma", "lstm"):
+        assert report["detectors"][name]["normal_7_days"]["false_alarms_per_day"] < 1.0
+
+
+async def test_the_daemon_runs_both_detectors_and_reports_the_lstm_status():
+    from tests.helpers import make_config, make_daemon
+
+    daemon = make_daemon(make_config('[detectors]\nenabled = ["ewma", "lstm"]\n'))
+    status = daemon.detection.status()
+    assert status["lstm"].startswith("model loaded; warming up: 0 of 60")
+    missing = make_daemon(
+        make_config(
+            '[detectors]\nenabled = ["lstm"]\n'
+            'options = { lstm = { model = "/nonexistent/m.onnx" } }\n'
+        )
+    )
+    assert missing.detection.status()["lstm"].startswith("fallback to ewma: model file missing")
