@@ -306,13 +306,18 @@ class Console:
                 ui.label("Detector scores (an anomaly at or above the threshold)").classes(
                     "font-semibold"
                 )
+                # EWMA scores are z (spreads); model scores are probabilities: two axes.
+                probabilities = {"lstm"}
                 score_chart = ui.echart(
                     {
-                        "grid": {"left": 50, "right": 10, "top": 30, "bottom": 25},
+                        "grid": {"left": 50, "right": 50, "top": 30, "bottom": 25},
                         "tooltip": {"trigger": "axis"},
-                        "legend": {"data": list(detection.detectors)},
+                        "legend": {"data": list(detection.detectors), "top": 0},
                         "xAxis": {"type": "time"},
-                        "yAxis": {"type": "value"},
+                        "yAxis": [
+                            {"type": "value", "name": "z"},
+                            {"type": "value", "name": "p", "min": 0, "max": 1},
+                        ],
                         "series": [
                             {
                                 "type": "line",
@@ -320,6 +325,7 @@ class Console:
                                 "showSymbol": False,
                                 "data": [],
                                 "animation": False,
+                                "yAxisIndex": 1 if name in probabilities else 0,
                             }
                             for name in detection.detectors
                         ],
