@@ -31,7 +31,7 @@ class BenchOptions:
     corrupt: float = 0.005
     sources: list[str] = field(default_factory=lambda: ["aws", "gcp", "azure"])
     event_type: str = "bench.order"
-    settle_seconds: float = 20.0
+    settle_seconds: float = 40.0
     seed: int = 1
 
 

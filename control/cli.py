@@ -594,7 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="must match a route with a short window (the demo has bench.*)",
     )
     bench.add_argument(
-        "--settle", type=float, default=20.0, help="seconds to wait for MISSING after the last copy"
+        "--settle",
+        type=float,
+        default=40.0,
+        help="seconds to wait for MISSING after the last copy (window + grace)",
     )
     bench.add_argument("--seed", type=int, default=1)
     bench.set_defaults(func=cmd_bench)

@@ -234,12 +234,17 @@ def test_detection_view_charts_the_metrics_and_lists_anomalies(detecting_daemon,
 
     with grpc.insecure_channel(detecting_daemon.address) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
-        anomalies = wait_for(
-            lambda: stub.ListAnomalies(pb.ListAnomaliesRequest()).anomalies,
+        # A detector warmed up on 3 minutes of thin traffic may also flag something else
+        # first; what must show is the aws outage.
+        wait_for(
+            lambda: any(
+                "missing_rate" in m
+                for a in stub.ListAnomalies(pb.ListAnomaliesRequest()).anomalies
+                for m in a.metrics
+            ),
             timeout=90,
-            what="an anomaly from the aws outage",
+            what="a missing_rate anomaly from the aws outage",
         )
-    assert any("missing_rate" in m for a in anomalies for m in a.metrics)
     browser.get(f"http://127.0.0.1:{detecting_daemon.console_port}/detection")
     status = wait_for(lambda: text_of(browser, ".helios-detector-ewma"), what="detector status")
     assert status.startswith("ready") and "anomalies" in status
@@ -251,6 +256,6 @@ def test_detection_view_charts_the_metrics_and_lists_anomalies(detecting_daemon,
         lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-anomalies tbody tr"),
         what="anomaly rows",
     )
-    assert "missing_rate" in rows[0].text
+    assert any("missing_rate" in row.text for row in rows)
     time.sleep(1)
     browser.save_screenshot(str(ARTIFACTS / "console-detection.png"))
