@@ -119,6 +119,11 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
     )
+    try:
+        await asyncio.wait_for(channel.channel_ready(), 5.0)
+    except TimeoutError:
+        await channel.close(None)
+        raise ConnectionError(f"cannot reach heliosd at {options.address}") from None
     query = pb_grpc.QueryServiceStub(channel)
     predicted: dict[str, set[str]] = {k: set() for k in (*SCORED, "COMPLETE", "LATE")}
     decided: set[str] = set()
@@ -129,6 +134,13 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
     prefix = f"bench-{run_id}-"
 
     async def read_outcomes() -> None:
+        try:
+            await _read()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise
+
+    async def _read() -> None:
         async for response in watch:
             now = time.perf_counter()
             for o in response.outcomes:

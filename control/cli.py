@@ -625,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if code_name in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION")
             else UNREACHABLE
         )
+    except ConnectionError as exc:
+        print(f"helios: {exc}", file=sys.stderr)
+        return UNREACHABLE
     except BrokenPipeError:
         return OK
 

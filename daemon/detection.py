@@ -116,9 +116,14 @@ class Detection:
                 self.detectors[name] = entry.factory(**config.options.get(name, {}))
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"detectors.options.{name}: {exc}") from exc
-        unknown = set(config.options) - set(config.enabled)
+        # Options of a registered detector that is not enabled are kept for when it is;
+        # a name no plugin registers is a typo.
+        unknown = set(config.options) - set(registry.detectors)
         if unknown:
-            raise ConfigError(f"detectors.options: {sorted(unknown)} are not in detectors.enabled")
+            raise ConfigError(
+                f"detectors.options: {sorted(unknown)} are not detectors; "
+                f"loaded: {', '.join(sorted(registry.detectors))}"
+            )
         self._queue = metrics.subscribe()
         self.anomalies: deque[Anomaly] = deque(maxlen=retention)
         self._by_id: dict[str, Anomaly] = {}

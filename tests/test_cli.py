@@ -169,8 +169,10 @@ def test_sources_pause_and_resume(daemon_process):
 
 
 def test_an_unreachable_daemon_exits_3():
-    result = helios(None, "status")
-    assert result.returncode == 3 and "cannot reach heliosd" in result.stderr
+    for command in (["status"], ["bench", "--events", "100"]):
+        result = helios(None, *command)
+        assert result.returncode == 3 and "cannot reach heliosd" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

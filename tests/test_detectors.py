@@ -216,3 +216,14 @@ async def test_anomalies_over_grpc_and_the_cli():
             text=True,
         )
         assert shown.returncode == 0 and "RESPONSIBLE" in shown.stdout
+
+
+def test_options_of_a_disabled_detector_are_kept_but_a_typo_is_an_error():
+    daemon = make_daemon(
+        make_config("[detectors]\nenabled = []\noptions = { ewma = { warmup = 5 } }\n")
+    )
+    assert daemon.detection.detectors == {}
+    with pytest.raises(ConfigError, match=r"detectors\.options: \['ewmaa'\] are not detectors"):
+        make_daemon(
+            make_config("[detectors]\nenabled = []\noptions = { ewmaa = { warmup = 5 } }\n")
+        )
