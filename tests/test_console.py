@@ -259,3 +259,21 @@ def test_detection_view_charts_the_metrics_and_lists_anomalies(detecting_daemon,
     assert any("missing_rate" in row.text for row in rows)
     time.sleep(1)
     browser.save_screenshot(str(ARTIFACTS / "console-detection.png"))
+
+
+def test_prometheus_metrics_are_served_beside_the_console(console_daemon):
+    import urllib.request
+
+    url = f"http://127.0.0.1:{console_daemon.console_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples["helios_copies_received_total"] > 0
+    assert samples['helios_outcomes_total{kind="COMPLETE"}'] > 0
+    assert 0.0 < samples['helios_source_completeness{source="aws"}'] <= 1.0
+    assert "# TYPE helios_open_windows gauge" in text

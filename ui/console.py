@@ -11,8 +11,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from helios.daemon.app import Daemon
 from helios.daemon.model import EventRecord, Status
+from helios.ui import prometheus
 from helios.ui.state import SERIES, ConsoleState
 from nicegui import ui
 
@@ -102,6 +104,7 @@ class Console:
         self.state = ConsoleState(daemon)
         host, _, port = address.rpartition(":")
         self.app = FastAPI(title="HELIOS console")
+        self._metrics_route()
         self._pages()
         ui.run_with(
             self.app,
@@ -145,6 +148,15 @@ class Console:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.state.stop()
+
+    def _metrics_route(self) -> None:
+        daemon = self.daemon
+
+        @self.app.get("/metrics", include_in_schema=False)
+        def metrics() -> PlainTextResponse:
+            return PlainTextResponse(
+                prometheus.render(daemon), media_type="text/plain; version=0.0.4"
+            )
 
     def _pages(self) -> None:
         daemon = self.daemon
