@@ -229,6 +229,13 @@ def _anomaly_dict(a: pb.Anomaly) -> dict[str, Any]:
         "severity": a.severity,
         "metrics": list(a.metrics),
         "explanation": a.explanation,
+        "diagnosis": {
+            "kind": a.diagnosis.kind,
+            "target": a.diagnosis.target,
+            "confidence": a.diagnosis.confidence,
+            "onset": a.diagnosis.onset,
+            "evidence": list(a.diagnosis.evidence),
+        },
         "values": dict(a.values),
         "baselines": {
             m: {"mean": a.baseline_means[m], "spread": a.baseline_spreads[m]}
@@ -250,20 +257,25 @@ def cmd_anomalies_list(args: argparse.Namespace) -> int:
         print(json.dumps([_anomaly_dict(a) for a in response.anomalies], indent=2))
         return OK
     table(
-        [("ID", "MINUTE", "SEVERITY", "SCORE", "METRICS", "EXPLANATION")]
+        [("ID", "MINUTE", "SEVERITY", "SCORE", "DIAGNOSIS", "CONFIDENCE", "METRICS")]
         + [
             (
                 a.id,
                 _when(a.minute)[:16],
                 a.severity,
                 f"{a.score:.1f}",
+                _diagnosis(a.diagnosis),
+                f"{a.diagnosis.confidence:.2f}",
                 ",".join(a.metrics),
-                a.explanation[:90],
             )
             for a in response.anomalies
         ]
     )
     return OK
+
+
+def _diagnosis(d: pb.Diagnosis) -> str:
+    return f"{d.kind}({d.target})" if d.target else d.kind
 
 
 def cmd_anomalies_get(args: argparse.Namespace) -> int:
@@ -278,6 +290,10 @@ def cmd_anomalies_get(args: argparse.Namespace) -> int:
     print(f"anomaly {a.id}  detector {a.detector}  minute {_when(a.minute)}")
     print(f"severity {a.severity}  score {a.score:.2f}")
     print(a.explanation)
+    d = a.diagnosis
+    print(f"diagnosis {_diagnosis(d)}  confidence {d.confidence:.2f}  onset {d.onset}")
+    for line in d.evidence:
+        print(f"  - {line}")
     print()
     table(
         [("METRIC", "VALUE", "BASELINE", "SPREAD", "RESPONSIBLE")]

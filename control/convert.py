@@ -81,6 +81,13 @@ def anomaly_pb(a: Anomaly) -> pb.Anomaly:
         values=a.values,
         baseline_means={m: b[0] for m, b in a.baselines.items()},
         baseline_spreads={m: b[1] for m, b in a.baselines.items()},
+        diagnosis=pb.Diagnosis(
+            kind=a.diagnosis.kind,
+            target=a.diagnosis.target,
+            confidence=a.diagnosis.confidence,
+            evidence=a.diagnosis.evidence,
+            onset=a.diagnosis.onset,
+        ),
     )
 
 

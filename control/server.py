@@ -243,6 +243,8 @@ class QueryServicer:
                     minute=ts(m.minute),
                     features=m.features,
                     missing_rate_by_source=m.missing_rate_by_source,
+                    duplicate_rate_by_source=m.duplicate_rate_by_source,
+                    inconsistent_rate_by_source=m.inconsistent_rate_by_source,
                     events_closed=m.events_closed,
                     copies=m.copies,
                 )

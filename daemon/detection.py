@@ -15,6 +15,7 @@ from typing import Any
 
 from helios.daemon.clock import Clock
 from helios.daemon.config import ConfigError, DetectorsConfig
+from helios.daemon.diagnosis import Diagnosis, diagnose
 from helios.daemon.metrics import MetricsMinute, MetricsRollup
 from helios.daemon.plugins import PluginManager, Registry
 from helios.daemon.query import FilterError, parse_terms, parse_time
@@ -39,6 +40,7 @@ class Anomaly:
     explanation: str
     values: dict[str, float]
     baselines: dict[str, tuple[float, float]]  # metric -> (mean, spread), when known
+    diagnosis: Diagnosis
 
 
 @dataclass
@@ -82,10 +84,15 @@ def parse_anomaly_filter(text: str) -> AnomalyQuery:
 
 
 def step_of(minute: MetricsMinute) -> dict[str, float]:
-    """The step detectors see: the features plus each source's missing rate."""
+    """The step detectors see: the features plus each source's missing, duplicate and
+    inconsistent rates."""
     step = dict(minute.features)
     for source, rate in minute.missing_rate_by_source.items():
         step[f"missing_rate:{source}"] = rate
+    for source, rate in minute.duplicate_rate_by_source.items():
+        step[f"duplicate_rate:{source}"] = rate
+    for source, rate in minute.inconsistent_rate_by_source.items():
+        step[f"inconsistent_rate:{source}"] = rate
     return step
 
 
@@ -124,6 +131,7 @@ class Detection:
                 f"detectors.options: {sorted(unknown)} are not detectors; "
                 f"loaded: {', '.join(sorted(registry.detectors))}"
             )
+        self.sources = list(metrics.sources)
         self._queue = metrics.subscribe()
         self.anomalies: deque[Anomaly] = deque(maxlen=retention)
         self._by_id: dict[str, Anomaly] = {}
@@ -171,9 +179,15 @@ class Detection:
                 if callable(baseline):
                     record.baselines[name] = {m: b for m in step if (b := baseline(m)) is not None}
                 if result.is_anomaly:
+                    previous = self.history[-1].values if self.history else None
                     found.append(
                         self._record(
-                            name, minute.minute, step, result, record.baselines.get(name, {})
+                            name,
+                            minute.minute,
+                            step,
+                            result,
+                            record.baselines.get(name, {}),
+                            previous,
                         )
                     )
             self.history.append(record)
@@ -191,6 +205,7 @@ class Detection:
         step: Mapping[str, float],
         result: DetectionResult,
         baselines: Mapping[str, tuple[float, float]],
+        previous: Mapping[str, float] | None = None,
     ) -> Anomaly:
         self.sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(minute))
@@ -206,6 +221,7 @@ class Detection:
             explanation=result.explanation,
             values=dict(step),
             baselines={m: baselines[m] for m in result.metrics if m in baselines},
+            diagnosis=diagnose(step, baselines, result.metrics, self.sources, previous),
         )
         if len(self.anomalies) == self.anomalies.maxlen:
             self._by_id.pop(self.anomalies[0].id, None)

@@ -16,6 +16,9 @@ class MetricsMinute:
     minute: float  # start of the minute, epoch seconds
     features: dict[str, float]
     missing_rate_by_source: dict[str, float] = field(default_factory=dict)
+    # Per source: duplicate copies / its copies; INCONSISTENT outcomes naming it / closed.
+    duplicate_rate_by_source: dict[str, float] = field(default_factory=dict)
+    inconsistent_rate_by_source: dict[str, float] = field(default_factory=dict)
     events_closed: int = 0
     copies: int = 0
 
@@ -26,10 +29,13 @@ class MinuteAccumulator:
     __slots__ = (
         "closed",
         "copies",
+        "copies_by_source",
         "duplicates",
+        "duplicates_by_source",
         "events",
         "expected_by_source",
         "inconsistent",
+        "inconsistent_by_source",
         "minute",
         "missing",
         "missing_by_source",
@@ -53,6 +59,9 @@ class MinuteAccumulator:
         self.pair_n = [0] * n_pairs
         self.expected_by_source = [0] * n_sources
         self.missing_by_source = [0] * n_sources
+        self.copies_by_source = [0] * n_sources
+        self.duplicates_by_source = [0] * n_sources
+        self.inconsistent_by_source = [0] * n_sources
 
 
 def feature_names(sources: list[str]) -> list[str]:
@@ -119,7 +128,19 @@ class MetricsRollup:
             else 0.0
             for i, source in enumerate(self.sources)
         }
-        minute = MetricsMinute(acc.minute * MINUTE, features, by_source, closed, acc.copies)
+        duplicates = {
+            source: acc.duplicates_by_source[i] / acc.copies_by_source[i]
+            if acc.copies_by_source[i]
+            else 0.0
+            for i, source in enumerate(self.sources)
+        }
+        inconsistent = {
+            source: acc.inconsistent_by_source[i] / closed if closed else 0.0
+            for i, source in enumerate(self.sources)
+        }
+        minute = MetricsMinute(
+            acc.minute * MINUTE, features, by_source, duplicates, inconsistent, closed, acc.copies
+        )
         self.minutes.append(minute)
         for queue in self._listeners:
             queue.append(minute)

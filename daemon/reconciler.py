@@ -118,6 +118,13 @@ class Reconciler:
         self.outcomes.append(outcome)
         self.outcome_counts[kind] += 1
 
+    def _emit_inconsistent(self, rec: EventRecord) -> None:
+        sources = self._disagreeing(rec)
+        self._emit(INCONSISTENT, rec, sources)
+        counts = self.metrics.at(self.now).inconsistent_by_source
+        for name in sources:
+            counts[self.source_index[name]] += 1
+
     def apply(
         self, copies: Iterable[Checked], now: float, closed: Mapping[str, EventRecord]
     ) -> None:
@@ -134,12 +141,14 @@ class Reconciler:
         pair_sum = acc.pair_sum
         pair_n = acc.pair_n
         closed_full = self._closed_full
+        copies_by_source = acc.copies_by_source
         n = self.n
         received = size_sum = size_sq = new_events = completes = 0
         for event_id, source, event_type, produced_at, payload, digest in copies:
             received += 1
             si = source_index[source]
             by_source[si].copies += 1
+            copies_by_source[si] += 1
             size = len(payload)
             size_sum += size
             size_sq += size * size
@@ -174,6 +183,7 @@ class Reconciler:
                 counts[si] = counts.get(si, 1) + 1
                 by_source[si].duplicates += 1
                 acc.duplicates += 1
+                acc.duplicates_by_source[si] += 1
                 self._emit(DUPLICATE, rec, (source,))
                 if rec.status is not PENDING:
                     dirty[event_id] = rec
@@ -264,7 +274,7 @@ class Reconciler:
         if rec.differs:
             rec.inconsistent = True
             rec.status = Status.INCONSISTENT
-            self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+            self._emit_inconsistent(rec)
         else:
             rec.status = Status.COMPLETE
             self._emit(COMPLETE, rec, ())
@@ -283,7 +293,7 @@ class Reconciler:
             self._emit(LATE, rec, (self.sources[si],), self.now - rec.deadline)
         if rec.differs and not rec.inconsistent:
             rec.inconsistent = True
-            self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+            self._emit_inconsistent(rec)
         if not rec.missing:
             if rec.inconsistent:
                 rec.status = Status.INCONSISTENT
@@ -309,7 +319,7 @@ class Reconciler:
                 self._emit(MISSING, rec, self.names(missing))
                 if rec.differs:
                     rec.inconsistent = True
-                    self._emit(INCONSISTENT, rec, self._disagreeing(rec))
+                    self._emit_inconsistent(rec)
                 self._close_metrics(rec, missing, acc)
                 del self.open[rec.event_id]
                 self.dirty[rec.event_id] = rec

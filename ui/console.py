@@ -406,6 +406,7 @@ class Console:
                         "detector": a.detector,
                         "severity": a.severity,
                         "score": f"{a.score:.1f}",
+                        "diagnosis": f"{a.diagnosis} ({a.diagnosis.confidence:.2f})",
                         "metrics": ",".join(a.metrics),
                         "explanation": a.explanation,
                     }

@@ -856,6 +856,7 @@ class Anomaly(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     BASELINE_MEANS_FIELD_NUMBER: _builtins.int
     BASELINE_SPREADS_FIELD_NUMBER: _builtins.int
+    DIAGNOSIS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"<detector>-<YYYYMMDDTHHMM>" of the metrics minute."""
     detector: _builtins.str
@@ -883,6 +884,8 @@ class Anomaly(_message.Message):
 
     @_builtins.property
     def baseline_spreads(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def diagnosis(self) -> Global___Diagnosis: ...
     def __init__(
         self,
         *,
@@ -897,14 +900,54 @@ class Anomaly(_message.Message):
         values: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         baseline_means: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         baseline_spreads: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        diagnosis: Global___Diagnosis | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "minute", b"minute"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "diagnosis", b"diagnosis", "minute", b"minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_means", b"baseline_means", "baseline_spreads", b"baseline_spreads", "detected_at", b"detected_at", "detector", b"detector", "explanation", b"explanation", "id", b"id", "metrics", b"metrics", "minute", b"minute", "score", b"score", "severity", b"severity", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_means", b"baseline_means", "baseline_spreads", b"baseline_spreads", "detected_at", b"detected_at", "detector", b"detector", "diagnosis", b"diagnosis", "explanation", b"explanation", "id", b"id", "metrics", b"metrics", "minute", b"minute", "score", b"score", "severity", b"severity", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Anomaly: _TypeAlias = Anomaly  # noqa: Y015
+
+@_typing.final
+class Diagnosis(_message.Message):
+    """What the symptoms point at."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    ONSET_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """missing_events, high_latency, duplicate_storm, inconsistent_payloads, source_degraded,
+    system_failure or unknown.
+    """
+    target: _builtins.str
+    """A source, a pair "a-b", "all", or empty."""
+    confidence: _builtins.float
+    onset: _builtins.str
+    """sudden (in one step), gradual, or unknown."""
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        target: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
+        onset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "evidence", b"evidence", "kind", b"kind", "onset", b"onset", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Diagnosis: _TypeAlias = Diagnosis  # noqa: Y015
 
 @_typing.final
 class ListAnomaliesRequest(_message.Message):
@@ -1042,11 +1085,53 @@ class MetricsMinute(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class DuplicateRateBySourceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class InconsistentRateBySourceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MINUTE_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
     MISSING_RATE_BY_SOURCE_FIELD_NUMBER: _builtins.int
     EVENTS_CLOSED_FIELD_NUMBER: _builtins.int
     COPIES_FIELD_NUMBER: _builtins.int
+    DUPLICATE_RATE_BY_SOURCE_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_RATE_BY_SOURCE_FIELD_NUMBER: _builtins.int
     events_closed: _builtins.int
     copies: _builtins.int
     @_builtins.property
@@ -1061,6 +1146,14 @@ class MetricsMinute(_message.Message):
     def missing_rate_by_source(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Per source: the share of closed events that expected it and lacked it."""
 
+    @_builtins.property
+    def duplicate_rate_by_source(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Per source: its duplicate copies / its copies."""
+
+    @_builtins.property
+    def inconsistent_rate_by_source(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Per source: INCONSISTENT outcomes naming it / events closed."""
+
     def __init__(
         self,
         *,
@@ -1069,10 +1162,12 @@ class MetricsMinute(_message.Message):
         missing_rate_by_source: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         events_closed: _builtins.int = ...,
         copies: _builtins.int = ...,
+        duplicate_rate_by_source: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        inconsistent_rate_by_source: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["minute", b"minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies", b"copies", "events_closed", b"events_closed", "features", b"features", "minute", b"minute", "missing_rate_by_source", b"missing_rate_by_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies", b"copies", "duplicate_rate_by_source", b"duplicate_rate_by_source", "events_closed", b"events_closed", "features", b"features", "inconsistent_rate_by_source", b"inconsistent_rate_by_source", "minute", b"minute", "missing_rate_by_source", b"missing_rate_by_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
