@@ -641,11 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if code_name in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION")
             else UNREACHABLE
         )
+    except BrokenPipeError:  # output piped into e.g. `head`; before ConnectionError, its base
+        sys.stderr.close()
+        return OK
     except ConnectionError as exc:
         print(f"helios: {exc}", file=sys.stderr)
         return UNREACHABLE
-    except BrokenPipeError:
-        return OK
 
 
 UNAVAILABLE_CODE = UNREACHABLE

@@ -81,6 +81,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         level=config.daemon.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not (args.config or os.environ.get("HELIOS_CONFIG") or os.path.exists("helios.toml")):
+        log.info(
+            "no helios.toml here: running on the built-in defaults "
+            "(`heliosd config sample` shows them)"
+        )
     asyncio.run(serve(config, args.ready_file))
     return 0
 
@@ -94,6 +99,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     Daemon(config, manager, registry)
     shown = path or os.environ.get("HELIOS_CONFIG") or config_mod.DEFAULT_CONFIG
+    if not os.path.exists(shown):
+        shown = f"no {shown} here; the built-in defaults"
     print(
         f"{shown}: OK ({len(config.sources.names)} sources, {len(config.routes)} routes, "
         f"{len(config.sources.inputs)} inputs, index {config.index.backend})"

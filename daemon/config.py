@@ -223,13 +223,18 @@ def parse(text: str, path: str = "<string>", environ: Mapping[str, str] | None =
 def load(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
-    """Load the config file: the given path, else $HELIOS_CONFIG, else ./helios.toml."""
+    """Load the config file: the given path, else $HELIOS_CONFIG, else ./helios.toml, else
+    (when none of these names a file) the built-in defaults."""
     env = os.environ if environ is None else environ
-    chosen = Path(path or env.get("HELIOS_CONFIG") or DEFAULT_CONFIG)
+    named = path or env.get("HELIOS_CONFIG")
+    chosen = Path(named or DEFAULT_CONFIG)
     try:
         text = chosen.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"{chosen}: no such config file") from exc
+        if named:
+            raise ConfigError(f"{chosen}: no such config file") from exc
+        # No file named and none here: the built-in defaults (plus any env overrides).
+        return parse("", "<built-in defaults>", env)
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read: {exc}") from exc
     return parse(text, str(chosen), env)

@@ -107,3 +107,14 @@ def test_the_sample_config_is_valid_and_documents_every_key(capsys):
                 part = key.split(".")[-1]
             assert part in node, f"`heliosd config sample` does not mention {key}"
             node = node[part]
+
+
+def test_without_any_config_file_heliosd_uses_the_built_in_defaults(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HELIOS_CONFIG", raising=False)
+    config = config_mod.load(environ={"HELIOS_INDEX__TTL_SECONDS": "60"})
+    assert config.daemon.grpc_address == "127.0.0.1:50051" and config.index.ttl_seconds == 60
+    assert heliosd(["check-config"]) == 0
+    assert "built-in defaults: OK" in capsys.readouterr().out
+    # A file that is named must exist.
+    assert heliosd(["-c", str(tmp_path / "named.toml"), "check-config"]) == 2
