@@ -453,6 +453,32 @@ def _violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
     return out or [("request", exc.details() or str(exc.code()))]
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = pb_grpc.QueryServiceStub(_channel(args)).ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps([MessageToDict(j) for j in jobs], indent=2))
+        return OK
+    table(
+        [("JOB", "EVERY", "CLOCK", "LAST RUN", "NEXT IN", "RUNS", "FAILURES", "LAST RESULT")]
+        + [
+            (
+                j.name,
+                f"{j.interval_seconds:g}s",
+                j.clock,
+                _when(j.last_run)[11:19] if j.HasField("last_run") else "-",
+                f"{j.due_in_seconds:.1f}s",
+                j.runs,
+                j.failures,
+                (f"ERROR {j.last_error}" if j.last_error else j.last_result)[:70],
+            )
+            for j in jobs
+        ]
+    )
+    return OK
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     stub = pb_grpc.ControlServiceStub(_channel(args))
     if args.action == "pause":
@@ -578,6 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("file")
     ingest.add_argument("--batch-size", type=int, default=1000)
     ingest.set_defaults(func=cmd_ingest)
+
+    sub.add_parser("jobs", help="scheduled jobs: last run, result, next run").set_defaults(
+        func=cmd_jobs
+    )
 
     sources = sub.add_parser("sources", help="pause or resume a source")
     sources.add_argument("action", choices=["pause", "resume"])

@@ -281,6 +281,27 @@ class QueryServicer:
             )
         return pb.GetAnomalyResponse(anomaly=anomaly_pb(anomaly))
 
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        return pb.ListJobsResponse(
+            jobs=[
+                pb.Job(
+                    name=job.name,
+                    description=job.description,
+                    interval_seconds=job.interval,
+                    clock=job.clock_name,
+                    last_run=ts(job.last_run) if job.last_run is not None else None,
+                    next_run=ts(job.next_run),
+                    due_in_seconds=job.due_in(),
+                    last_result=job.last_result,
+                    last_error=job.last_error,
+                    runs=job.runs,
+                    failures=job.failures,
+                    last_duration_ms=job.last_duration_ms,
+                )
+                for job in self.daemon.jobs.jobs.values()
+            ]
+        )
+
     async def WatchOutcomes(
         self, request: pb.WatchOutcomesRequest, context: Context
     ) -> AsyncIterator[pb.WatchOutcomesResponse]:

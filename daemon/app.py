@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
@@ -13,6 +12,7 @@ from helios.daemon import __version__
 from helios.daemon.clock import Clock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
+from helios.daemon.jobs import Scheduler
 from helios.daemon.metrics import MetricsRollup
 from helios.daemon.model import EventRecord
 from helios.daemon.pipeline import Pipeline
@@ -100,7 +100,7 @@ class Daemon:
                 raise ConfigError(f"sources.inputs.{name}: {exc}") from exc
         self._rates: deque[tuple[float, int, int]] = deque(maxlen=120)
         self.errors: Counter[str] = Counter()  # refused API requests, by "Method:CODE"
-        self._tasks: list[asyncio.Task[None]] = []
+        self.jobs = Scheduler(self.clock)
         self.started_at = time.monotonic()
         self.ready = False
 
@@ -112,11 +112,8 @@ class Daemon:
             except Exception:
                 log.exception("source input %s failed to start", name)
                 raise
-        self._tasks.append(asyncio.create_task(self._sample_rates(), name="helios-rates"))
-        if self.detection.detectors:
-            self._tasks.append(asyncio.create_task(self._detect(), name="helios-detect"))
-        if self.config.daemon.gc_freeze_seconds > 0:
-            self._tasks.append(asyncio.create_task(self._freeze_gc(), name="helios-gc"))
+        self._add_jobs()
+        self.jobs.start()
         self.started_at = time.monotonic()
         self.ready = True
 
@@ -124,29 +121,69 @@ class Daemon:
         self.ready = False
         for source in self.inputs.values():
             await source.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.stop()
         await self.pipeline.drain()
         await self.pipeline.stop()
         self.detection.process()
         await self.index.close()
 
-    async def _detect(self) -> None:
-        while True:
-            await self.clock.sleep(1.0)
-            try:
-                self.detection.process()
-            except Exception:
-                log.exception("detection failed")
+    def _add_jobs(self) -> None:
+        jobs = self.jobs
+        if jobs.jobs:
+            return
+        jobs.add(
+            "window-sweep",
+            self.config.reconcile.sweep_interval_seconds,
+            self._sweep,
+            "declare MISSING for windows past window + grace; close metrics minutes",
+        )
+        jobs.add("index-ttl", 10.0, self._expire, "age records and outcomes out of the index")
+        if self.detection.detectors:
+            jobs.add("detection", 1.0, self._detect, "feed closed minutes to the detectors")
+            jobs.add(
+                "model-health",
+                60.0,
+                self._model_health,
+                "check each detector's status",
+                run_at_start=True,
+            )
+        jobs.add(
+            "rates",
+            1.0,
+            self._sample_rates,
+            "sample counters for events/s and copies/s",
+            wall_clock=True,
+            run_at_start=True,
+        )
+        if self.config.daemon.gc_freeze_seconds > 0:
+            jobs.add(
+                "gc-freeze",
+                self.config.daemon.gc_freeze_seconds,
+                self._freeze_gc,
+                "move live records out of the cyclic GC's reach",
+                wall_clock=True,
+                run_at_start=True,
+            )
 
-    async def _sample_rates(self) -> None:
-        while True:
-            r = self.reconciler
-            self._rates.append((time.monotonic(), r.copies_received, r.events_seen))
-            await asyncio.sleep(1.0)
+    async def _sweep(self) -> str:
+        return f"{await self.pipeline.sweep()} windows declared MISSING"
 
-    async def _freeze_gc(self) -> None:
+    async def _expire(self) -> str:
+        return f"{await self.index.expire(self.clock.now())} records expired"
+
+    async def _detect(self) -> str:
+        found = self.detection.process()
+        return f"{len(found)} anomalies" if found else "no anomaly"
+
+    async def _model_health(self) -> str:
+        return "; ".join(f"{name}: {text}" for name, text in self.detection.status().items())
+
+    async def _sample_rates(self) -> str:
+        r = self.reconciler
+        self._rates.append((time.monotonic(), r.copies_received, r.events_seen))
+        return "sampled"
+
+    async def _freeze_gc(self) -> str:
         """Move live objects out of the cyclic GC's reach, on a schedule.
 
         Event records, copies and outcomes hold no reference cycles (refcounting frees
@@ -154,12 +191,9 @@ class Daemon:
         3 million objects here, a pause in the middle of ingest. Freezing them keeps
         collections proportional to what is new. The cost: cyclic garbage that survives
         to a freeze is never collected; asyncio and gRPC make little of it."""
-        interval = self.config.daemon.gc_freeze_seconds
         gc.collect(1)
-        while True:
-            gc.freeze()
-            await asyncio.sleep(interval)
-            gc.collect(1)
+        gc.freeze()
+        return f"{gc.get_freeze_count():,} objects frozen"
 
     def rates(self, window: float = 10.0) -> tuple[float, float]:
         """Copies/s and events/s over about the last `window` seconds of real time."""

@@ -234,30 +234,9 @@ class Pipeline:
                     log.exception("reconciling a batch of %d copies failed", len(copies))
             self._work.clear()
 
-    async def _sweep_loop(self) -> None:
-        interval = self.config.reconcile.sweep_interval_seconds
-        while True:
-            await self.clock.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("sweep failed")
-
-    async def _expire_loop(self) -> None:
-        while True:
-            await self.clock.sleep(10.0)
-            try:
-                removed = await self.index.expire(self.clock.now())
-                if removed:
-                    log.debug("expired %d records", removed)
-            except Exception:
-                log.exception("index expiry failed")
-
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._consume(), name="helios-reconcile"),
-            asyncio.create_task(self._sweep_loop(), name="helios-sweep"),
-            asyncio.create_task(self._expire_loop(), name="helios-expire"),
         ]
 
     async def stop(self) -> None:

@@ -277,3 +277,26 @@ def test_prometheus_metrics_are_served_beside_the_console(console_daemon):
     assert samples['helios_outcomes_total{kind="COMPLETE"}'] > 0
     assert 0.0 < samples['helios_source_completeness{source="aws"}'] <= 1.0
     assert "# TYPE helios_open_windows gauge" in text
+
+
+def test_jobs_view_counts_down(console_daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{console_daemon.console_port}/jobs")
+    rows = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-jobs tbody tr"), what="job rows"
+    )
+    text = "\n".join(row.text for row in rows)
+    assert "window-sweep" in text and "index-ttl" in text
+
+    def sweep_runs() -> int:
+        row = next(
+            r
+            for r in browser.find_elements(By.CSS_SELECTOR, ".helios-jobs tbody tr")
+            if "window-sweep" in r.text
+        )
+        return int(row.find_elements(By.TAG_NAME, "td")[4].text)
+
+    first = sweep_runs()
+    wait_for(lambda: sweep_runs() > first, what="the sweep's run count to grow")
+    browser.save_screenshot(str(ARTIFACTS / "console-jobs.png"))

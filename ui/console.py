@@ -42,7 +42,7 @@ def _header(active: str) -> None:
         ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
         ui.label("multi-cloud event reconciliation").classes("text-sm opacity-70")
         ui.space()
-        for name, path in (("Overview", "/"), ("Detection", "/detection")):
+        for name, path in (("Overview", "/"), ("Detection", "/detection"), ("Jobs", "/jobs")):
             link = ui.link(name, path).classes("text-white no-underline px-2")
             if name == active:
                 link.classes("font-bold underline")
@@ -298,6 +298,48 @@ class Console:
 
             refresh()
             ui.timer(2.0, refresh)
+
+        @ui.page("/jobs")
+        def jobs_page() -> None:
+            _header("Jobs")
+            with ui.card().classes("w-full"):
+                ui.label("Scheduled jobs").classes("font-semibold")
+                table = ui.table(
+                    columns=[
+                        {"name": k, "label": k, "field": k, "align": "left"}
+                        for k in (
+                            "job",
+                            "every",
+                            "last run",
+                            "next in",
+                            "runs",
+                            "failures",
+                            "last result",
+                        )
+                    ],
+                    rows=[],
+                    row_key="job",
+                ).classes("w-full helios-jobs")
+
+            def refresh() -> None:
+                table.rows = [
+                    {
+                        "job": job.name,
+                        "every": f"{job.interval:g} s ({job.clock_name} clock)",
+                        "last run": _clock(job.last_run) if job.last_run else "-",
+                        "next in": f"{job.due_in():.1f} s",
+                        "runs": job.runs,
+                        "failures": job.failures,
+                        "last result": f"ERROR {job.last_error}"
+                        if job.last_error
+                        else job.last_result,
+                    }
+                    for job in daemon.jobs.jobs.values()
+                ]
+                table.update()
+
+            refresh()
+            ui.timer(1.0, refresh)
 
         @ui.page("/detection")
         def detection_page() -> None:

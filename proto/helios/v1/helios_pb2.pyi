@@ -1260,6 +1260,100 @@ class WatchOutcomesResponse(_message.Message):
 Global___WatchOutcomesResponse: _TypeAlias = WatchOutcomesResponse  # noqa: Y015
 
 @_typing.final
+class Job(_message.Message):
+    """A periodic task of the daemon."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    CLOCK_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_FIELD_NUMBER: _builtins.int
+    DUE_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    LAST_RESULT_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    LAST_DURATION_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    interval_seconds: _builtins.float
+    clock: _builtins.str
+    """"daemon" (the daemon's clock, simulated in the demo) or "wall"."""
+    due_in_seconds: _builtins.float
+    """Seconds of the job's clock until its next run."""
+    last_result: _builtins.str
+    last_error: _builtins.str
+    """Empty when the last run succeeded."""
+    runs: _builtins.int
+    failures: _builtins.int
+    last_duration_ms: _builtins.float
+    @_builtins.property
+    def last_run(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_run(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        interval_seconds: _builtins.float = ...,
+        clock: _builtins.str = ...,
+        last_run: _timestamp_pb2.Timestamp | None = ...,
+        next_run: _timestamp_pb2.Timestamp | None = ...,
+        due_in_seconds: _builtins.float = ...,
+        last_result: _builtins.str = ...,
+        last_error: _builtins.str = ...,
+        runs: _builtins.int = ...,
+        failures: _builtins.int = ...,
+        last_duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_run", b"last_run", "next_run", b"next_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock", b"clock", "description", b"description", "due_in_seconds", b"due_in_seconds", "failures", b"failures", "interval_seconds", b"interval_seconds", "last_duration_ms", b"last_duration_ms", "last_error", b"last_error", "last_result", b"last_result", "last_run", b"last_run", "name", b"name", "next_run", b"next_run", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
 class PauseSourceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

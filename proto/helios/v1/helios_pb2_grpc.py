@@ -187,6 +187,11 @@ class QueryServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/helios.v1.QueryService/ListJobs',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -234,6 +239,12 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +282,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetAnomaly,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListJobsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +478,33 @@ class QueryService:
             '/helios.v1.QueryService/GetAnomaly',
             helios_dot_v1_dot_helios__pb2.GetAnomalyRequest.SerializeToString,
             helios_dot_v1_dot_helios__pb2.GetAnomalyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListJobs',
+            helios_dot_v1_dot_helios__pb2.ListJobsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,7 @@ class QueryServiceStub:
     WatchOutcomes: _grpc.UnaryStreamMultiCallable[_helios_pb2.WatchOutcomesRequest, _helios_pb2.WatchOutcomesResponse]
     ListAnomalies: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]
     GetAnomaly: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListJobsRequest, _helios_pb2.ListJobsResponse]
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -92,6 +93,7 @@ class QueryServiceAsyncStub(QueryServiceStub):
     WatchOutcomes: _aio.UnaryStreamMultiCallable[_helios_pb2.WatchOutcomesRequest, _helios_pb2.WatchOutcomesResponse]  # type: ignore[assignment]
     ListAnomalies: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]  # type: ignore[assignment]
     GetAnomaly: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListJobsRequest, _helios_pb2.ListJobsResponse]  # type: ignore[assignment]
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -142,6 +144,13 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _helios_pb2.GetAnomalyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_helios_pb2.GetAnomalyResponse, _abc.Awaitable[_helios_pb2.GetAnomalyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _helios_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListJobsResponse, _abc.Awaitable[_helios_pb2.ListJobsResponse]]: ...
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
