@@ -54,6 +54,11 @@ def _kpi(title: str, css: str) -> ui.label:
         return ui.label("-").classes(f"text-2xl font-semibold {css}")
 
 
+def _columns(*names: str) -> list[dict[str, str]]:
+    """Table columns whose label and row field are the name itself."""
+    return [{"name": n, "label": n, "field": n, "align": "left"} for n in names]
+
+
 def _metric_chart() -> dict[str, Any]:
     line = {"type": "line", "showSymbol": False, "animation": False}
     band = {**line, "lineStyle": {"type": "dashed", "width": 1}, "itemStyle": {"color": "#94a3b8"}}
@@ -246,17 +251,9 @@ class Console:
                             )
                             ui.label(f"status {status}").classes(f"helios-status-{status}")
                             ui.table(
-                                columns=[
-                                    {"name": k, "label": k, "field": k}
-                                    for k in (
-                                        "source",
-                                        "arrived",
-                                        "after_first_ms",
-                                        "hash",
-                                        "count",
-                                        "late",
-                                    )
-                                ],
+                                columns=_columns(
+                                    "source", "arrived", "after_first_ms", "hash", "count", "late"
+                                ),
                                 rows=record_rows(record, sources),
                                 row_key="source",
                             ).classes("w-full")
@@ -305,18 +302,9 @@ class Console:
             with ui.card().classes("w-full"):
                 ui.label("Scheduled jobs").classes("font-semibold")
                 table = ui.table(
-                    columns=[
-                        {"name": k, "label": k, "field": k, "align": "left"}
-                        for k in (
-                            "job",
-                            "every",
-                            "last run",
-                            "next in",
-                            "runs",
-                            "failures",
-                            "last result",
-                        )
-                    ],
+                    columns=_columns(
+                        "job", "every", "last run", "next in", "runs", "failures", "last result"
+                    ),
                     rows=[],
                     row_key="job",
                 ).classes("w-full helios-jobs")
@@ -396,17 +384,9 @@ class Console:
             with ui.card().classes("w-full"):
                 ui.label("Anomalies").classes("font-semibold")
                 table = ui.table(
-                    columns=[
-                        {"name": k, "label": k, "field": k, "align": "left"}
-                        for k in (
-                            "minute",
-                            "detector",
-                            "severity",
-                            "score",
-                            "metrics",
-                            "explanation",
-                        )
-                    ],
+                    columns=_columns(
+                        "minute", "detector", "severity", "score", "metrics", "explanation"
+                    ),
                     rows=[],
                     row_key="id",
                     pagination=10,
