@@ -116,6 +116,8 @@ class IngestServicer:
         if not events:
             await bad_request(context, [("events", "batch has no events")])
         try:
+            if self.pipeline.throttles:
+                self.pipeline.throttle([e.source for e in events])
             self.pipeline.reserve(len(events))
         except QueueFull as exc:
             self.pipeline.rejections["queue_full"] += len(events)
@@ -149,6 +151,8 @@ class IngestServicer:
             events = request.events
             await self._too_big(len(events), context)
             try:
+                if pipeline.throttles:
+                    pipeline.throttle([e.source for e in events])
                 await pipeline.reserve_wait(len(events), self.stream_wait)
             except QueueFull as exc:
                 pipeline.rejections["queue_full"] += len(events)

@@ -5,19 +5,24 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from helios.daemon import __version__
 from helios.daemon.clock import Clock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
 from helios.daemon.jobs import Scheduler
+from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
-from helios.daemon.model import EventRecord
+from helios.daemon.model import CopyIn, EventRecord, OutcomeKind
 from helios.daemon.pipeline import Pipeline
 from helios.daemon.plugins import PluginManager, Registry
+from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
+from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.types import IndexContext, Source, SourceContext
 
 log = logging.getLogger("helios.daemon")
@@ -103,6 +108,34 @@ class Daemon:
         self.jobs = Scheduler(self.clock)
         self.started_at = time.monotonic()
         self.ready = False
+        # ---- what recovery actions act on (the Runtime of helios.daemon.types) ----
+        self.sources = list(config.sources.names)
+        decision = config.decision
+        self.breakers = Breakers(
+            self.sources,
+            BreakerSettings(
+                failure_threshold=decision.breaker_failure_threshold,
+                min_volume=decision.breaker_min_volume,
+                window_seconds=decision.breaker_window_seconds,
+                open_seconds=decision.breaker_open_seconds,
+            ),
+        )
+        self.failed_over: set[str] = set()
+        self.quarantined: OrderedDict[str, str] = OrderedDict()
+        self.notifications: deque[tuple[float, str, str]] = deque(maxlen=500)
+        self._replayed_path = Path(config.daemon.data_dir) / "decisions" / "replayed.log"
+        self.replayed: dict[str, set[str]] = {s: set() for s in self.sources}
+        self._load_replayed()
+        self.loop = DecisionLoop(
+            decision,
+            config.actions.options,
+            registry,
+            self,
+            self.clock,
+            config.daemon.data_dir,
+            self.metrics,
+            manager,
+        )
 
     async def start(self) -> None:
         self.pipeline.start()
@@ -122,6 +155,7 @@ class Daemon:
         for source in self.inputs.values():
             await source.stop()
         await self.jobs.stop()
+        await self.loop.stop()
         await self.pipeline.drain()
         await self.pipeline.stop()
         self.detection.process()
@@ -147,6 +181,26 @@ class Daemon:
                 "check each detector's status",
                 run_at_start=True,
             )
+        decision = self.config.decision
+        jobs.add(
+            "mape-k",
+            decision.cycle_seconds,
+            self.loop.cycle,
+            "MAPE-K cycle: decide on anomalies, expire approvals, follow up on replays",
+        )
+        jobs.add(
+            "verify",
+            1.0,
+            self.loop.verify,
+            "verify executed actions against what reconciliation observes",
+        )
+        jobs.add("breakers", 1.0, self._breakers, "update per-source circuit breakers")
+        jobs.add(
+            "weights",
+            decision.weights_interval_seconds,
+            self._weights,
+            f"recompute criteria weights ({decision.weighting}) from the actions' record",
+        )
         jobs.add(
             "rates",
             1.0,
@@ -173,7 +227,21 @@ class Daemon:
 
     async def _detect(self) -> str:
         found = self.detection.process()
+        self.loop.submit(found)
         return f"{len(found)} anomalies" if found else "no anomaly"
+
+    async def _breakers(self) -> str:
+        counters = {
+            name: (c.expected, c.delivered)
+            for name, c in zip(self.sources, self.reconciler.by_source, strict=True)
+        }
+        changed = self.breakers.observe(self.clock.now(), counters)
+        for b in changed:
+            self.notify("warning", f"breaker of {b.source} is {b.state}: {b.reason}")
+        return ", ".join(f"{s}: {b.state}" for s, b in self.breakers.breakers.items())
+
+    async def _weights(self) -> str:
+        return self.loop.recalculate_weights()
 
     async def _model_health(self) -> str:
         return "; ".join(f"{name}: {text}" for name, text in self.detection.status().items())
@@ -255,3 +323,127 @@ class Daemon:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_at
+
+    # ---- the Runtime that recovery actions act through --------------------------------
+    def _delivers(self, instance: Source, source: str) -> bool:
+        delivers = getattr(instance, "delivers", None)
+        return bool(delivers(source)) if callable(delivers) else True
+
+    def source_inputs(self, source: str) -> list[str]:
+        return [name for name, inst in self.inputs.items() if self._delivers(inst, source)]
+
+    def _replayer(self, source: str) -> Source | None:
+        if source in self.failed_over:
+            return None
+        for instance in self.inputs.values():
+            if self._delivers(instance, source) and callable(getattr(instance, "replay", None)):
+                return instance
+        return None
+
+    def can_replay(self, source: str) -> bool:
+        return self._replayer(source) is not None
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        instance = self._replayer(source)
+        if instance is None:
+            raise RuntimeError(f"no source input can publish through {source}")
+        replay = getattr(instance, "replay")  # noqa: B009 - optional method of a Source
+        return int(await replay(source, copies))
+
+    def _load_replayed(self) -> None:
+        try:
+            with self._replayed_path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    source, _, event_id = line.rstrip("\n").partition("\t")
+                    if source in self.replayed and event_id:
+                        self.replayed[source].add(event_id)
+        except FileNotFoundError:
+            pass
+
+    def mark_replayed(self, source: str, event_ids: Sequence[str]) -> None:
+        """Remember replayed copies (durably) so that none is replayed twice."""
+        self.replayed[source].update(event_ids)
+        self._replayed_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._replayed_path.open("a", encoding="utf-8") as handle:
+            handle.writelines(f"{source}\t{e}\n" for e in event_ids)
+
+    async def _outcome_ids(
+        self, kind: OutcomeKind, source: str, since: float, limit: int
+    ) -> list[str]:
+        query = OutcomeQuery(kinds=frozenset({kind}), sources=frozenset({source}), since=since)
+        ids: list[str] = []
+        seen: set[str] = set()
+        before: int | None = None
+        while len(ids) < limit:
+            page, before = await self.index.list_outcomes(query, 1000, before)
+            for outcome in page:
+                if outcome.event_id not in seen:
+                    seen.add(outcome.event_id)
+                    ids.append(outcome.event_id)
+            if before is None:
+                break
+        return ids
+
+    async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
+        si = self.sources.index(source)
+        bit = 1 << si
+        done = self.replayed[source]
+        ids = [
+            e
+            for e in await self._outcome_ids(OutcomeKind.MISSING, source, since, 10 * limit + 1000)
+            if e not in done
+        ]
+        records = await self.index.get_many(ids)
+        copies: list[CopyIn] = []
+        for event_id in reversed(ids):  # oldest first
+            rec = records.get(event_id) or self.reconciler.open.get(event_id)
+            if rec is None or not rec.missing & bit or not rec.payload:
+                continue
+            produced = next((c[1] for c in rec.copies if c is not None), rec.first_seen)
+            copies.append((event_id, source, rec.event_type, produced, rec.payload))
+            if len(copies) >= limit:
+                break
+        return copies
+
+    async def inconsistent_events(self, source: str, since: float, limit: int) -> list[str]:
+        return await self._outcome_ids(OutcomeKind.INCONSISTENT, source, since, limit)
+
+    async def restart_source(self, source: str) -> list[str]:
+        restarted = []
+        for name in self.source_inputs(source):
+            instance = self.inputs[name]
+            await instance.stop()
+            await instance.start()
+            restarted.append(name)
+        return restarted
+
+    def set_failover(self, source: str, failed: bool) -> None:
+        self._check_source(source)
+        (self.failed_over.add if failed else self.failed_over.discard)(source)
+        self.reconciler.set_excluded(self.failed_over)
+        self.notify("warning", f"{source} {'failed over' if failed else 'restored'}")
+
+    def set_breaker(self, source: str, state: str, reason: str) -> None:
+        self._check_source(source)
+        b = self.breakers.set(source, state, reason, self.clock.now())
+        self.notify("warning", f"breaker of {source} set to {state}: {reason} (now {b.state})")
+
+    def breaker_state(self, source: str) -> str:
+        return self.breakers.state(source)
+
+    def set_throttle(self, source: str, per_second: float | None) -> None:
+        self.pipeline.set_throttle(source, per_second)
+
+    def quarantine(self, event_ids: Sequence[str], reason: str) -> int:
+        added = 0
+        for event_id in event_ids:
+            if event_id not in self.quarantined:
+                added += 1
+            self.quarantined[event_id] = reason
+        while len(self.quarantined) > 100_000:
+            self.quarantined.popitem(last=False)
+        return added
+
+    def notify(self, level: str, message: str) -> None:
+        self.notifications.append((self.clock.now(), level, message))
+        log.warning("%s", message) if level != "info" else log.info("%s", message)

@@ -119,8 +119,32 @@ class DecisionConfig(_Section):
     """How the MAPE-K loop ranks recovery actions (used by the decision work)."""
 
     method: str = "topsis"
-    weighting: str = "entropy"
+    weighting: str = "entropy"  # a weighting plugin, or "config" for `weights`
     automation: Literal["observe", "approve", "auto"] = "observe"
+    weights: dict[str, float] = Field(default_factory=dict)  # criterion -> weight
+    cycle_seconds: float = Field(60.0, gt=0)
+    weights_interval_seconds: float = Field(600.0, gt=0)
+    approval_ttl_seconds: float = Field(900.0, gt=0)
+    verify_timeout_seconds: float = Field(600.0, gt=0)
+    follow_up_seconds: float = Field(900.0, ge=0)
+    breaker_failure_threshold: float = Field(0.5, gt=0, le=1)
+    breaker_min_volume: int = Field(20, ge=1)
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_open_seconds: float = Field(120.0, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        criteria = ("mttr_seconds", "qos_impact", "success_rate", "cost")
+        if not weights:
+            return weights
+        unknown = sorted(set(weights) - set(criteria))
+        if unknown:
+            raise ValueError(f"unknown criteria {unknown}; allowed: {', '.join(criteria)}")
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all 0")
+        total = sum(weights.values())
+        return {c: weights.get(c, 0.0) / total for c in criteria}
 
 
 class ActionsConfig(_Section):
@@ -315,12 +339,27 @@ enabled = []                          # detector plugins watching per-minute met
 options = {}                          # per detector: { ewma = { threshold = 3.0 } }
 
 [decision]
-method = "topsis"                     # MCDM method ranking recovery actions
-weighting = "entropy"                 # criteria weighting method
-automation = "observe"                # observe | approve | auto
+method = "topsis"                     # MCDM method ranking recovery actions: topsis | wsm | wpm | vikor
+weighting = "entropy"                 # criteria weights: entropy | critic | config (= `weights`)
+automation = "observe"                # observe (decide, never act) | approve | auto
+weights = {}                          # example: { mttr_seconds = 0.4, qos_impact = 0.2, success_rate = 0.3, cost = 0.1 }
+cycle_seconds = 60.0                  # MAPE-K cycle; it also runs on every new anomaly
+weights_interval_seconds = 600.0      # recompute the weights from the actions' track record
+approval_ttl_seconds = 900.0          # an unapproved decision expires (= rejected) after this
+verify_timeout_seconds = 600.0        # an action not verified by then counts as failed
+follow_up_seconds = 900.0             # replays continue this long after the decision that started them
+breaker_failure_threshold = 0.5       # a source's breaker opens when this share of its copies fail...
+breaker_min_volume = 20               # ...out of at least this many expected...
+breaker_window_seconds = 60.0         # ...within this window
+breaker_open_seconds = 120.0          # then half-opens to probe after this
 
-[actions]
-options = {}                          # per recovery action options
+# Per recovery action: policy keys (enabled, automation = observe|approve|auto,
+# cooldown_seconds, max_concurrent, max_per_hour, blast_radius, timeout_seconds, retries,
+# backoff_seconds), criteria estimates (mttr_seconds, qos_impact, success_rate, cost) and
+# the action's own keys (README: Recovery actions). Example:
+[actions.options]
+replay_missing = { automation = "auto", blast_radius = 10000, cooldown_seconds = 30.0 }
+webhook = { url = "https://runbooks.example.com/helios", timeout_seconds = 10.0 }
 
 [plugins]
 allow = []                            # plugin names to load; empty = all (env: HELIOS_PLUGINS=a,b)

@@ -65,6 +65,8 @@ class Pipeline:
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
+        # throttle_ingest: source (or "all") -> [copies per second, tokens, last refill]
+        self.throttles: dict[str, list[float]] = {}
 
     # ---- ingest -------------------------------------------------------------------
     def check(self, copies: Sequence[CopyIn]) -> tuple[list[Checked], PublishResult]:
@@ -142,8 +144,39 @@ class Pipeline:
                         f"{self.capacity} copies waiting; slow down"
                     ) from None
 
+    def set_throttle(self, source: str, per_second: float | None) -> None:
+        if per_second is None:
+            self.throttles.pop(source, None)
+        else:
+            self.throttles[source] = [per_second, per_second, self.clock.now()]
+
+    def throttle(self, sources: Sequence[str]) -> None:
+        """Take tokens for a batch from these sources (one name per copy), or raise
+        QueueFull naming the throttled source: the batch is refused whole."""
+        now = self.clock.now()
+        counts = Counter(sources)
+        wanted: list[tuple[list[float], float]] = []
+        for name, bucket in self.throttles.items():
+            n = len(sources) if name == "all" else counts.get(name, 0)
+            if not n:
+                continue
+            rate, tokens, last = bucket
+            tokens = min(rate, tokens + (now - last) * rate)
+            bucket[1], bucket[2] = tokens, now
+            if n > tokens and not (tokens >= rate and n > rate):
+                self.rejections["throttled"] += len(sources)
+                raise QueueFull(
+                    f"source {name} is throttled to {rate:g} copies/s (throttle_ingest); "
+                    f"retry in {(n - tokens) / rate:.2f} s"
+                )
+            wanted.append((bucket, n))
+        for bucket, taken in wanted:
+            bucket[1] -= taken
+
     async def publish(self, copies: Sequence[CopyIn]) -> PublishResult:
         """Validate and enqueue (the path source plugins use); raises QueueFull."""
+        if self.throttles:
+            self.throttle([c[1] for c in copies])
         good, result = self.check(copies)
         self.offer(good)
         return result

@@ -32,6 +32,10 @@ class Route:
     window: float
     grace: float
     queue: deque[EventRecord] = field(default_factory=deque)
+    base: int = 0  # the configured mask; `expected` drops failed-over sources from it
+
+    def __post_init__(self) -> None:
+        self.base = self.expected
 
 
 @dataclass
@@ -83,6 +87,14 @@ class Reconciler:
         self._pairs = [(p, a, b) for p, (a, b) in enumerate(metrics.pairs)]
         # Events closed with every expected copy, by expected mask, not yet counted per source.
         self._closed_full: Counter[int] = Counter()
+        self.excluded = 0  # sources failed over: not expected until restored
+
+    def set_excluded(self, names: Iterable[str]) -> None:
+        """Stop expecting these sources (failover): new events do not wait for them and
+        open windows no longer miss them. A route keeps its sources if all would go."""
+        self.excluded = self._mask(names)
+        for route in (*self.routes, self.default_route, *self._route_cache.values()):
+            route.expected = route.base & ~self.excluded or route.base
 
     def _mask(self, names: Iterable[str]) -> int:
         mask = 0
@@ -313,7 +325,12 @@ class Reconciler:
                 rec = queue.popleft()
                 if rec.status is not PENDING:
                     continue
-                missing = rec.expected & ~rec.seen
+                missing = rec.expected & ~rec.seen & ~self.excluded
+                if not missing:  # only failed-over sources were awaited
+                    rec.expected &= ~self.excluded
+                    self._decide(rec, {}, acc)
+                    declared += 1
+                    continue
                 rec.missing = missing
                 rec.status = Status.MISSING
                 self._emit(MISSING, rec, self.names(missing))

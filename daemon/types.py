@@ -127,13 +127,125 @@ McdmMethod = Callable[..., Any]
 WeightingMethod = Callable[..., Any]
 
 
+# ---- recovery actions -----------------------------------------------------------------
+# The criteria every action is ranked on, in matrix column order, and their types
+# (+1 benefit, -1 cost) for the MCDM methods.
+CRITERIA = ("mttr_seconds", "qos_impact", "success_rate", "cost")
+CRITERIA_TYPES = (-1.0, -1.0, 1.0, -1.0)
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """An action's estimates: they start from config and then follow its verified runs."""
+
+    mttr_seconds: float  # detection to verified recovery
+    qos_impact: float  # 0..1: how much good traffic the action disturbs
+    success_rate: float  # 0..1: verified successes / runs
+    cost: float  # relative cost (> 0): people paged, money, risk
+
+    def row(self) -> list[float]:
+        return [self.mttr_seconds, self.qos_impact, self.success_rate, self.cost]
+
+
+@dataclass(frozen=True)
+class ActionPlan:
+    """What an action will do, decided before anything is done: dry runs stop here, and
+    the safety policy checks `size` against the action's blast-radius cap."""
+
+    action: str
+    target: str
+    summary: str
+    size: int = 0  # how many events (or replicas, requests...) it touches
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What `execute` reports. It is not the verdict: the loop verifies by observation."""
+
+    ok: bool
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    # (event_id, source) copies the reconciler must see for the action to count as verified.
+    expect_copies: tuple[tuple[str, str], ...] = ()
+
+
+class ActionError(Exception):
+    """A request an action refuses: `field` names what was wrong (target, params...)."""
+
+    def __init__(self, field: str, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.field = field
+        self.code = code  # invalid | not_found | precondition | blast_radius
+
+
+class Runtime(Protocol):
+    """What the daemon lets an action touch."""
+
+    clock: Clock
+    sources: list[str]
+
+    def source_inputs(self, source: str) -> list[str]:
+        """Names of the running source inputs that deliver `source`."""
+        ...
+
+    def can_replay(self, source: str) -> bool: ...
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        """Re-publish copies through the source's own publish path; returns how many."""
+        ...
+
+    async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
+        """Stored copies of events declared MISSING from `source` since `since` and not
+        healed or replayed yet: the first copy's payload, as `source` would carry it."""
+        ...
+
+    def mark_replayed(self, source: str, event_ids: Sequence[str]) -> None: ...
+
+    async def restart_source(self, source: str) -> list[str]: ...
+
+    def set_failover(self, source: str, failed: bool) -> None: ...
+
+    def set_breaker(self, source: str, state: str, reason: str) -> None: ...
+
+    def breaker_state(self, source: str) -> str: ...
+
+    def set_throttle(self, source: str, per_second: float | None) -> None: ...
+
+    def quarantine(self, event_ids: Sequence[str], reason: str) -> int: ...
+
+    async def inconsistent_events(self, source: str, since: float, limit: int) -> list[str]: ...
+
+    def notify(self, level: str, message: str) -> None: ...
+
+
+@dataclass
+class ActionContext:
+    """What the daemon hands an action: its options and the runtime."""
+
+    options: Mapping[str, Any]
+    runtime: Runtime
+
+
 class Action(Protocol):
-    """A recovery action: what it applies to and how to run it."""
+    """A recovery action: what it applies to, what it needs, and how to run it."""
 
     name: str
-    issue_kinds: tuple[str, ...]
+    issue_kinds: tuple[str, ...]  # diagnosis kinds it can fix; "*" = any
+    description: str
+    defaults: Criteria
 
-    async def execute(self, request: Mapping[str, Any]) -> Mapping[str, Any]: ...
+    def check(self, target: str, context: ActionContext) -> str | None:
+        """Why the action cannot run on `target` now (a prerequisite), or None."""
+        ...
+
+    async def plan(
+        self, target: str, params: Mapping[str, str], context: ActionContext
+    ) -> ActionPlan:
+        """Decide what to do without doing it; raise ActionError on a bad request."""
+        ...
+
+    async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult: ...
 
 
 ActionFactory = Callable[[Mapping[str, Any]], Action]

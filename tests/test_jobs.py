@@ -77,6 +77,10 @@ async def test_the_daemons_jobs_are_listed_over_grpc():
             "index-ttl",
             "detection",
             "model-health",
+            "mape-k",
+            "verify",
+            "breakers",
+            "weights",
             "rates",
             "gc-freeze",
         ]

@@ -86,6 +86,8 @@ class Truth:
     inconsistent: dict[str, set[str]] = field(default_factory=dict)
     # Copies withheld from a source (dropped ones), kept so that a replay can deliver them.
     withheld: dict[tuple[str, str], CopyIn] = field(default_factory=dict)
+    # Copies re-published by a replay: (event_id, source) -> how many times.
+    replayed: dict[tuple[str, str], int] = field(default_factory=dict)
     events: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def missing(self) -> set[str]:
@@ -289,12 +291,35 @@ class SimulatorSource:
         self.held: list[CopyIn] = []  # a paused source's copies wait, as on a real bus
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        self.started = False
+        self.restarts = 0
+
+    def delivers(self, source: str) -> bool:
+        return source in self.traffic.sources
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        """Re-publish copies through `source`, as its bus would on a replay request:
+        each arrives after the source's usual delivery latency. The ground truth records
+        every replayed copy, and whether the simulator had withheld it."""
+        now = self.context.clock.now()
+        minute = (now - self.traffic.start) / 60.0
+        truth = self.traffic.truth
+        for copy in copies:
+            key = (copy[0], source)
+            truth.replayed[key] = truth.replayed.get(key, 0) + 1
+            truth.withheld.pop(key, None)
+            replayed: CopyIn = (copy[0], source, copy[2], copy[3], copy[4])
+            self.traffic._push(now + self.traffic._latency(source, minute), replayed)
+        return len(copies)
 
     async def start(self) -> None:
-        self.traffic.start = self.traffic._next_event = self.context.clock.now()
+        if not self.started:  # a restart keeps the scenario schedule where it was
+            self.traffic.start = self.traffic._next_event = self.context.clock.now()
+            self.started = True
         self._task = asyncio.create_task(self._run(), name=f"helios-sim-{self.context.name}")
 
     async def stop(self) -> None:
+        self.restarts += 1
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -49,14 +49,33 @@ class FixedSource:
 
 
 class PageOnCall:
+    """A recovery action: pages whoever `who` names (here: remembers it)."""
+
     name = "example_page"
-    issue_kinds = ("missing_events",)
+    issue_kinds: tuple[str, ...] = ("missing_events",)
+    description = "page the on-call engineer"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self.options = options
+        from helios.daemon.types import Criteria
 
-    async def execute(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"paged": request.get("who", "on-call")}
+        self.options = options
+        self.defaults = Criteria(600.0, 0.0, 0.5, 3.0)
+        self.paged: list[str] = []
+
+    def check(self, target: str, context: Any) -> str | None:
+        return None
+
+    async def plan(self, target: str, params: Mapping[str, str], context: Any) -> Any:
+        from helios.daemon.types import ActionPlan
+
+        who = params.get("who", str(self.options.get("who", "on-call")))
+        return ActionPlan(self.name, target, f"page {who} about {target}", 1, {"who": who})
+
+    async def execute(self, plan: Any, context: Any) -> Any:
+        from helios.daemon.types import ActionResult
+
+        self.paged.append(plan.details["who"])
+        return ActionResult(True, f"paged {plan.details['who']}")
 
 
 @hookimpl
