@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import grpc
 import orjson
+from helios.control import heal_cli
 from helios.control.convert import seconds, ts
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
@@ -36,8 +37,9 @@ def _when(stamp: Any) -> str:
     return datetime.fromtimestamp(seconds(stamp), UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def table(rows: Sequence[Sequence[Any]], out: TextIO = sys.stdout) -> None:
+def table(rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
     """Print rows (the first is the header) as aligned columns."""
+    out = out or sys.stdout
     text = [[str(c) for c in row] for row in rows]
     if not text:
         return
@@ -647,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seed", type=int, default=1)
     bench.set_defaults(func=cmd_bench)
+    heal_cli.register(sub)
     return parser
 
 

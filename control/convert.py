@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from itertools import combinations
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from helios.daemon.app import SourceStatus
+from helios.daemon.audit import Decision, Execution
 from helios.daemon.detection import Anomaly
 from helios.daemon.model import CopyIn, EventRecord, Outcome
+from helios.daemon.safety import Breaker
+from helios.daemon.types import CRITERIA, Criteria
 from helios.v1 import helios_pb2 as pb
 
 
@@ -144,4 +149,94 @@ def record_pb(record: EventRecord, sources: Sequence[str]) -> pb.EventRecord:
         outcomes=[outcome_pb(o) for o in record.outcomes],
         first_seen=ts(record.first_seen),
         deadline=ts(record.deadline),
+    )
+
+
+def _criteria(values: dict[str, float] | Criteria) -> pb.Criteria:
+    if isinstance(values, Criteria):
+        return pb.Criteria(**asdict(values))
+    return pb.Criteria(**{k: float(values.get(k, 0.0)) for k in CRITERIA})
+
+
+def decision_pb(d: Decision) -> pb.Decision:
+    diag = d.diagnosis
+    return pb.Decision(
+        id=d.id,
+        trace_id=d.trace_id,
+        created_at=ts(d.created_at),
+        anomaly_id=d.anomaly_id,
+        diagnosis=pb.Diagnosis(
+            kind=str(diag.get("kind", "")),
+            target=str(diag.get("target", "")),
+            confidence=float(diag.get("confidence", 0.0)),
+            evidence=[str(e) for e in diag.get("evidence", [])],
+            onset=str(diag.get("onset", "")),
+        ),
+        method=d.method,
+        weighting=d.weighting,
+        weights=d.weights,
+        alternatives=[
+            pb.Alternative(
+                action=a.action,
+                target=a.target,
+                criteria=_criteria(a.criteria),
+                eligible=a.eligible,
+                reason=a.reason,
+                score=a.score,
+                rank=a.rank,
+            )
+            for a in d.alternatives
+        ],
+        chosen_action=d.chosen,
+        target=d.target,
+        mode=d.mode,
+        status=d.status,
+        reason=d.reason,
+        expires_at=ts(d.expires_at) if d.expires_at else None,
+        decided_by=d.decided_by,
+        execution_ids=d.execution_ids,
+        outcome=d.outcome,
+        mttr_seconds=d.mttr_seconds,
+        spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in d.spans],
+    )
+
+
+def execution_pb(x: Execution) -> pb.Execution:
+    return pb.Execution(
+        id=x.id,
+        decision_id=x.decision_id,
+        trace_id=x.trace_id,
+        action=x.action,
+        target=x.target,
+        params=x.params,
+        dry_run=x.dry_run,
+        plan=x.plan,
+        size=x.size,
+        status=x.status,
+        attempts=x.attempts,
+        started_at=ts(x.started_at),
+        finished_at=ts(x.finished_at) if x.finished_at else None,
+        result=x.result,
+        error=x.error,
+        verification=x.verification,
+        verification_detail=x.verification_detail,
+        verified_at=ts(x.verified_at) if x.verified_at else None,
+        mttr_seconds=x.mttr_seconds,
+        expected_copies=x.expected_copies,
+        seen_copies=x.seen_copies,
+        details_json=json.dumps(x.details, default=str),
+    )
+
+
+def breaker_pb(b: Breaker, failed_over: bool) -> pb.Breaker:
+    return pb.Breaker(
+        source=b.source,
+        state=b.state,
+        forced=b.forced,
+        since=ts(b.since) if b.since else None,
+        reason=b.reason,
+        trips=b.trips,
+        failure_ratio=b.ratio,
+        volume=max(b.volume, 0),
+        failed_over=failed_over,
     )

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, NoReturn
 
 import grpc
@@ -21,7 +21,10 @@ from grpc_status import rpc_status
 from helios.control.convert import (
     add_outcomes,
     anomaly_pb,
+    breaker_pb,
     copies_from,
+    decision_pb,
+    execution_pb,
     record_pb,
     seconds,
     source_stats_pb,
@@ -29,8 +32,15 @@ from helios.control.convert import (
 )
 from helios.daemon.app import Daemon, UnknownSource
 from helios.daemon.detection import parse_anomaly_filter
-from helios.daemon.query import FilterError, decode_token, encode_token, parse_filter
-from helios.daemon.types import PublishResult, QueueFull, Rejected
+from helios.daemon.query import (
+    FilterError,
+    decode_token,
+    encode_token,
+    parse_filter,
+    parse_terms,
+)
+from helios.daemon.safety import MODES
+from helios.daemon.types import ActionError, PublishResult, QueueFull, Rejected
 from helios.v1 import helios_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -38,7 +48,47 @@ STEP = 128  # copies validated and reconciled at a time within a batch
 _PB_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
 }
+_ACTION_CODES = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "blast_radius": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+async def action_error(context: Context, exc: ActionError) -> NoReturn:
+    await bad_request(
+        context,
+        [(exc.field, str(exc))],
+        _ACTION_CODES.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT),
+    )
+
+
+def _page(
+    items: list[Any], page_size: int, before: int | None, matches: Callable[[Any], bool]
+) -> tuple[list[Any], int | None]:
+    """Newest first, ids like d-000123: the page token is the number of the last id."""
+    page: list[Any] = []
+    for item in reversed(items):
+        number = int(item.id.rsplit("-", 1)[1])
+        if before is not None and number >= before:
+            continue
+        if matches(item):
+            page.append(item)
+            if len(page) == page_size:
+                return page, number
+    return page, None
+
+
+def _matcher(values: dict[str, str], fields: dict[str, str]) -> Callable[[Any], bool]:
+    wanted = {fields[k]: set(v.split(",")) for k, v in values.items()}
+
+    def matches(item: Any) -> bool:
+        return all(str(getattr(item, attr)) in allowed for attr, allowed in wanted.items())
+
+    return matches
 
 
 async def bad_request(
@@ -179,7 +229,9 @@ class QueryServicer:
                 f"no event {request.event_id!r} in open windows or the index "
                 f"(records age out after {self.daemon.config.index.ttl_seconds:g} s)",
             )
-        return pb.GetEventResponse(event=record_pb(record, self.daemon.config.sources.names))
+        event = record_pb(record, self.daemon.config.sources.names)
+        event.quarantine_reason = self.daemon.quarantined.get(request.event_id, "")
+        return pb.GetEventResponse(event=event)
 
     async def ListOutcomes(
         self, request: pb.ListOutcomesRequest, context: Context
@@ -306,6 +358,142 @@ class QueryServicer:
             ]
         )
 
+    async def _listing(
+        self,
+        request: Any,
+        context: Context,
+        items: list[Any],
+        fields: dict[str, str],
+    ) -> tuple[list[Any], str]:
+        if request.page_size < 0:
+            await bad_request(context, [("page_size", "page_size must be >= 0")])
+        try:
+            values = parse_terms(request.filter, tuple(fields))
+            before = decode_token(request.page_token)
+        except FilterError as exc:
+            await bad_request(context, [(exc.field, str(exc))])
+        page, more = _page(
+            items, min(request.page_size or 100, 1000), before, _matcher(values, fields)
+        )
+        return page, encode_token(more) if more is not None else ""
+
+    async def ListDecisions(
+        self, request: pb.ListDecisionsRequest, context: Context
+    ) -> pb.ListDecisionsResponse:
+        fields = {
+            "status": "status",
+            "action": "chosen",
+            "target": "target",
+            "trace": "trace_id",
+            "mode": "mode",
+        }
+        items = list(self.daemon.loop.audit.decisions.values())
+        page, token = await self._listing(request, context, items, fields)
+        return pb.ListDecisionsResponse(
+            decisions=[decision_pb(d) for d in page], next_page_token=token
+        )
+
+    async def GetDecision(
+        self, request: pb.GetDecisionRequest, context: Context
+    ) -> pb.GetDecisionResponse:
+        if not request.id:
+            await bad_request(context, [("id", "id is empty")])
+        found = self.daemon.loop.audit.decisions.get(request.id)
+        if found is None:
+            await bad_request(
+                context,
+                [("id", f"no decision {request.id!r}; ids look like d-000042")],
+                grpc.StatusCode.NOT_FOUND,
+            )
+        return pb.GetDecisionResponse(decision=decision_pb(found))
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: Context
+    ) -> pb.ListExecutionsResponse:
+        fields = {
+            "status": "status",
+            "action": "action",
+            "target": "target",
+            "verification": "verification",
+            "trace": "trace_id",
+        }
+        items = list(self.daemon.loop.audit.executions.values())
+        page, token = await self._listing(request, context, items, fields)
+        return pb.ListExecutionsResponse(
+            executions=[execution_pb(x) for x in page], next_page_token=token
+        )
+
+    async def GetTrace(self, request: pb.GetTraceRequest, context: Context) -> pb.GetTraceResponse:
+        if not request.trace_id:
+            await bad_request(context, [("trace_id", "trace_id is empty")])
+        loop = self.daemon.loop
+        decisions, executions = loop.audit.by_trace(request.trace_id)
+        if not decisions:
+            await bad_request(
+                context, [("trace_id", f"no trace {request.trace_id!r}")], grpc.StatusCode.NOT_FOUND
+            )
+        anomalies = []
+        for d in decisions:
+            a = self.daemon.detection.get(d.anomaly_id) if d.anomaly_id else None
+            if a is not None and a not in anomalies:
+                anomalies.append(a)
+        spans = sorted((s for d in decisions for s in d.spans), key=lambda s: s.at)
+        return pb.GetTraceResponse(
+            trace_id=request.trace_id,
+            anomalies=[anomaly_pb(a) for a in anomalies],
+            decisions=[decision_pb(d) for d in decisions],
+            executions=[execution_pb(x) for x in executions],
+            spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in spans],
+        )
+
+    async def ListActions(
+        self, request: pb.ListActionsRequest, context: Context
+    ) -> pb.ListActionsResponse:
+        daemon = self.daemon
+        loop = daemon.loop
+        actions = []
+        for name, e in sorted(loop.entries.items()):
+            s = e.settings
+            runs = e.stats.runs
+            actions.append(
+                pb.ActionInfo(
+                    name=name,
+                    description=e.action.description,
+                    issue_kinds=e.action.issue_kinds,
+                    plugin=e.plugin,
+                    criteria=pb.Criteria(**asdict(e.criteria())),
+                    configured=pb.Criteria(**asdict(e.action.defaults)),
+                    runs=len(runs),
+                    successes=sum(1 for r in runs if r[0]),
+                    mode=loop.mode(name),
+                    enabled=s.enabled,
+                    cooldown_seconds=s.cooldown_seconds,
+                    max_concurrent=s.max_concurrent,
+                    max_per_hour=s.max_per_hour,
+                    blast_radius=s.blast_radius,
+                    timeout_seconds=s.timeout_seconds,
+                    retries=s.retries,
+                    running=sum(1 for a in loop.policy.running.values() if a == name),
+                )
+            )
+        return pb.ListActionsResponse(
+            actions=actions,
+            automation_mode=loop.policy.mode_override or loop.config.automation,
+            method=loop.config.method,
+            weighting=loop.weights_note,
+            weights=loop.weights,
+            breakers=[
+                breaker_pb(b, b.source in daemon.failed_over)
+                for b in daemon.breakers.breakers.values()
+            ],
+            notifications=[
+                pb.Notification(at=ts(at), level=level, text=text)
+                for at, level, text in list(daemon.notifications)[-50:]
+            ],
+            throttles={s: b[0] for s, b in daemon.pipeline.throttles.items()},
+            quarantined_events=len(daemon.quarantined),
+        )
+
     async def WatchOutcomes(
         self, request: pb.WatchOutcomesRequest, context: Context
     ) -> AsyncIterator[pb.WatchOutcomesResponse]:
@@ -362,6 +550,93 @@ class ControlServicer:
     ) -> pb.ResumeSourceResponse:
         stats = await self._source(request.source, self.daemon.resume_source, context)
         return pb.ResumeSourceResponse(source=stats)
+
+    async def TriggerAction(
+        self, request: pb.TriggerActionRequest, context: Context
+    ) -> pb.TriggerActionResponse:
+        try:
+            d, x = await self.daemon.loop.trigger(
+                request.action,
+                request.target,
+                dict(request.params),
+                request.dry_run,
+                request.requested_by or context.peer(),
+            )
+        except ActionError as exc:
+            await action_error(context, exc)
+        return pb.TriggerActionResponse(decision=decision_pb(d), execution=execution_pb(x))
+
+    async def ApproveDecision(
+        self, request: pb.ApproveDecisionRequest, context: Context
+    ) -> pb.ApproveDecisionResponse:
+        try:
+            d = await self.daemon.loop.approve(request.id, request.approved_by or context.peer())
+        except ActionError as exc:
+            await action_error(context, exc)
+        return pb.ApproveDecisionResponse(decision=decision_pb(d))
+
+    async def RejectDecision(
+        self, request: pb.RejectDecisionRequest, context: Context
+    ) -> pb.RejectDecisionResponse:
+        try:
+            d = self.daemon.loop.reject(
+                request.id, request.rejected_by or context.peer(), request.reason
+            )
+        except ActionError as exc:
+            await action_error(context, exc)
+        return pb.RejectDecisionResponse(decision=decision_pb(d))
+
+    async def SetAutomationMode(
+        self, request: pb.SetAutomationModeRequest, context: Context
+    ) -> pb.SetAutomationModeResponse:
+        loop = self.daemon.loop
+        if not request.action and request.mode not in MODES:
+            await bad_request(
+                context, [("mode", f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")]
+            )
+        try:
+            loop.set_mode(request.mode, request.action)
+        except ActionError as exc:
+            await action_error(context, exc)
+        return pb.SetAutomationModeResponse(
+            automation_mode=loop.policy.mode_override or loop.config.automation,
+            action_modes=loop.policy.action_modes,
+        )
+
+    async def SetBreaker(
+        self, request: pb.SetBreakerRequest, context: Context
+    ) -> pb.SetBreakerResponse:
+        daemon = self.daemon
+        if request.source not in daemon.sources:
+            await bad_request(
+                context,
+                [
+                    (
+                        "source",
+                        f"unknown source {request.source!r}; known: {', '.join(daemon.sources)}",
+                    )
+                ],
+                grpc.StatusCode.NOT_FOUND,
+            )
+        if request.state not in ("open", "closed", "auto"):
+            await bad_request(
+                context, [("state", f"state must be open, closed or auto, got {request.state!r}")]
+            )
+        daemon.set_breaker(
+            request.source, request.state, request.reason or f"set by {context.peer()}"
+        )
+        b = daemon.breakers.breakers[request.source]
+        return pb.SetBreakerResponse(breaker=breaker_pb(b, b.source in daemon.failed_over))
+
+    async def SetWeights(
+        self, request: pb.SetWeightsRequest, context: Context
+    ) -> pb.SetWeightsResponse:
+        loop = self.daemon.loop
+        try:
+            weights = loop.set_weights(dict(request.weights))
+        except ActionError as exc:
+            await action_error(context, exc)
+        return pb.SetWeightsResponse(weighting=loop.weights_note, weights=weights)
 
 
 def _handlers(

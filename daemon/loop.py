@@ -166,6 +166,7 @@ class DecisionLoop:
         self.handled: deque[tuple[float, str]] = deque(maxlen=1000)  # (minute, issue) decided
         self.verifying: dict[str, Verifier] = {}
         self.anomalies: dict[str, Anomaly] = {}
+        self.incidents: dict[str, tuple[str, float]] = {}  # issue -> (trace id, last decision)
         self._tasks: set[asyncio.Task[None]] = set()
         self.cycles = 0
         for execution_id in self.policy.interrupted:
@@ -374,8 +375,20 @@ class DecisionLoop:
 
     async def decide(self, anomaly: Anomaly, follow_up_of: Decision | None = None) -> Decision:
         diag = anomaly.diagnosis
-        d = self._new_decision(follow_up_of.trace_id if follow_up_of else "")
-        now = d.created_at
+        # One incident, one trace: decisions on the same issue while it lasts share it.
+        issue = str(diag)
+        now = self.clock.now()
+        trace = ""
+        if follow_up_of is not None:
+            trace = follow_up_of.trace_id
+        elif (
+            issue in self.incidents
+            and now - self.incidents[issue][1] <= self.config.follow_up_seconds
+        ):
+            trace = self.incidents[issue][0]
+        d = self._new_decision(trace)
+        if diag.kind != "unknown":
+            self.incidents[issue] = (d.trace_id, now)
         d.anomaly_id = anomaly.id
         d.diagnosis = {
             "kind": diag.kind,
@@ -442,7 +455,9 @@ class DecisionLoop:
             d.span(now, "policy", d.reason)
             self.audit.save_decision(d)
             return d
-        await self._execute(d, anomaly.detected_at)
+        # MTTR runs from detection; a follow-up's copies went missing after it, so its
+        # clock starts when the loop noticed them.
+        await self._execute(d, anomaly.detected_at if follow_up_of is None else now)
         return d
 
     def _params(self, d: Decision) -> dict[str, str]:
@@ -519,9 +534,11 @@ class DecisionLoop:
     ) -> None:
         settings = entry.settings
         result: ActionResult | None = None
+        timed_out = False
         try:
             for attempt in range(settings.retries + 1):
                 x.attempts = attempt + 1
+                timed_out = False  # the last attempt's fate names the status
                 if attempt:
                     await self.clock.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
                     plan = await self._plan(entry, x.target, params)  # state moved on
@@ -531,7 +548,7 @@ class DecisionLoop:
                         settings.timeout_seconds / getattr(self.clock, "speed", 1.0),
                     )
                 except TimeoutError:
-                    x.status = "timed_out"
+                    timed_out = True
                     x.error = (
                         f"attempt {attempt + 1} timed out after {settings.timeout_seconds:g} s"
                     )
@@ -556,7 +573,7 @@ class DecisionLoop:
         if result is not None:
             x.result, x.details = result.summary, dict(result.details)
         if result is None or not result.ok:
-            x.status = "timed_out" if x.status == "timed_out" else "failed"
+            x.status = "timed_out" if timed_out else "failed"
             x.verification, x.verification_detail = "failed", "the action did not complete"
             d.span(now, "execution", f"{x.id} {x.status}: {x.error}")
             self._learn(entry, x, False)

@@ -192,6 +192,31 @@ class QueryServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/helios.v1.QueryService/ListDecisions',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
+        self.GetDecision = channel.unary_unary(
+                '/helios.v1.QueryService/GetDecision',
+                request_serializer=helios_dot_v1_dot_helios__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.GetDecisionResponse.FromString,
+                _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/helios.v1.QueryService/ListExecutions',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/helios.v1.QueryService/GetTrace',
+                request_serializer=helios_dot_v1_dot_helios__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.GetTraceResponse.FromString,
+                _registered_method=True)
+        self.ListActions = channel.unary_unary(
+                '/helios.v1.QueryService/ListActions',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListActionsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListActionsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -245,6 +270,39 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDecisions(self, request, context):
+        """Decisions of the MAPE-K loop and of operators, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDecision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecutions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrace(self, request, context):
+        """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActions(self, request, context):
+        """The action catalogue with current estimates, the automation mode, weights and breakers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +345,31 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.ListJobsRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'GetDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecision,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.GetDecisionRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.GetDecisionResponse.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.GetTraceRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.GetTraceResponse.SerializeToString,
+            ),
+            'ListActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActions,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListActionsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListActionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -515,6 +598,141 @@ class QueryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListDecisions',
+            helios_dot_v1_dot_helios__pb2.ListDecisionsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/GetDecision',
+            helios_dot_v1_dot_helios__pb2.GetDecisionRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListExecutions',
+            helios_dot_v1_dot_helios__pb2.ListExecutionsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/GetTrace',
+            helios_dot_v1_dot_helios__pb2.GetTraceRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.GetTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListActions',
+            helios_dot_v1_dot_helios__pb2.ListActionsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ControlServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -535,6 +753,36 @@ class ControlServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.ResumeSourceRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.ResumeSourceResponse.FromString,
                 _registered_method=True)
+        self.TriggerAction = channel.unary_unary(
+                '/helios.v1.ControlService/TriggerAction',
+                request_serializer=helios_dot_v1_dot_helios__pb2.TriggerActionRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.TriggerActionResponse.FromString,
+                _registered_method=True)
+        self.ApproveDecision = channel.unary_unary(
+                '/helios.v1.ControlService/ApproveDecision',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ApproveDecisionRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ApproveDecisionResponse.FromString,
+                _registered_method=True)
+        self.RejectDecision = channel.unary_unary(
+                '/helios.v1.ControlService/RejectDecision',
+                request_serializer=helios_dot_v1_dot_helios__pb2.RejectDecisionRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.RejectDecisionResponse.FromString,
+                _registered_method=True)
+        self.SetAutomationMode = channel.unary_unary(
+                '/helios.v1.ControlService/SetAutomationMode',
+                request_serializer=helios_dot_v1_dot_helios__pb2.SetAutomationModeRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.SetAutomationModeResponse.FromString,
+                _registered_method=True)
+        self.SetBreaker = channel.unary_unary(
+                '/helios.v1.ControlService/SetBreaker',
+                request_serializer=helios_dot_v1_dot_helios__pb2.SetBreakerRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.SetBreakerResponse.FromString,
+                _registered_method=True)
+        self.SetWeights = channel.unary_unary(
+                '/helios.v1.ControlService/SetWeights',
+                request_serializer=helios_dot_v1_dot_helios__pb2.SetWeightsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.SetWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServiceServicer:
@@ -554,6 +802,46 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TriggerAction(self, request, context):
+        """Run (or dry-run) a recovery action now, under the safety policy. Unknown action:
+        NOT_FOUND; a target that does not exist: NOT_FOUND naming the field; a failed
+        prerequisite, cooldown or limit: FAILED_PRECONDITION; over the blast-radius cap:
+        FAILED_PRECONDITION. In every error case nothing is executed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveDecision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectDecision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAutomationMode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBreaker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetWeights(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -566,6 +854,36 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.ResumeSource,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.ResumeSourceRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.ResumeSourceResponse.SerializeToString,
+            ),
+            'TriggerAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerAction,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.TriggerActionRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.TriggerActionResponse.SerializeToString,
+            ),
+            'ApproveDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveDecision,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ApproveDecisionRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ApproveDecisionResponse.SerializeToString,
+            ),
+            'RejectDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectDecision,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.RejectDecisionRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.RejectDecisionResponse.SerializeToString,
+            ),
+            'SetAutomationMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutomationMode,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.SetAutomationModeRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.SetAutomationModeResponse.SerializeToString,
+            ),
+            'SetBreaker': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBreaker,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.SetBreakerRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.SetBreakerResponse.SerializeToString,
+            ),
+            'SetWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWeights,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.SetWeightsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.SetWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -622,6 +940,168 @@ class ControlService:
             '/helios.v1.ControlService/ResumeSource',
             helios_dot_v1_dot_helios__pb2.ResumeSourceRequest.SerializeToString,
             helios_dot_v1_dot_helios__pb2.ResumeSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/TriggerAction',
+            helios_dot_v1_dot_helios__pb2.TriggerActionRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.TriggerActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/ApproveDecision',
+            helios_dot_v1_dot_helios__pb2.ApproveDecisionRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ApproveDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/RejectDecision',
+            helios_dot_v1_dot_helios__pb2.RejectDecisionRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.RejectDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutomationMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/SetAutomationMode',
+            helios_dot_v1_dot_helios__pb2.SetAutomationModeRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.SetAutomationModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBreaker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/SetBreaker',
+            helios_dot_v1_dot_helios__pb2.SetBreakerRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.SetBreakerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/SetWeights',
+            helios_dot_v1_dot_helios__pb2.SetWeightsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.SetWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,14 @@ class QueryServiceStub:
     ListAnomalies: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]
     GetAnomaly: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListJobsRequest, _helios_pb2.ListJobsResponse]
+    ListDecisions: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListDecisionsRequest, _helios_pb2.ListDecisionsResponse]
+    """Decisions of the MAPE-K loop and of operators, newest first."""
+    GetDecision: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetDecisionRequest, _helios_pb2.GetDecisionResponse]
+    ListExecutions: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListExecutionsRequest, _helios_pb2.ListExecutionsResponse]
+    GetTrace: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetTraceRequest, _helios_pb2.GetTraceResponse]
+    """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification."""
+    ListActions: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListActionsRequest, _helios_pb2.ListActionsResponse]
+    """The action catalogue with current estimates, the automation mode, weights and breakers."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -94,6 +102,14 @@ class QueryServiceAsyncStub(QueryServiceStub):
     ListAnomalies: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListAnomaliesRequest, _helios_pb2.ListAnomaliesResponse]  # type: ignore[assignment]
     GetAnomaly: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetAnomalyRequest, _helios_pb2.GetAnomalyResponse]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListJobsRequest, _helios_pb2.ListJobsResponse]  # type: ignore[assignment]
+    ListDecisions: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListDecisionsRequest, _helios_pb2.ListDecisionsResponse]  # type: ignore[assignment]
+    """Decisions of the MAPE-K loop and of operators, newest first."""
+    GetDecision: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetDecisionRequest, _helios_pb2.GetDecisionResponse]  # type: ignore[assignment]
+    ListExecutions: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListExecutionsRequest, _helios_pb2.ListExecutionsResponse]  # type: ignore[assignment]
+    GetTrace: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetTraceRequest, _helios_pb2.GetTraceResponse]  # type: ignore[assignment]
+    """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification."""
+    ListActions: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListActionsRequest, _helios_pb2.ListActionsResponse]  # type: ignore[assignment]
+    """The action catalogue with current estimates, the automation mode, weights and breakers."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -152,6 +168,44 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_helios_pb2.ListJobsResponse, _abc.Awaitable[_helios_pb2.ListJobsResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def ListDecisions(
+        self,
+        request: _helios_pb2.ListDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListDecisionsResponse, _abc.Awaitable[_helios_pb2.ListDecisionsResponse]]:
+        """Decisions of the MAPE-K loop and of operators, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetDecision(
+        self,
+        request: _helios_pb2.GetDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.GetDecisionResponse, _abc.Awaitable[_helios_pb2.GetDecisionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListExecutions(
+        self,
+        request: _helios_pb2.ListExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListExecutionsResponse, _abc.Awaitable[_helios_pb2.ListExecutionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTrace(
+        self,
+        request: _helios_pb2.GetTraceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.GetTraceResponse, _abc.Awaitable[_helios_pb2.GetTraceResponse]]:
+        """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification."""
+
+    @_abc_1.abstractmethod
+    def ListActions(
+        self,
+        request: _helios_pb2.ListActionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListActionsResponse, _abc.Awaitable[_helios_pb2.ListActionsResponse]]:
+        """The action catalogue with current estimates, the automation mode, weights and breakers."""
+
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ControlServiceStub:
@@ -164,6 +218,17 @@ class ControlServiceStub:
     its copies with FAILED_PRECONDITION, until ResumeSource.
     """
     ResumeSource: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ResumeSourceRequest, _helios_pb2.ResumeSourceResponse]
+    TriggerAction: _grpc.UnaryUnaryMultiCallable[_helios_pb2.TriggerActionRequest, _helios_pb2.TriggerActionResponse]
+    """Run (or dry-run) a recovery action now, under the safety policy. Unknown action:
+    NOT_FOUND; a target that does not exist: NOT_FOUND naming the field; a failed
+    prerequisite, cooldown or limit: FAILED_PRECONDITION; over the blast-radius cap:
+    FAILED_PRECONDITION. In every error case nothing is executed.
+    """
+    ApproveDecision: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ApproveDecisionRequest, _helios_pb2.ApproveDecisionResponse]
+    RejectDecision: _grpc.UnaryUnaryMultiCallable[_helios_pb2.RejectDecisionRequest, _helios_pb2.RejectDecisionResponse]
+    SetAutomationMode: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetAutomationModeRequest, _helios_pb2.SetAutomationModeResponse]
+    SetBreaker: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetBreakerRequest, _helios_pb2.SetBreakerResponse]
+    SetWeights: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetWeightsRequest, _helios_pb2.SetWeightsResponse]
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -173,6 +238,17 @@ class ControlServiceAsyncStub(ControlServiceStub):
     its copies with FAILED_PRECONDITION, until ResumeSource.
     """
     ResumeSource: _aio.UnaryUnaryMultiCallable[_helios_pb2.ResumeSourceRequest, _helios_pb2.ResumeSourceResponse]  # type: ignore[assignment]
+    TriggerAction: _aio.UnaryUnaryMultiCallable[_helios_pb2.TriggerActionRequest, _helios_pb2.TriggerActionResponse]  # type: ignore[assignment]
+    """Run (or dry-run) a recovery action now, under the safety policy. Unknown action:
+    NOT_FOUND; a target that does not exist: NOT_FOUND naming the field; a failed
+    prerequisite, cooldown or limit: FAILED_PRECONDITION; over the blast-radius cap:
+    FAILED_PRECONDITION. In every error case nothing is executed.
+    """
+    ApproveDecision: _aio.UnaryUnaryMultiCallable[_helios_pb2.ApproveDecisionRequest, _helios_pb2.ApproveDecisionResponse]  # type: ignore[assignment]
+    RejectDecision: _aio.UnaryUnaryMultiCallable[_helios_pb2.RejectDecisionRequest, _helios_pb2.RejectDecisionResponse]  # type: ignore[assignment]
+    SetAutomationMode: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetAutomationModeRequest, _helios_pb2.SetAutomationModeResponse]  # type: ignore[assignment]
+    SetBreaker: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetBreakerRequest, _helios_pb2.SetBreakerResponse]  # type: ignore[assignment]
+    SetWeights: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetWeightsRequest, _helios_pb2.SetWeightsResponse]  # type: ignore[assignment]
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -191,5 +267,52 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _helios_pb2.ResumeSourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_helios_pb2.ResumeSourceResponse, _abc.Awaitable[_helios_pb2.ResumeSourceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerAction(
+        self,
+        request: _helios_pb2.TriggerActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.TriggerActionResponse, _abc.Awaitable[_helios_pb2.TriggerActionResponse]]:
+        """Run (or dry-run) a recovery action now, under the safety policy. Unknown action:
+        NOT_FOUND; a target that does not exist: NOT_FOUND naming the field; a failed
+        prerequisite, cooldown or limit: FAILED_PRECONDITION; over the blast-radius cap:
+        FAILED_PRECONDITION. In every error case nothing is executed.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveDecision(
+        self,
+        request: _helios_pb2.ApproveDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ApproveDecisionResponse, _abc.Awaitable[_helios_pb2.ApproveDecisionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RejectDecision(
+        self,
+        request: _helios_pb2.RejectDecisionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.RejectDecisionResponse, _abc.Awaitable[_helios_pb2.RejectDecisionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetAutomationMode(
+        self,
+        request: _helios_pb2.SetAutomationModeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.SetAutomationModeResponse, _abc.Awaitable[_helios_pb2.SetAutomationModeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetBreaker(
+        self,
+        request: _helios_pb2.SetBreakerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.SetBreakerResponse, _abc.Awaitable[_helios_pb2.SetBreakerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetWeights(
+        self,
+        request: _helios_pb2.SetWeightsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.SetWeightsResponse, _abc.Awaitable[_helios_pb2.SetWeightsResponse]]: ...
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,344 @@
+"""Each built-in recovery action against the real thing it drives (a local HTTP server
+standing in for the Kubernetes API and for webhooks; a real command; the daemon), and the
+safety policy: durable cooldowns and limits, timeouts, retries, breakers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helios.daemon.clock import ManualClock
+from helios.daemon.model import OutcomeKind
+from helios.daemon.safety import ActionSettings, Breakers, BreakerSettings, PolicyState
+from helios.daemon.types import ActionError, ActionPlan, ActionResult, Criteria, QueueFull
+from helios.plugins.actions import BaseAction
+from helios.plugins.actions.builtin import BUILTIN
+from helios.plugins.sources.simulator import SimulatorSource
+
+from tests.helpers import copy, feed, make_config, make_daemon
+from tests.test_heal import run
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Records every request; answers from `replies` (path -> (status, JSON body))."""
+
+    requests: list[dict[str, Any]]
+    replies: dict[str, tuple[int, Any]]
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": json.loads(body) if body else None,
+            }
+        )
+        status, reply = self.replies.get(self.path.split("?")[0], (200, {}))
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = _handle
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def finished(daemon: Any, x: Any) -> None:
+    """Wait for an execution to end, moving the daemon's manual clock for backoffs."""
+    for _ in range(300):
+        if x.status != "running":
+            return
+        await asyncio.sleep(0.01)
+        daemon.clock.advance(0.5)
+    raise AssertionError(f"{x.id} still running")
+
+
+@pytest.fixture
+def http() -> Iterator[tuple[str, type[Recorder]]]:
+    handler = type("H", (Recorder,), {"requests": [], "replies": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+def test_eleven_builtin_actions_each_with_kinds_and_criteria():
+    names = [cls.name for cls in BUILTIN]
+    assert len(set(names)) == len(names) >= 10
+    for cls in BUILTIN:
+        action = cls({})
+        assert action.issue_kinds and action.description
+        assert all(v > 0 for v in (action.defaults.mttr_seconds, action.defaults.cost))
+    # Criteria start from config.
+    assert BUILTIN[0]({"mttr_seconds": 5}).defaults.mttr_seconds == 5.0
+
+
+SCALE = "/apis/apps/v1/namespaces/streaming/deployments/aws-consumer/scale"
+
+
+async def test_scale_consumers_sends_the_exact_kubernetes_scale_requests(http):
+    url, handler = http
+    scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 2}}
+    handler.replies[SCALE] = (200, scale)
+    config = f"""
+[actions.options.scale_consumers]
+host = "{url}"
+token = "s3cret"
+namespace = "streaming"
+deployments = {{ aws = "aws-consumer" }}
+step = 2
+max_replicas = 10
+"""
+    daemon = make_daemon(make_config(config))
+    loop = daemon.loop
+    assert "names no Deployment for 'gcp'" in loop.entries["scale_consumers"].action.check(
+        "gcp", loop.context("scale_consumers")
+    )
+    handler.replies[SCALE] = (200, scale)
+    _d, x = await loop.trigger("scale_consumers", "aws", {}, False, "test")
+    await finished(daemon, x)
+    reads = [r for r in handler.requests if r["method"] == "GET"]
+    patches = [r for r in handler.requests if r["method"] == "PATCH"]
+    assert reads[0]["path"] == SCALE
+    assert len(patches) >= 1
+    patch = patches[0]
+    assert patch["path"] == SCALE
+    assert patch["body"] == {"spec": {"replicas": 4}}
+    assert patch["headers"]["authorization"] == "Bearer s3cret"
+    assert patch["headers"]["content-type"] == "application/strategic-merge-patch+json"
+    assert x.plan == "scale streaming/aws-consumer from 2 to 4 replicas"
+    # The fake API answers replicas=2 (unchanged): the action reports a failure.
+    assert x.status == "failed" and x.attempts == 3
+    with pytest.raises(ActionError, match="over max_replicas 10"):
+        await loop.trigger("scale_consumers", "aws", {"replicas": "50"}, True, "test")
+
+
+async def test_webhook_posts_the_runbook_call_and_retries_with_backoff(http):
+    url, handler = http
+    handler.replies["/hook"] = (500, {"error": "busy"})
+    config = f"""
+[actions.options.webhook]
+url = "{url}/hook"
+headers = {{ X-Token = "t" }}
+retries = 2
+backoff_seconds = 1.0
+"""
+    clock = ManualClock()
+    daemon = make_daemon(make_config(config), clock)
+    d, x = await daemon.loop.trigger(
+        "webhook", "aws", {"diagnosis": "missing_events(aws)"}, False, "me"
+    )
+    await finished(daemon, x)
+    assert [r["method"] for r in handler.requests] == ["POST"] * 3
+    first = handler.requests[0]
+    assert first["headers"]["x-token"] == "t"
+    assert first["body"] == {
+        "action": "webhook",
+        "target": "aws",
+        "trace_id": d.trace_id,
+        "decision_id": d.id,
+        "diagnosis": "missing_events(aws)",
+        "params": {"diagnosis": "missing_events(aws)", "trace_id": d.trace_id, "decision_id": d.id},
+    }
+    assert x.status == "failed" and x.attempts == 3 and "HTTP 500" in x.error
+    assert daemon.loop.entries["webhook"].stats.runs[-1][0] is False  # learned
+
+
+async def test_exec_runs_the_configured_command(tmp_path: Path):
+    marker = tmp_path / "ran"
+    script = (
+        f"import sys; open({str(marker)!r}, 'w').write(sys.argv[1]); sys.exit(int(sys.argv[2]))"
+    )
+    config = f"""
+[actions.options.exec]
+command = ["{sys.executable}", "-c", "{script}", "{{target}}", "0"]
+retries = 0
+"""
+    daemon = make_daemon(make_config(config))
+    _d, x = await daemon.loop.trigger("exec", "gcp", {}, False, "me")
+    await finished(daemon, x)
+    assert x.status == "succeeded" and marker.read_text() == "gcp"
+    assert "exited with 0" in x.result
+
+
+async def test_timeouts_and_a_failing_action_are_recorded_and_free_their_slot():
+    class Slow(BaseAction):
+        name = "slow"
+        defaults = Criteria(1.0, 0.1, 0.5, 1.0)
+
+        async def execute(self, plan: ActionPlan, context: Any) -> ActionResult:
+            await asyncio.sleep(10)
+            return ActionResult(True, "never")
+
+    daemon = make_daemon(make_config())
+    loop = daemon.loop
+    from helios.daemon.loop import Entry
+
+    settings = ActionSettings(timeout_seconds=0.05, retries=1, backoff_seconds=0.0)
+    loop.entries["slow"] = Entry("slow", Slow({}), "test", settings, {})
+    _d, x = await loop.trigger("slow", "aws", {}, False, "me")
+    assert loop.policy.running == {x.id: "slow"}
+    await finished(daemon, x)
+    assert x.status == "timed_out" and x.attempts == 2 and "timed out" in x.error
+    assert not loop.policy.running and x.verification == "failed"
+
+
+def test_cooldown_concurrency_and_rate_limits_survive_a_restart(tmp_path: Path):
+    settings = ActionSettings(cooldown_seconds=60, max_concurrent=1, max_per_hour=2)
+    policy = PolicyState(str(tmp_path))
+    assert policy.refusal("replay_missing", "aws", settings, 1000.0) is None
+    policy.started("x-1", "replay_missing", "aws", 1000.0)
+    assert "concurrency" in policy.refusal("replay_missing", "gcp", settings, 1001.0)
+    policy.finished("x-1")
+    assert "cooldown" in policy.refusal("replay_missing", "aws", settings, 1030.0)
+    policy.started("x-2", "replay_missing", "gcp", 1100.0)
+    policy.finished("x-2")
+    policy.started("x-3", "replay_missing", "azure", 1200.0)  # running at the "crash"
+
+    again = PolicyState(str(tmp_path))  # a restart
+    assert "cooldown" in again.refusal("replay_missing", "azure", settings, 1230.0)
+    assert again.interrupted == ["x-3"] and not again.running  # the slot is freed
+    assert "rate limit: 3" in again.refusal("replay_missing", "aws", settings, 1300.0)
+    assert again.refusal("replay_missing", "aws", settings, 1200.0 + 3601.0) is None
+    (tmp_path / "decisions" / "policy.json").write_text("{torn")
+    broken = PolicyState(str(tmp_path))
+    assert "not restored" in broken.load_note
+
+
+def test_a_breaker_trips_at_the_threshold_half_opens_and_closes():
+    b = Breakers(
+        ["aws"],
+        BreakerSettings(failure_threshold=0.5, min_volume=10, window_seconds=30, open_seconds=20),
+    )
+    expected = delivered = 0
+    for t in range(10):  # healthy
+        expected += 10
+        delivered += 10
+        assert not b.observe(float(t), {"aws": (expected, delivered)})
+    expected += 200  # 200 expected, none delivered: the ratio crosses 50% in this step
+    changed = b.observe(10.0, {"aws": (expected, delivered)})
+    assert [c.state for c in changed] == ["open"] and b.state("aws") == "open"
+    for t in range(11, 31):
+        expected += 10
+        delivered += 10
+        b.observe(float(t), {"aws": (expected, delivered)})
+    assert b.state("aws") == "half_open"
+    for t in range(31, 34):
+        expected += 10
+        delivered += 10
+        b.observe(float(t), {"aws": (expected, delivered)})
+    assert b.state("aws") == "closed" and b.breakers["aws"].trips == 1
+    b.set("aws", "open", "by hand", 40.0)
+    b.observe(100.0, {"aws": (expected + 100, delivered + 100)})
+    assert b.state("aws") == "open"  # forced: no automatic change
+    b.set("aws", "auto", "done", 101.0)
+    assert not b.breakers["aws"].forced
+
+
+async def test_the_daemon_trips_a_breaker_within_5_s_of_the_threshold():
+    clock = ManualClock()
+    daemon = make_daemon(
+        make_config("[decision]\nbreaker_min_volume = 5\nbreaker_window_seconds = 30.0\n"), clock
+    )
+    await daemon.start()
+    try:
+        for i in range(20):  # aws never delivers
+            await feed(daemon, copy(f"e{i}", "gcp"), copy(f"e{i}", "azure"))
+        await run(daemon, clock, 11.5, step=0.5)  # before window (10 s) + grace (2 s)
+        assert daemon.breakers.state("aws") == "closed"
+        declared_at = None
+        for _ in range(40):
+            await run(daemon, clock, 0.25, step=0.25)
+            if declared_at is None and daemon.reconciler.outcome_counts[OutcomeKind.MISSING]:
+                declared_at = clock.now()
+            if daemon.breakers.state("aws") == "open":
+                break
+        assert declared_at is not None and daemon.breakers.state("aws") == "open"
+        assert clock.now() - declared_at <= 5.0
+        assert any("breaker of aws is open" in n[2] for n in daemon.notifications)
+    finally:
+        await daemon.stop()
+
+
+async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
+    clock = ManualClock()
+    config = make_config(
+        '[sources.inputs.simulator]\nplugin = "simulator"\nrate_per_second = 5.0\n'
+    )
+    daemon = make_daemon(config, clock)
+    await daemon.start()
+    loop = daemon.loop
+    try:
+        await loop.trigger("throttle_ingest", "aws", {"per_second": "2"}, False, "me")
+        await asyncio.sleep(0.01)
+        assert daemon.pipeline.throttles["aws"][0] == 2.0
+        # A full bucket lets one batch through, even a big one; then the rate holds.
+        await daemon.pipeline.publish([copy(f"t{i}", "aws") for i in range(3)])
+        with pytest.raises(QueueFull, match="aws is throttled to 2 copies/s"):
+            await daemon.pipeline.publish([copy("t9", "aws")])
+        assert daemon.pipeline.rejections["throttled"] == 1
+        await daemon.pipeline.publish([copy("g1", "gcp")])  # other sources flow
+        daemon.set_throttle("aws", None)
+
+        await loop.trigger("failover_source", "azure", {}, False, "me")
+        await asyncio.sleep(0.01)
+        assert daemon.failed_over == {"azure"}
+        await feed(daemon, copy("f1", "aws"), copy("f1", "gcp"))
+        record = await daemon.get_event("f1")
+        assert record.outcomes[-1].kind is OutcomeKind.COMPLETE  # azure no longer awaited
+        assert not daemon.can_replay("azure")
+        clock.advance(61)  # past the cooldown of failover_source on azure
+        await loop.trigger("failover_source", "azure", {"restore": "true"}, False, "me")
+        await asyncio.sleep(0.01)
+        assert not daemon.failed_over
+
+        await feed(
+            daemon,
+            copy("q1", "aws", {"a": 1}),
+            copy("q1", "gcp", {"a": 1}),
+            copy("q1", "azure", {"a": 2}),
+        )
+        _d, x = await loop.trigger("quarantine_event", "azure", {}, False, "me")
+        await asyncio.sleep(0.01)
+        assert x.size == 1 and daemon.quarantined["q1"].startswith(
+            "inconsistent payloads from azure"
+        )
+
+        sim = daemon.inputs["simulator"]
+        assert isinstance(sim, SimulatorSource)
+        start = sim.traffic.start
+        await run(daemon, clock, 2)
+        await loop.trigger("restart_source", "gcp", {}, False, "me")
+        await run(daemon, clock, 2)
+        assert sim.restarts == 1 and sim.traffic.start == start  # the schedule stays
+        assert sim.published > 0
+    finally:
+        await daemon.stop()
+
+
+async def test_decisions_and_learning_survive_a_restart():
+    clock = ManualClock()
+    config = make_config()
+    daemon = make_daemon(config, clock)
+    d, x = await daemon.loop.trigger("notify", "all", {"message": "hi"}, False, "me")
+    await finished(daemon, x)
+    assert x.status == "succeeded"
+    again = make_daemon(config, ManualClock())
+    assert again.loop.audit.decisions[d.id].trace_id == d.trace_id
+    assert again.loop.audit.executions[x.id].status == "succeeded"
+    assert again.loop.audit.next_id("d") > d.id
