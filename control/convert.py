@@ -198,6 +198,7 @@ def decision_pb(d: Decision) -> pb.Decision:
         outcome=d.outcome,
         mttr_seconds=d.mttr_seconds,
         spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in d.spans],
+        follow_up_of=d.follow_up_of,
     )
 
 

@@ -56,6 +56,7 @@ class Decision:
     expires_at: float = 0.0
     decided_by: str = ""  # "loop", or who approved / triggered
     execution_ids: list[str] = field(default_factory=list)
+    follow_up_of: str = ""  # the decision whose replay this one continues
     outcome: str = ""  # verified, failed, "" while open
     mttr_seconds: float = 0.0
     spans: list[Span] = field(default_factory=list)

@@ -126,7 +126,7 @@ class DecisionConfig(_Section):
     weights_interval_seconds: float = Field(600.0, gt=0)
     approval_ttl_seconds: float = Field(900.0, gt=0)
     verify_timeout_seconds: float = Field(600.0, gt=0)
-    follow_up_seconds: float = Field(900.0, ge=0)
+    follow_up_seconds: float = Field(300.0, ge=0)
     breaker_failure_threshold: float = Field(0.5, gt=0, le=1)
     breaker_min_volume: int = Field(20, ge=1)
     breaker_window_seconds: float = Field(60.0, gt=0)
@@ -347,7 +347,7 @@ cycle_seconds = 60.0                  # MAPE-K cycle; it also runs on every new 
 weights_interval_seconds = 600.0      # recompute the weights from the actions' track record
 approval_ttl_seconds = 900.0          # an unapproved decision expires (= rejected) after this
 verify_timeout_seconds = 600.0        # an action not verified by then counts as failed
-follow_up_seconds = 900.0             # replays continue this long after the decision that started them
+follow_up_seconds = 300.0             # replays continue this long after the loop's last replay decision
 breaker_failure_threshold = 0.5       # a source's breaker opens when this share of its copies fail...
 breaker_min_volume = 20               # ...out of at least this many expected...
 breaker_window_seconds = 60.0         # ...within this window

@@ -215,7 +215,7 @@ class DecisionLoop:
         except ValueError as exc:
             self.weights, self.weights_note = dict(self.config_weights), "config"
             return f"{self.config.weighting} failed ({exc}); config weights"
-        self.weights = {c: round(float(w), 6) for c, w in zip(CRITERIA, values, strict=True)}
+        self.weights = {c: float(w) for c, w in zip(CRITERIA, values, strict=True)}
         self.weights_note = self.config.weighting
         return ", ".join(f"{c} {w:.3f}" for c, w in self.weights.items())
 
@@ -255,12 +255,14 @@ class DecisionLoop:
             self.policy.mode_override = mode
         self.policy.save()
 
-    def context(self, name: str) -> ActionContext:
-        return ActionContext(self.entries[name].options, self.runtime)
+    def context(self, name: str, diagnosis: Mapping[str, Any] | None = None) -> ActionContext:
+        return ActionContext(self.entries[name].options, self.runtime, dict(diagnosis or {}))
 
     # ---- analyse and plan ------------------------------------------------------------
-    def rank(self, kind: str, target: str) -> list[Alternative]:
+    def rank(self, diagnosis: Mapping[str, Any]) -> list[Alternative]:
         """Every action that applies to the issue, its best target, and the ranking."""
+        kind = str(diagnosis.get("kind", ""))
+        target = str(diagnosis.get("target", "")) or "all"
         targets = [target]
         if "-" in target:  # a pair: its sources too
             targets += [t for t in target.split("-") if t in self.source_index]
@@ -274,7 +276,7 @@ class DecisionLoop:
             reasons = []
             chosen = None
             for t in targets:
-                problem = entry.action.check(t, self.context(name))
+                problem = entry.action.check(t, self.context(name, diagnosis))
                 if problem is None:
                     chosen = t
                     break
@@ -373,15 +375,13 @@ class DecisionLoop:
             weights=dict(self.weights),
         )
 
-    async def decide(self, anomaly: Anomaly, follow_up_of: Decision | None = None) -> Decision:
+    async def decide(self, anomaly: Anomaly) -> Decision:
         diag = anomaly.diagnosis
         # One incident, one trace: decisions on the same issue while it lasts share it.
         issue = str(diag)
         now = self.clock.now()
         trace = ""
-        if follow_up_of is not None:
-            trace = follow_up_of.trace_id
-        elif (
+        if (
             issue in self.incidents
             and now - self.incidents[issue][1] <= self.config.follow_up_seconds
         ):
@@ -400,21 +400,18 @@ class DecisionLoop:
             "minute": anomaly.minute,
         }
         d.decided_by = "loop"
-        if follow_up_of is None:
-            d.span(
-                anomaly.detected_at,
-                "anomaly",
-                f"{anomaly.detector}: {anomaly.severity} at minute "
-                f"{anomaly.minute:.0f}; {anomaly.explanation}",
-            )
-            d.span(
-                now,
-                "diagnosis",
-                f"{diag} confidence {diag.confidence:.2f}: " + "; ".join(diag.evidence[:3]),
-            )
-        else:
-            d.span(now, "diagnosis", f"follow-up of {follow_up_of.id}: {diag} still has work left")
-        d.alternatives = self.rank(diag.kind, diag.target or "all")
+        d.span(
+            anomaly.detected_at,
+            "anomaly",
+            f"{anomaly.detector}: {anomaly.severity} at minute "
+            f"{anomaly.minute:.0f}; {anomaly.explanation}",
+        )
+        d.span(
+            now,
+            "diagnosis",
+            f"{diag} confidence {diag.confidence:.2f}: " + "; ".join(diag.evidence[:3]),
+        )
+        d.alternatives = self.rank(d.diagnosis)
         best = next((a for a in d.alternatives if a.rank == 1), None)
         table = ", ".join(f"{a.action}({a.target}) {a.score:.3f}" for a in d.alternatives if a.rank)
         d.span(
@@ -448,6 +445,13 @@ class DecisionLoop:
             self.audit.save_decision(d)
             return d
         if d.mode == "approve":
+            waiting = self._pending_for(d.chosen, d.target, now)
+            if waiting is not None:  # one request for people per action and target
+                d.status = "not_executed"
+                d.reason = f"an approval of {d.chosen}({d.target}) is pending already: {waiting.id}"
+                d.span(now, "policy", d.reason)
+                self.audit.save_decision(d)
+                return d
             d.status = "pending_approval"
             d.expires_at = now + self.config.approval_ttl_seconds
             ttl = self.config.approval_ttl_seconds
@@ -455,21 +459,24 @@ class DecisionLoop:
             d.span(now, "policy", d.reason)
             self.audit.save_decision(d)
             return d
-        # MTTR runs from detection; a follow-up's copies went missing after it, so its
-        # clock starts when the loop noticed them.
-        await self._execute(d, anomaly.detected_at if follow_up_of is None else now)
+        # MTTR runs from detection.
+        await self._execute(d, anomaly.detected_at)
         return d
 
     def _params(self, d: Decision) -> dict[str, str]:
-        return {
-            "trace_id": d.trace_id,
-            "decision_id": d.id,
-            "diagnosis": f"{d.diagnosis.get('kind', '')}({d.diagnosis.get('target', '')})",
-        }
+        kind = str(d.diagnosis.get("kind", ""))
+        diagnosis = "" if kind in ("", "manual") else f"{kind}({d.diagnosis.get('target', '')})"
+        return {"trace_id": d.trace_id, "decision_id": d.id, "diagnosis": diagnosis}
 
-    async def _plan(self, entry: Entry, target: str, params: Mapping[str, str]) -> ActionPlan:
+    async def _plan(
+        self,
+        entry: Entry,
+        target: str,
+        params: Mapping[str, str],
+        diagnosis: Mapping[str, Any] | None = None,
+    ) -> ActionPlan:
         limited = {**params, "_limit": str(entry.settings.blast_radius + 1)}
-        plan = await entry.action.plan(target, limited, self.context(entry.name))
+        plan = await entry.action.plan(target, limited, self.context(entry.name, diagnosis))
         cap = entry.settings.blast_radius
         if plan.size > cap:
             raise ActionError(
@@ -491,13 +498,20 @@ class DecisionLoop:
         now = self.clock.now()
         params = {**self._params(d), **(params or {})}
         try:
-            plan = await self._plan(entry, d.target, params)
+            plan = await self._plan(entry, d.target, params, d.diagnosis)
         except ActionError as exc:
             d.status, d.reason = "not_executed", f"{exc.code}: {exc}"
             d.span(now, "policy", d.reason)
             self.audit.save_decision(d)
             if d.decided_by != "loop":
                 raise
+            return None
+        if plan.noop and not dry_run:
+            d.status, d.reason = "not_executed", f"nothing to do: {plan.summary}"
+            d.span(now, "policy", d.reason)
+            self.audit.save_decision(d)
+            if d.decided_by != "loop":
+                raise ActionError("target", d.reason, "precondition")
             return None
         x = Execution(
             id=self.audit.next_id("x"),
@@ -541,7 +555,7 @@ class DecisionLoop:
                 timed_out = False  # the last attempt's fate names the status
                 if attempt:
                     await self.clock.sleep(settings.backoff_seconds * 2 ** (attempt - 1))
-                    plan = await self._plan(entry, x.target, params)  # state moved on
+                    plan = await self._plan(entry, x.target, params, d.diagnosis)  # moved on
                 try:
                     result = await asyncio.wait_for(
                         entry.action.execute(plan, self.context(entry.name)),
@@ -701,6 +715,16 @@ class DecisionLoop:
                 expired += 1
         return expired
 
+    def _pending_for(self, action: str, target: str, now: float) -> Decision | None:
+        for d in reversed(list(self.audit.decisions.values())[-500:]):
+            if (
+                d.status == "pending_approval"
+                and d.expires_at > now
+                and (d.chosen, d.target) == (action, target)
+            ):
+                return d
+        return None
+
     def _pending(self, decision_id: str) -> Decision:
         d = self.audit.decisions.get(decision_id)
         if d is None:
@@ -769,6 +793,8 @@ class DecisionLoop:
             if refusal:
                 raise ActionError("action", refusal, "precondition")
         plan = await self._plan(entry, target, params)  # raises before anything is recorded
+        if plan.noop and not dry_run:
+            raise ActionError("target", f"nothing to do: {plan.summary}", "precondition")
         d = self._new_decision()
         d.decided_by = by or "operator"
         d.chosen, d.target, d.mode = action, target, "manual"
@@ -796,35 +822,46 @@ class DecisionLoop:
         return d, x
 
     async def _follow_up(self, now: float) -> int:
-        """Replays continue while an incident lasts: for each replay decision of the last
-        `follow_up_seconds`, replay what went missing since, if anything."""
+        """Replays continue while an incident lasts: copies keep going missing until the
+        fault ends. For each replay the loop decided in the last `follow_up_seconds`,
+        replay what went missing since, as a follow-up in the same trace."""
         seen: set[tuple[str, str]] = set()
         count = 0
         horizon = now - self.config.follow_up_seconds
-        for d in reversed(list(self.audit.decisions.values())[-200:]):
-            if d.created_at < horizon:
+        for parent in reversed(list(self.audit.decisions.values())[-500:]):
+            if parent.created_at < horizon:
                 break
-            key = (d.chosen, d.target)
-            if d.chosen != "replay_missing" or d.status != "executed" or key in seen:
-                continue
-            seen.add(key)
-            entry = self.entries[d.chosen]
-            if self.mode(d.chosen) != "auto" or entry.action.check(
-                d.target, self.context(d.chosen)
+            key = (parent.chosen, parent.target)
+            if (
+                parent.chosen != "replay_missing"
+                or parent.status != "executed"
+                or parent.follow_up_of
+                or parent.decided_by != "loop"
+                or key in seen
             ):
                 continue
-            if self.policy.refusal(d.chosen, d.target, entry.settings, now):
+            seen.add(key)
+            entry = self.entries[parent.chosen]
+            context = self.context(parent.chosen, parent.diagnosis)
+            if self.mode(parent.chosen) != "auto" or entry.action.check(parent.target, context):
+                continue
+            if self.policy.refusal(parent.chosen, parent.target, entry.settings, now):
                 continue
             try:
-                plan = await self._plan(entry, d.target, {})
+                plan = await self._plan(entry, parent.target, {}, parent.diagnosis)
             except ActionError:
                 continue
-            if plan.size == 0:
+            if plan.noop or plan.size == 0:
                 continue
-            anomaly = self.anomalies.get(d.anomaly_id)
-            if anomaly is None:
-                continue
-            await self.decide(anomaly, follow_up_of=d)  # one incident, one trace
+            d = self._new_decision(parent.trace_id)
+            d.follow_up_of = parent.id
+            d.anomaly_id, d.diagnosis = parent.anomaly_id, dict(parent.diagnosis)
+            d.decided_by, d.mode = "loop", "auto"
+            d.method, d.weighting, d.weights = parent.method, parent.weighting, dict(parent.weights)
+            d.alternatives = parent.alternatives
+            d.chosen, d.target = parent.chosen, parent.target
+            d.span(now, "decision", f"follow-up of {parent.id}: {plan.summary}")
+            await self._execute(d, now)
             count += 1
         return count
 

@@ -157,6 +157,7 @@ class ActionPlan:
     summary: str
     size: int = 0  # how many events (or replicas, requests...) it touches
     details: dict[str, Any] = field(default_factory=dict)
+    noop: bool = False  # nothing to do (e.g. no copy is missing): the loop skips it
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,9 @@ class ActionContext:
 
     options: Mapping[str, Any]
     runtime: Runtime
+    # The issue being fixed (kind, target, confidence, evidence...); empty for an
+    # operator's request.
+    diagnosis: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Action(Protocol):

@@ -222,6 +222,10 @@ tick_seconds = 0.5
 scenarios = [
   { source = "aws", kind = "drop", probability = 0.4, start_minute = 5.0, duration_minutes = 5.0 },
 ]
+
+[decision]
+automation = "approve"
+approval_ttl_seconds = 36000.0
 """,
         console=True,
     )
@@ -300,3 +304,116 @@ def test_jobs_view_counts_down(console_daemon, browser):
     first = sweep_runs()
     wait_for(lambda: sweep_runs() > first, what="the sweep's run count to grow")
     browser.save_screenshot(str(ARTIFACTS / "console-jobs.png"))
+
+
+def click(browser, css: str) -> None:
+    """Click what `css` finds once it is there (retrying while the page rebuilds)."""
+    from selenium.webdriver.common.by import By
+
+    def attempt() -> bool:
+        browser.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait_for(attempt, what=f"a clickable {css}")
+
+
+def _replay_decision(daemon: DaemonProcess, status: str = "pending_approval") -> pb.Decision:
+    with grpc.insecure_channel(daemon.address) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+
+        def find() -> pb.Decision | None:
+            found = stub.ListDecisions(
+                pb.ListDecisionsRequest(filter=f"status={status} action=replay_missing")
+            ).decisions
+            return found[0] if found else None
+
+        return wait_for(find, timeout=90, what=f"a replay decision ({status})")
+
+
+def test_recovery_view_approves_a_replay_triggers_and_sets_breakers(detecting_daemon, browser):
+
+    pending = _replay_decision(detecting_daemon)
+    browser.get(f"http://127.0.0.1:{detecting_daemon.console_port}/recovery")
+    click(browser, f".helios-approve-{pending.id}")
+    catalogue = text_of(browser, ".helios-catalogue")
+    assert "replay_missing" in catalogue and "quarantine_event" in catalogue
+    with grpc.insecure_channel(detecting_daemon.address) as channel:
+        query = pb_grpc.QueryServiceStub(channel)
+        decision = wait_for(
+            lambda: (
+                (d := query.GetDecision(pb.GetDecisionRequest(id=pending.id)).decision).status
+                == "executed"
+                and d
+            ),
+            what="the approved decision to execute",
+        )
+        assert decision.decided_by == "console"
+        execution = wait_for(
+            lambda: (
+                (
+                    x := query.ListExecutions(
+                        pb.ListExecutionsRequest(filter="action=replay_missing")
+                    ).executions[-1]
+                ).verification
+                == "verified"
+                and x
+            ),
+            what="the replay to be verified",
+        )
+        assert execution.seen_copies == execution.expected_copies > 0
+        wait_for(
+            lambda: execution.id in text_of(browser, ".helios-executions"),
+            what="the execution in the timeline",
+        )
+        # A dry run from the trigger form (notify on aws is the form's default).
+        click(browser, ".helios-trigger")
+        result = wait_for(
+            lambda: text_of(browser, ".helios-trigger-result"), what="the trigger's result"
+        )
+        assert "dry_run" in result and "notify" in result
+        # Breakers by hand.
+        click(browser, ".helios-breaker-gcp-open")
+        control = query.ListActions
+        wait_for(
+            lambda: (
+                next(
+                    b for b in control(pb.ListActionsRequest()).breakers if b.source == "gcp"
+                ).state
+                == "open"
+            ),
+            what="the gcp breaker to open",
+        )
+        time.sleep(2.5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "console-recovery.png"))
+        click(browser, ".helios-breaker-gcp-closed")
+        wait_for(
+            lambda: (
+                next(
+                    b for b in control(pb.ListActionsRequest()).breakers if b.source == "gcp"
+                ).state
+                == "closed"
+            ),
+            what="the gcp breaker to close",
+        )
+
+
+def test_decisions_view_explains_the_ranking_and_the_trace(detecting_daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    pending = _replay_decision(detecting_daemon, "pending_approval,executed,expired")
+    browser.get(f"http://127.0.0.1:{detecting_daemon.console_port}/decisions?id={pending.id}")
+    title = wait_for(lambda: text_of(browser, ".helios-decision-title"), what="the decision")
+    assert title.startswith(pending.id) and "missing_events(aws)" in title
+    rows = browser.find_elements(By.CSS_SELECTOR, ".helios-ranking tbody tr")
+    assert "replay_missing" in rows[0].text and "chosen" in rows[0].text
+    assert len(rows) >= 4
+    assert "anomaly" in text_of(browser, ".helios-trace")
+    listed = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-decisions tbody tr"),
+        what="the decision list",
+    )
+    assert any(pending.id in row.text for row in listed)
+    time.sleep(1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "console-decisions.png"))

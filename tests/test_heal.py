@@ -130,21 +130,32 @@ async def test_observe_mode_decides_and_records_why_but_changes_nothing():
 
 async def test_approve_mode_waits_then_expires_or_runs_when_approved():
     daemon, clock = await start("approve")
+    audit = daemon.loop.audit
     try:
         await run(daemon, clock, (FAULT_FROM + 2) * 60 + 10)
-        pending = [
-            d for d in daemon.loop.audit.decisions.values() if d.status == "pending_approval"
-        ]
-        assert pending and not daemon.loop.audit.executions
+        decisions = list(audit.decisions.values())
+        pending = [d for d in decisions if d.status == "pending_approval"]
+        assert len(pending) == 1 and not audit.executions
         first = pending[0]
-        assert first.expires_at == first.created_at + 120.0
-        approved = await daemon.loop.approve(pending[-1].id, "alice")
-        assert approved.status == "executed" and approved.decided_by == "alice"
-        await run(daemon, clock, 130)  # past the first one's time-to-live
-        expired = daemon.loop.audit.decisions[first.id]
+        assert first.chosen == "replay_missing" and first.expires_at == first.created_at + 120.0
+        # Later minutes of the same issue do not pile up requests for people.
+        waiting = [d for d in decisions if "pending already" in d.reason]
+        assert waiting and all(first.id in d.reason for d in waiting)
+
+        await run(daemon, clock, 130)  # past its time-to-live
+        expired = audit.decisions[first.id]
         assert expired.status == "expired" and "approval expired" in expired.reason
-        assert not expired.execution_ids
+        assert not expired.execution_ids and not audit.executions
+
+        await run(daemon, clock, 60)  # the fault goes on: a new request
+        fresh = [d for d in audit.decisions.values() if d.status == "pending_approval"]
+        assert len(fresh) == 1 and fresh[0].id != first.id
+        approved = await daemon.loop.approve(fresh[0].id, "alice")
+        assert approved.status == "executed" and approved.decided_by == "alice"
+        await run(daemon, clock, 5)
         replayed = simulator(daemon).traffic.truth.replayed
         assert replayed and max(replayed.values()) == 1
+        x = audit.executions[approved.execution_ids[0]]
+        assert x.verification == "verified"
     finally:
         await daemon.stop()

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from helios.daemon.app import Daemon
 from helios.daemon.model import EventRecord, Status
-from helios.ui import prometheus
+from helios.ui import prometheus, recovery
 from helios.ui.state import SERIES, ConsoleState
 from nicegui import ui
 
@@ -42,7 +42,13 @@ def _header(active: str) -> None:
         ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
         ui.label("multi-cloud event reconciliation").classes("text-sm opacity-70")
         ui.space()
-        for name, path in (("Overview", "/"), ("Detection", "/detection"), ("Jobs", "/jobs")):
+        for name, path in (
+            ("Overview", "/"),
+            ("Detection", "/detection"),
+            ("Decisions", "/decisions"),
+            ("Recovery", "/recovery"),
+            ("Jobs", "/jobs"),
+        ):
             link = ui.link(name, path).classes("text-white no-underline px-2")
             if name == active:
                 link.classes("font-bold underline")
@@ -295,6 +301,14 @@ class Console:
 
             refresh()
             ui.timer(2.0, refresh)
+
+        @ui.page("/decisions")
+        def decisions(id: str = "") -> None:
+            recovery.decisions_page(daemon, _header, id)
+
+        @ui.page("/recovery")
+        def recovery_view() -> None:
+            recovery.recovery_page(daemon, _header)
 
         @ui.page("/jobs")
         def jobs_page() -> None:

@@ -71,7 +71,7 @@ class Notify(BaseAction):
         self, target: str, params: Mapping[str, str], context: ActionContext
     ) -> ActionPlan:
         text = params.get("message") or (
-            f"HELIOS: {params.get('diagnosis') or 'an issue'} on {target} "
+            f"HELIOS: {params.get('diagnosis') or 'an operator request'} on {target} "
             f"(trace {params.get('trace_id', '-')})"
         )
         return ActionPlan(self.name, target, f"notify: {text}", size=1, details={"text": text})

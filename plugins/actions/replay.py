@@ -27,6 +27,11 @@ class ReplayMissing(BaseAction):
             return f"no running source input can publish through {target}"
         if runtime.breaker_state(target) == "open":
             return f"the circuit breaker of {target} is open"
+        diagnosis = context.diagnosis
+        if diagnosis.get("kind") == "source_degraded" and not any(
+            "missing_rate" in str(line) for line in diagnosis.get("evidence", ())
+        ):
+            return f"the diagnosis names no missing copies from {target}"
         return None
 
     async def plan(
@@ -45,6 +50,7 @@ class ReplayMissing(BaseAction):
             f"replay {len(copies)} missing copies to {target}",
             size=len(copies),
             details={"copies": copies, "since": since},
+            noop=not copies,
         )
 
     async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:

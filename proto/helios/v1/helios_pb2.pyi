@@ -1578,6 +1578,7 @@ class Decision(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     MTTR_SECONDS_FIELD_NUMBER: _builtins.int
     SPANS_FIELD_NUMBER: _builtins.int
+    FOLLOW_UP_OF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     trace_id: _builtins.str
     anomaly_id: _builtins.str
@@ -1598,6 +1599,8 @@ class Decision(_message.Message):
     outcome: _builtins.str
     """verified, failed, or empty while open."""
     mttr_seconds: _builtins.float
+    follow_up_of: _builtins.str
+    """Set on a follow-up: the loop's decision whose replay this one continues."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1637,10 +1640,11 @@ class Decision(_message.Message):
         outcome: _builtins.str = ...,
         mttr_seconds: _builtins.float = ...,
         spans: _abc.Iterable[Global___TraceSpan] | None = ...,
+        follow_up_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "diagnosis", b"diagnosis", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "anomaly_id", b"anomaly_id", "chosen_action", b"chosen_action", "created_at", b"created_at", "decided_by", b"decided_by", "diagnosis", b"diagnosis", "execution_ids", b"execution_ids", "expires_at", b"expires_at", "id", b"id", "method", b"method", "mode", b"mode", "mttr_seconds", b"mttr_seconds", "outcome", b"outcome", "reason", b"reason", "spans", b"spans", "status", b"status", "target", b"target", "trace_id", b"trace_id", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "anomaly_id", b"anomaly_id", "chosen_action", b"chosen_action", "created_at", b"created_at", "decided_by", b"decided_by", "diagnosis", b"diagnosis", "execution_ids", b"execution_ids", "expires_at", b"expires_at", "follow_up_of", b"follow_up_of", "id", b"id", "method", b"method", "mode", b"mode", "mttr_seconds", b"mttr_seconds", "outcome", b"outcome", "reason", b"reason", "spans", b"spans", "status", b"status", "target", b"target", "trace_id", b"trace_id", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
