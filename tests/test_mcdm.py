@@ -16,6 +16,8 @@ from helios.plugins.mcdm import (
     wpm,
     wsm,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # Opricovic, S., & Tzeng, G. H. (2004). Compromise solution by MCDM methods: A comparative
 # analysis of VIKOR and TOPSIS. EJOR 156(2), 445-455: two criteria (cost, benefit).
@@ -141,3 +143,33 @@ def test_the_methods_are_registered_as_plugins():
     assert rank(scores)[0] == 1  # 1 - Q: higher is better, like every registered method
     weights = registry.weighting_methods["entropy"].factory([[1, 2], [3, 4]], [1, 1])
     assert math.isclose(float(np.sum(weights)), 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda m: st.integers(1, 6).flatmap(
+            lambda n: st.tuples(
+                st.lists(
+                    st.lists(st.floats(0.01, 1e6), min_size=n, max_size=n), min_size=m, max_size=m
+                ),
+                st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n).filter(lambda w: sum(w) > 0),
+                st.lists(st.sampled_from([1.0, -1.0]), min_size=n, max_size=n),
+            )
+        )
+    )
+)
+def test_the_small_topsis_fast_path_agrees_with_numpy(case):
+    from helios.plugins.mcdm import _topsis_numpy, _topsis_vector_small
+
+    matrix, raw, types = case
+    weights = [w / sum(raw) for w in raw]
+    try:
+        expected = _topsis_numpy(matrix, weights, types)
+    except ValueError:
+        assert _topsis_vector_small(matrix, weights, types) is None  # numpy raises instead
+        return
+    fast = _topsis_vector_small(np.array(matrix), np.array(weights), np.array(types))
+    assert fast is not None
+    np.testing.assert_allclose(fast, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(topsis(matrix, weights, types), expected, rtol=1e-9, atol=1e-12)
