@@ -131,6 +131,9 @@ class Traffic:
         self.grace = grace_seconds
         self.start = start
         self.rng = random.Random(options.seed)
+        # Replays draw their latency from their own generator, so that a replay does not
+        # change the traffic (and the faults) that follow it.
+        self.replay_rng = random.Random(options.seed + 1)
         self.truth = Truth()
         self._next_event = start
         self._heap: list[tuple[float, int, CopyIn]] = []
@@ -152,9 +155,9 @@ class Traffic:
         grace = route.grace_seconds if route and route.grace_seconds is not None else self.grace
         return window + grace
 
-    def _latency(self, source: str, minute: float) -> float:
+    def _latency(self, source: str, minute: float, rng: random.Random | None = None) -> float:
         model = self.options.latency_ms.get(source) or LatencyModel()
-        ms = model.median * math.exp(self.rng.gauss(0.0, model.sigma))
+        ms = model.median * math.exp((rng or self.rng).gauss(0.0, model.sigma))
         for scenario in self.options.scenarios:
             if scenario.kind == "latency" and scenario.source == source and scenario.active(minute):
                 ms *= scenario.factor
@@ -309,7 +312,8 @@ class SimulatorSource:
             truth.replayed[key] = truth.replayed.get(key, 0) + 1
             truth.withheld.pop(key, None)
             replayed: CopyIn = (copy[0], source, copy[2], copy[3], copy[4])
-            self.traffic._push(now + self.traffic._latency(source, minute), replayed)
+            latency = self.traffic._latency(source, minute, self.traffic.replay_rng)
+            self.traffic._push(now + latency, replayed)
         return len(copies)
 
     async def start(self) -> None:
