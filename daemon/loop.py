@@ -612,12 +612,11 @@ class DecisionLoop:
             anomaly = self.anomalies.get(d.anomaly_id)
             baseline = anomaly.baselines.get(metric) if anomaly else None
             if not metric or baseline is None:
-                if not result.expect_copies and x.size == 0 and d.chosen == "replay_missing":
-                    x.verification, x.verification_detail = "verified", "nothing was missing"
-                    x.verified_at = now
-                    return
+                # An operator's request, or an issue without a baseline: nothing to watch.
                 x.verification = "not_applicable"
                 x.verification_detail = "no metric with a baseline to watch"
+                if self.plugins is not None:
+                    self.plugins.on_action_result(x)
                 return
             mean, spread = baseline
             v.metric, v.limit, v.after = metric, mean + 3 * spread, x.finished_at

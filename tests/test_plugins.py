@@ -110,6 +110,19 @@ def test_every_hook_is_exercised_by_the_example_distribution(example_loaded):
     assert example_loaded.seen_anomalies == ["a"] and example_loaded.seen_results == ["r"]
 
 
+async def test_the_result_hook_sees_a_finished_execution(example_loaded):
+    import asyncio
+
+    daemon = make_daemon()
+    _, x = await daemon.loop.trigger("example_page", "aws", {"who": "bob"}, False, "test")
+    for _ in range(100):
+        if example_loaded.seen_results:
+            break
+        await asyncio.sleep(0.01)
+    assert example_loaded.seen_results[-1] is x
+    assert x.status == "succeeded" and x.result == "paged bob"
+
+
 async def test_observers_see_every_outcome(example_loaded):
     daemon = make_daemon()
     await feed(daemon, copy("o1", "aws"), copy("o1", "gcp"), copy("o1", "azure"))
@@ -182,5 +195,34 @@ prefix = "ext"
             text=True,
         )
         assert "status COMPLETE" in got.stdout
+        # The outside action runs in heliosd like a built-in one.
+        ran = subprocess.run(
+            [
+                helios,
+                "--address",
+                daemon.address,
+                "--json",
+                "actions",
+                "trigger",
+                "example_page",
+                "aws",
+                "--param",
+                "who=alice",
+                "--by",
+                "test",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert ran.returncode == 0, ran.stderr
+        execution = json.loads(ran.stdout)["execution"]
+        assert execution["action"] == "example_page" and execution["plan"] == "page alice about aws"
+        listed = subprocess.run(
+            [helios, "--address", daemon.address, "--json", "actions", "list"],
+            capture_output=True,
+            text=True,
+        )
+        actions = {a["name"]: a for a in json.loads(listed.stdout)["actions"]}
+        assert actions["example_page"]["plugin"] == "example"
     finally:
         stop_daemon_process(daemon)
