@@ -149,7 +149,10 @@ class DecisionLoop:
         for name, registered in registry.actions.items():
             options = {**DEFAULT_SETTINGS.get(name, {}), **action_options.get(name, {})}
             try:
-                settings = parse_settings(name, options)
+                settings = parse_settings(name, options)  # names the key itself
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+            try:
                 action = registered.factory(options)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"actions.options.{name}: {exc}") from exc
@@ -694,8 +697,31 @@ class DecisionLoop:
         getter = getattr(self.runtime, "get_event", None)
         return await getter(event_id) if getter else None
 
+    def measured_qos(self, x: Execution) -> float | None:
+        """The share of good traffic lost around an action: events closed in the last
+        minute before it started against the first minute after it finished (None until
+        both minutes are closed)."""
+        before = after = None
+        for m in self.metrics.query(x.started_at - 180.0):
+            if m.minute + 60.0 <= x.started_at:
+                before = m.events_closed
+            elif m.minute >= x.finished_at and after is None:
+                after = m.events_closed
+        if not before or after is None:
+            return None
+        return round(max(0.0, (before - after) / before), 4)
+
     def _learn(self, entry: Entry, x: Execution, success: bool) -> None:
-        qos = float(x.details.get("qos_impact", entry.action.defaults.qos_impact))
+        measured = self.measured_qos(x)
+        reported = x.details.get("qos_impact")
+        qos = float(
+            reported
+            if reported is not None
+            else measured
+            if measured is not None
+            else entry.action.defaults.qos_impact
+        )
+        x.details.setdefault("qos_impact_measured", measured)
         mttr = x.mttr_seconds if success else 0.0
         entry.stats.runs.append((success, mttr, qos))
         self._save_stats()

@@ -342,3 +342,45 @@ async def test_decisions_and_learning_survive_a_restart():
     assert again.loop.audit.decisions[d.id].trace_id == d.trace_id
     assert again.loop.audit.executions[x.id].status == "succeeded"
     assert again.loop.audit.next_id("d") > d.id
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[actions.options]\nreboot = { x = 1 }\n",
+            r"actions.options: \['reboot'\] are not actions",
+        ),
+        (
+            "[actions.options]\nreplay_missing = { cooldown_seconds = -1 }\n",
+            r"^actions.options.replay_missing.cooldown_seconds: Input should be greater",
+        ),
+        (
+            '[actions.options]\nreplay_missing = { automation = "yolo" }\n',
+            r"actions.options.replay_missing.automation: Input should be 'observe'",
+        ),
+        ('[decision]\nmethod = "magic"\n', r"decision.method: unknown MCDM method 'magic'"),
+        ('[decision]\nweighting = "vibes"\n', r"decision.weighting: unknown weighting method"),
+    ],
+)
+def test_bad_decision_config_names_the_key(text: str, message: str):
+    from helios.daemon.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        make_daemon(make_config(text))
+
+
+def test_qos_impact_is_measured_from_the_events_closed_around_an_action():
+    from helios.daemon.audit import Execution
+    from helios.daemon.metrics import MetricsMinute
+
+    daemon = make_daemon(make_config())
+    loop = daemon.loop
+    for minute, closed in ((0.0, 100), (60.0, 100), (120.0, 100), (180.0, 70)):
+        daemon.metrics.minutes.append(MetricsMinute(minute, {}, events_closed=closed))
+    x = Execution("x-1", "d-1", "t", "throttle_ingest", "aws", started_at=150.0, finished_at=151.0)
+    assert loop.measured_qos(x) == pytest.approx(0.3)
+    early = Execution("x-2", "d-1", "t", "notify", "aws", started_at=200.0, finished_at=201.0)
+    assert loop.measured_qos(early) is None  # the minute after it has not closed yet
+    loop._learn(loop.entries["throttle_ingest"], x, True)
+    assert loop.entries["throttle_ingest"].stats.runs[-1][2] == pytest.approx(0.3)
