@@ -16,6 +16,7 @@ from helios.control import cli
 from helios.control.server import GrpcServer
 from helios.daemon.app import Daemon
 from helios.daemon.clock import ManualClock
+from helios.daemon.types import ActionError
 from helios.plugins.sources.simulator import SimulatorSource
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
@@ -256,3 +257,40 @@ async def test_approve_and_reject_refuse_unknown_and_settled_decisions(h: Healin
         h.query.ListDecisions(pb.ListDecisionsRequest(filter="colour=red")),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+
+
+async def test_garbage_bytes_to_trigger_action_execute_nothing(h: Healing):
+    async with grpc.aio.insecure_channel(h.address) as ch:
+        raw = ch.unary_unary("/helios.v1.ControlService/TriggerAction")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await raw(b"\x0a\xff\xff\xff garbage")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "helios.v1.TriggerActionRequest" in caught.value.details()
+    assert not h.daemon.loop.audit.executions and not h.daemon.loop.audit.decisions
+
+
+async def test_a_pending_approval_survives_a_restart_and_still_expires():
+    from tests.test_heal import start
+
+    daemon, clock = await start("approve")
+    try:
+        await run(daemon, clock, 14 * 60)
+        pending = [
+            d for d in daemon.loop.audit.decisions.values() if d.status == "pending_approval"
+        ]
+        assert len(pending) == 1
+    finally:
+        await daemon.stop()
+    again = make_daemon(daemon.config, clock)  # same data_dir, same clock
+    await again.start()
+    try:
+        kept = again.loop.audit.decisions[pending[0].id]
+        assert kept.status == "pending_approval" and kept.alternatives[0].action == "replay_missing"
+        assert kept.spans[0].stage == "anomaly"
+        clock.set(kept.expires_at + 1)
+        await run(again, clock, 2)
+        assert again.loop.audit.decisions[kept.id].status == "expired"
+        with pytest.raises(ActionError, match="is expired, not pending approval"):
+            await again.loop.approve(kept.id, "carol")
+    finally:
+        await again.stop()
