@@ -51,16 +51,6 @@ cycle_seconds = 20.0
 """
 
 
-async def advance(daemon: Daemon, clock: ManualClock, seconds: float, step: float = 0.5) -> None:
-    end = clock.now() + seconds
-    while clock.now() < end:
-        clock.advance(step)
-        for _ in range(30):
-            await asyncio.sleep(0)
-        while daemon.pipeline.queued:
-            await asyncio.sleep(0)
-
-
 async def main(mode: str, seed: int) -> None:
     text = CONFIG.format(
         data_dir=tempfile.mkdtemp(prefix="helios-heal-"),
@@ -77,7 +67,7 @@ async def main(mode: str, seed: int) -> None:
     t0 = clock.now()
     wall = time.perf_counter()
     minutes = FAULT_FROM + FAULT_MINUTES + 3
-    await advance(daemon, clock, minutes * 60)
+    await daemon.advance(minutes * 60)
     wall = time.perf_counter() - wall
     simulator = daemon.inputs["simulator"]
     assert isinstance(simulator, SimulatorSource)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helios.daemon import __version__
-from helios.daemon.clock import Clock, make_clock
+from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
 from helios.daemon.jobs import Scheduler
@@ -323,6 +324,21 @@ class Daemon:
         for instance in self.inputs.values():
             instance.resume(source)
         return next(s for s in self.source_status() if s.source == source)
+
+    async def advance(self, seconds: float, step: float = 0.5) -> None:
+        """On a ManualClock: move simulated time on in steps, letting the daemon's tasks
+        (sources, pipeline, jobs, the decision loop) catch up after each one. Tests and
+        `benchmarks/heal.py` replay scenarios with it."""
+        clock = self.clock
+        if not isinstance(clock, ManualClock):
+            raise TypeError("advance() needs a ManualClock")
+        end = clock.now() + seconds
+        while clock.now() < end:
+            clock.advance(step)
+            for _ in range(30):
+                await asyncio.sleep(0)
+            while self.pipeline.queued:
+                await asyncio.sleep(0)
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_at

@@ -5,8 +5,6 @@ withheld copy arrived (none twice). The same scenario in observe and approve mod
 
 from __future__ import annotations
 
-import asyncio
-
 from helios.daemon.app import Daemon
 from helios.daemon.clock import ManualClock
 from helios.plugins.sources.simulator import SimulatorSource
@@ -41,15 +39,8 @@ approval_ttl_seconds = 120.0
 
 
 async def run(daemon: Daemon, clock: ManualClock, seconds: float, step: float = 0.5) -> None:
-    """Move simulated time on, letting the daemon's tasks (simulator, pipeline, jobs,
-    the decision loop) keep up after every step."""
-    end = clock.now() + seconds
-    while clock.now() < end:
-        clock.advance(step)
-        for _ in range(30):
-            await asyncio.sleep(0)
-        while daemon.pipeline.queued:
-            await asyncio.sleep(0)
+    assert daemon.clock is clock
+    await daemon.advance(seconds, step)
 
 
 def simulator(daemon: Daemon) -> SimulatorSource:

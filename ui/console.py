@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator
-from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
@@ -16,6 +15,8 @@ from helios.daemon.app import Daemon
 from helios.daemon.model import EventRecord, Status
 from helios.ui import prometheus, recovery
 from helios.ui.state import SERIES, ConsoleState
+from helios.ui.widgets import clock_text as _clock
+from helios.ui.widgets import columns as _columns
 from nicegui import ui
 
 COLORS = {
@@ -25,10 +26,6 @@ COLORS = {
     "DUPLICATE": "#d97706",
     "LATE": "#2563eb",
 }
-
-
-def _clock(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
 
 
 def _health_color(completeness: float) -> str:
@@ -58,11 +55,6 @@ def _kpi(title: str, css: str) -> ui.label:
     with ui.card().classes("min-w-40"):
         ui.label(title).classes("text-xs uppercase text-gray-500")
         return ui.label("-").classes(f"text-2xl font-semibold {css}")
-
-
-def _columns(*names: str) -> list[dict[str, str]]:
-    """Table columns whose label and row field are the name itself."""
-    return [{"name": n, "label": n, "field": n, "align": "left"} for n in names]
 
 
 def _metric_chart() -> dict[str, Any]:

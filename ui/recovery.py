@@ -5,13 +5,14 @@ executions, breakers, the action catalogue, a manual trigger, notifications)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from helios.daemon.app import Daemon
 from helios.daemon.audit import Decision
 from helios.daemon.safety import MODES
 from helios.daemon.types import CRITERIA, ActionError
+from helios.ui.widgets import clock_text as _clock
+from helios.ui.widgets import columns as _columns
 from nicegui import ui
 
 BREAKER_COLORS = {"closed": "green", "open": "red", "half_open": "orange"}
@@ -23,14 +24,6 @@ STATUS_COLORS = {
     "expired": "red",
     "dry_run": "blue",
 }
-
-
-def _clock(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") if t else "-"
-
-
-def _columns(*names: str) -> list[dict[str, str]]:
-    return [{"name": n, "label": n, "field": n, "align": "left"} for n in names]
 
 
 def _diagnosis(d: Decision) -> str:

@@ -6,7 +6,21 @@ from helios.daemon.types import ActionContext, ActionPlan, ActionResult, Criteri
 from helios.plugins.actions import BaseAction
 
 
-class OpenBreaker(BaseAction):
+class _SetBreaker(BaseAction):
+    state = "open"
+
+    def check(self, target: str, context: ActionContext) -> str | None:
+        problem = super().check(target, context)
+        if problem is None and context.runtime.breaker_state(target) == self.state:
+            return f"the breaker of {target} is {self.state} already"
+        return problem
+
+    async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:
+        context.runtime.set_breaker(plan.target, self.state, f"{self.name} action")
+        return ActionResult(True, f"breaker of {plan.target} set {self.state}")
+
+
+class OpenBreaker(_SetBreaker):
     name = "open_breaker"
     issue_kinds: tuple[str, ...] = (
         "source_degraded",
@@ -16,30 +30,12 @@ class OpenBreaker(BaseAction):
     )
     description = "open the source's circuit breaker: no recovery traffic goes through it"
     defaults = Criteria(10.0, 0.3, 0.7, 1.0)
-
-    def check(self, target: str, context: ActionContext) -> str | None:
-        problem = super().check(target, context)
-        if problem is None and context.runtime.breaker_state(target) == "open":
-            return f"the breaker of {target} is open already"
-        return problem
-
-    async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:
-        context.runtime.set_breaker(plan.target, "open", "open_breaker action")
-        return ActionResult(True, f"breaker of {plan.target} opened")
+    state = "open"
 
 
-class CloseBreaker(BaseAction):
+class CloseBreaker(_SetBreaker):
     name = "close_breaker"
     issue_kinds: tuple[str, ...] = ("*",)
     description = "close the source's circuit breaker again"
     defaults = Criteria(5.0, 0.05, 0.6, 1.0)
-
-    def check(self, target: str, context: ActionContext) -> str | None:
-        problem = super().check(target, context)
-        if problem is None and context.runtime.breaker_state(target) == "closed":
-            return f"the breaker of {target} is closed already"
-        return problem
-
-    async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:
-        context.runtime.set_breaker(plan.target, "closed", "close_breaker action")
-        return ActionResult(True, f"breaker of {plan.target} closed")
+    state = "closed"
