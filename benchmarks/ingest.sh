@@ -2,7 +2,9 @@
 # Ingest throughput, reconcile latency and outcome accuracy through PublishStream:
 # starts the demo daemon on the real clock (benchmarks/bench.toml: helios.toml with
 # clock = "real"; simulator, console and detectors on), then runs
-# `helios bench` at full speed and at a paced 50,000 copies/s (half the 100k bar).
+# `helios bench` at full speed and at a paced 50,000 copies/s (half the 100k bar), then
+# the paced run again with --end-to-end (every outcome streamed back, to time COMPLETE
+# from the client's side; that stream is extra work for the daemon and the client).
 #   benchmarks/ingest.sh [EVENTS]     (default 300000 events = ~900,000 copies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +25,6 @@ echo "== full speed"
 echo
 echo "== paced at 50,000 copies/s"
 .venv/bin/helios --address "127.0.0.1:$port" bench --events "$events" --rate 50000 --settle 20
+echo
+echo "== paced at 50,000 copies/s, every outcome watched (end to end)"
+.venv/bin/helios --address "127.0.0.1:$port" bench --events "$events" --rate 50000 --settle 20 --end-to-end

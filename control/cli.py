@@ -536,6 +536,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             event_type=args.event_type,
             settle_seconds=args.settle,
             seed=args.seed,
+            end_to_end=args.end_to_end,
         )
     )
     if args.json:
@@ -648,6 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for MISSING after the last copy (window + grace)",
     )
     bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument(
+        "--end-to-end",
+        dest="end_to_end",
+        action="store_true",
+        help="stream every outcome (COMPLETE too) to time COMPLETE end to end; by default "
+        "only the scored kinds are watched and decisions are checked on a sample",
+    )
     bench.set_defaults(func=cmd_bench)
     heal_cli.register(sub)
     return parser
