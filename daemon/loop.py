@@ -171,6 +171,9 @@ class DecisionLoop:
         self.anomalies: dict[str, Anomaly] = {}
         self.incidents: dict[str, tuple[str, float]] = {}  # issue -> (trace id, last decision)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deciding (policy check, plan, start) is one step at a time: two cycles, or a
+        # cycle and an operator, must not both pass a check before either starts.
+        self._deciding = asyncio.Lock()
         self.cycles = 0
         for execution_id in self.policy.interrupted:
             x = self.audit.executions.get(execution_id)
@@ -335,6 +338,10 @@ class DecisionLoop:
         task.add_done_callback(self._tasks.discard)
 
     async def cycle(self, scheduled: bool = True) -> str:
+        async with self._deciding:
+            return await self._cycle(scheduled)
+
+    async def _cycle(self, scheduled: bool) -> str:
         """One MAPE-K cycle: expire approvals, decide on new anomalies, follow up."""
         self.cycles += 1
         now = self.clock.now()
@@ -762,6 +769,10 @@ class DecisionLoop:
         return d
 
     async def approve(self, decision_id: str, by: str) -> Decision:
+        async with self._deciding:
+            return await self._approve(decision_id, by)
+
+    async def _approve(self, decision_id: str, by: str) -> Decision:
         d = self._pending(decision_id)
         now = self.clock.now()
         d.decided_by = by or "operator"
@@ -789,6 +800,18 @@ class DecisionLoop:
         return d
 
     async def trigger(
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, str],
+        dry_run: bool,
+        by: str,
+    ) -> tuple[Decision, Execution]:
+        """An operator's request. Errors (ActionError) leave nothing executed."""
+        async with self._deciding:
+            return await self._trigger(action, target, params, dry_run, by)
+
+    async def _trigger(
         self,
         action: str,
         target: str,

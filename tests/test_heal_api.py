@@ -294,3 +294,19 @@ async def test_a_pending_approval_survives_a_restart_and_still_expires():
             await again.loop.approve(kept.id, "carol")
     finally:
         await again.stop()
+
+
+async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing):
+    loop = h.daemon.loop
+    results = await asyncio.gather(
+        *(loop.trigger("replay_missing", "aws", {}, False, f"op{i}") for i in range(3)),
+        loop.cycle(),
+        return_exceptions=True,
+    )
+    ran = [r for r in results[:3] if isinstance(r, tuple)]
+    refused = [r for r in results[:3] if isinstance(r, ActionError)]
+    assert len(ran) == 1 and len(refused) == 2
+    assert all(str(e).startswith(("cooldown", "concurrency")) for e in refused)
+    await run(h.daemon, h.clock, 3)
+    replayed = h.simulator.traffic.truth.replayed
+    assert replayed and max(replayed.values()) == 1

@@ -58,8 +58,9 @@ class ReplayMissing(BaseAction):
         if not copies:
             return ActionResult(True, f"nothing to replay to {plan.target}")
         runtime = context.runtime
+        # Marked first: at most once, even if the publish path fails half way.
+        runtime.mark_replayed(plan.target, [c[0] for c in copies])
         sent = await runtime.replay(plan.target, copies)
-        runtime.mark_replayed(plan.target, [c[0] for c in copies[:sent]])
         return ActionResult(
             sent == len(copies),
             f"replayed {sent} of {len(copies)} copies to {plan.target}",
