@@ -296,8 +296,15 @@ async def test_a_pending_approval_survives_a_restart_and_still_expires():
         await again.stop()
 
 
-async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing):
+async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing, monkeypatch):
     loop = h.daemon.loop
+    original = h.daemon.missing_copies
+
+    async def slow_index(*args):  # an index that really waits (SQLite, Redis)
+        await asyncio.sleep(0.01)
+        return await original(*args)
+
+    monkeypatch.setattr(h.daemon, "missing_copies", slow_index)
     results = await asyncio.gather(
         *(loop.trigger("replay_missing", "aws", {}, False, f"op{i}") for i in range(3)),
         loop.cycle(),
