@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
+import os
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.types import IndexContext, Source, SourceContext
 
 log = logging.getLogger("helios.daemon")
+REPLAYED_KEPT = 500_000  # replayed copies remembered per source
 
 
 class UnknownSource(KeyError):
@@ -125,7 +128,10 @@ class Daemon:
         self.quarantined: OrderedDict[str, str] = OrderedDict()
         self.notifications: deque[tuple[float, str, str]] = deque(maxlen=500)
         self._replayed_path = Path(config.daemon.data_dir) / "decisions" / "replayed.log"
-        self.replayed: dict[str, set[str]] = {s: set() for s in self.sources}
+        # Replayed copies by source, oldest first (a dict as an ordered set), bounded: a
+        # copy older than the index TTL cannot be replayed anyway.
+        self.replayed: dict[str, dict[str, None]] = {s: {} for s in self.sources}
+        self._replayed_lines = 0
         self._load_replayed()
         self.loop = DecisionLoop(
             decision,
@@ -373,18 +379,41 @@ class Daemon:
         try:
             with self._replayed_path.open(encoding="utf-8") as handle:
                 for line in handle:
+                    self._replayed_lines += 1
                     source, _, event_id = line.rstrip("\n").partition("\t")
                     if source in self.replayed and event_id:
-                        self.replayed[source].add(event_id)
+                        self.replayed[source][event_id] = None
         except FileNotFoundError:
-            pass
+            return
+        self._trim_replayed()
+
+    def _trim_replayed(self) -> None:
+        """Keep the newest REPLAYED_KEPT per source; rewrite the log when it has grown
+        to twice what is kept."""
+        for done in self.replayed.values():
+            extra = len(done) - REPLAYED_KEPT
+            if extra > 0:
+                for event_id in list(itertools.islice(done, extra)):
+                    del done[event_id]
+        kept = sum(len(d) for d in self.replayed.values())
+        if self._replayed_lines > 2 * kept + 10_000:
+            tmp = self._replayed_path.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as handle:
+                for source, done in self.replayed.items():
+                    handle.writelines(f"{source}\t{e}\n" for e in done)
+            os.replace(tmp, self._replayed_path)
+            self._replayed_lines = kept
 
     def mark_replayed(self, source: str, event_ids: Sequence[str]) -> None:
         """Remember replayed copies (durably) so that none is replayed twice."""
-        self.replayed[source].update(event_ids)
+        done = self.replayed[source]
+        for event_id in event_ids:
+            done[event_id] = None
         self._replayed_path.parent.mkdir(parents=True, exist_ok=True)
         with self._replayed_path.open("a", encoding="utf-8") as handle:
             handle.writelines(f"{source}\t{e}\n" for e in event_ids)
+        self._replayed_lines += len(event_ids)
+        self._trim_replayed()
 
     async def _outcome_ids(
         self, kind: OutcomeKind, source: str, since: float, limit: int

@@ -384,3 +384,18 @@ def test_qos_impact_is_measured_from_the_events_closed_around_an_action():
     assert loop.measured_qos(early) is None  # the minute after it has not closed yet
     loop._learn(loop.entries["throttle_ingest"], x, True)
     assert loop.entries["throttle_ingest"].stats.runs[-1][2] == pytest.approx(0.3)
+
+
+def test_the_replayed_record_is_durable_and_bounded(monkeypatch):
+    import helios.daemon.app as app
+
+    monkeypatch.setattr(app, "REPLAYED_KEPT", 100)
+    config = make_config()
+    daemon = make_daemon(config)
+    for chunk in range(120):
+        daemon.mark_replayed("aws", [f"e{chunk}-{i}" for i in range(100)])
+    assert len(daemon.replayed["aws"]) == 100 and "e119-99" in daemon.replayed["aws"]
+    lines = daemon._replayed_path.read_text().count("\\n")
+    assert lines < 12_000  # compacted along the way, not 12,000 lines and growing
+    again = make_daemon(config)
+    assert list(again.replayed["aws"]) == list(daemon.replayed["aws"])
