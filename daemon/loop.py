@@ -430,47 +430,37 @@ class DecisionLoop:
             f"{d.method} with {d.weighting} weights: {table or 'no eligible action'}",
         )
         if best is None:
-            d.status, d.reason = (
-                "not_executed",
-                "no applicable action: "
-                + (
-                    "; ".join(f"{a.action}: {a.reason}" for a in d.alternatives)
-                    or "none registered"
-                ),
-            )
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
-            return d
+            reasons = "; ".join(f"{a.action}: {a.reason}" for a in d.alternatives)
+            return self._settle(d, "not_executed", f"no applicable action: {reasons or 'none'}")
         d.chosen, d.target = best.action, best.target
         d.mode = self.mode(best.action)
         if d.mode == "observe":
-            d.status, d.reason = "not_executed", "observe mode: decided, nothing executed"
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
-            return d
+            return self._settle(d, "not_executed", "observe mode: decided, nothing executed")
         refusal = self.policy.refusal(d.chosen, d.target, self.entries[d.chosen].settings, now)
         if refusal is not None:
-            d.status, d.reason = "not_executed", refusal
-            d.span(now, "policy", refusal)
-            self.audit.save_decision(d)
-            return d
+            return self._settle(d, "not_executed", refusal)
         if d.mode == "approve":
             waiting = self._pending_for(d.chosen, d.target, now)
             if waiting is not None:  # one request for people per action and target
-                d.status = "not_executed"
-                d.reason = f"an approval of {d.chosen}({d.target}) is pending already: {waiting.id}"
-                d.span(now, "policy", d.reason)
-                self.audit.save_decision(d)
-                return d
-            d.status = "pending_approval"
+                return self._settle(
+                    d,
+                    "not_executed",
+                    f"an approval of {d.chosen}({d.target}) is pending already: {waiting.id}",
+                )
             d.expires_at = now + self.config.approval_ttl_seconds
             ttl = self.config.approval_ttl_seconds
-            d.reason = f"waiting for approval; expires in {ttl:g} s"
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
-            return d
+            return self._settle(
+                d, "pending_approval", f"waiting for approval; expires in {ttl:g} s"
+            )
         # MTTR runs from detection.
         await self._execute(d, anomaly.detected_at)
+        return d
+
+    def _settle(self, d: Decision, status: str, reason: str) -> Decision:
+        """Record the policy's verdict on a decision that does not execute (now)."""
+        d.status, d.reason = status, reason
+        d.span(self.clock.now(), "policy", reason)
+        self.audit.save_decision(d)
         return d
 
     def _params(self, d: Decision) -> dict[str, str]:
@@ -510,16 +500,12 @@ class DecisionLoop:
         try:
             plan = await self._plan(entry, d.target, params, d.diagnosis)
         except ActionError as exc:
-            d.status, d.reason = "not_executed", f"{exc.code}: {exc}"
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
+            self._settle(d, "not_executed", f"{exc.code}: {exc}")
             if d.decided_by != "loop":
                 raise
             return None
         if plan.noop and not dry_run:
-            d.status, d.reason = "not_executed", f"nothing to do: {plan.summary}"
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
+            self._settle(d, "not_executed", f"nothing to do: {plan.summary}")
             if d.decided_by != "loop":
                 raise ActionError("target", d.reason, "precondition")
             return None
@@ -740,10 +726,9 @@ class DecisionLoop:
         expired = 0
         for d in list(self.audit.decisions.values())[-500:]:
             if d.status == "pending_approval" and now >= d.expires_at:
-                d.status = "expired"
-                d.reason = "approval expired: treated as rejected, nothing executed"
-                d.span(now, "policy", d.reason)
-                self.audit.save_decision(d)
+                self._settle(
+                    d, "expired", "approval expired: treated as rejected, nothing executed"
+                )
                 expired += 1
         return expired
 
@@ -780,10 +765,7 @@ class DecisionLoop:
         entry = self.entries[d.chosen]
         refusal = self.policy.refusal(d.chosen, d.target, entry.settings, now)
         if refusal:
-            d.status, d.reason = "not_executed", f"approved, but {refusal}"
-            d.span(now, "policy", d.reason)
-            self.audit.save_decision(d)
-            return d
+            return self._settle(d, "not_executed", f"approved, but {refusal}")
         d.reason = f"approved by {d.decided_by}"
         detected = float(d.diagnosis.get("detected_at", 0.0))
         with contextlib.suppress(ActionError):  # recorded on the decision
@@ -792,12 +774,8 @@ class DecisionLoop:
 
     def reject(self, decision_id: str, by: str, reason: str) -> Decision:
         d = self._pending(decision_id)
-        now = self.clock.now()
-        d.status = "rejected"
-        d.reason = f"rejected by {by or 'operator'}" + (f": {reason}" if reason else "")
-        d.span(now, "policy", d.reason)
-        self.audit.save_decision(d)
-        return d
+        text = f"rejected by {by or 'operator'}" + (f": {reason}" if reason else "")
+        return self._settle(d, "rejected", text)
 
     async def trigger(
         self,
