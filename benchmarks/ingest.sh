@@ -6,6 +6,7 @@
 # the paced run again with --end-to-end (every outcome streamed back, to time COMPLETE
 # from the client's side; that stream is extra work for the daemon and the client).
 #   benchmarks/ingest.sh [EVENTS]     (default 300000 events = ~900,000 copies)
+#   CONFIG=benchmarks/bench-minimal.toml benchmarks/ingest.sh   (nothing but ingest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/heliosd ] || scripts/setup.sh
@@ -16,7 +17,7 @@ ready=$(mktemp)
 rm -f "$ready"
 HELIOS_DAEMON__DATA_DIR="\"$(mktemp -d)\"" \
 HELIOS_DAEMON__GRPC_ADDRESS="\"127.0.0.1:$port\"" HELIOS_DAEMON__CONSOLE_ADDRESS="\"127.0.0.1:$cport\"" \
-  .venv/bin/heliosd -c benchmarks/bench.toml run --ready-file "$ready" > /tmp/helios-bench-daemon.log 2>&1 &
+  .venv/bin/heliosd -c "${CONFIG:-benchmarks/bench.toml}" run --ready-file "$ready" > /tmp/helios-bench-daemon.log 2>&1 &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$ready" ] && break; sleep 0.1; done
