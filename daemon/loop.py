@@ -493,12 +493,13 @@ class DecisionLoop:
         detected_at: float,
         params: Mapping[str, str] | None = None,
         dry_run: bool = False,
+        planned: ActionPlan | None = None,
     ) -> Execution | None:
         entry = self.entries[d.chosen]
         now = self.clock.now()
         params = {**self._params(d), **(params or {})}
         try:
-            plan = await self._plan(entry, d.target, params, d.diagnosis)
+            plan = planned or await self._plan(entry, d.target, params, d.diagnosis)
         except ActionError as exc:
             self._settle(d, "not_executed", f"{exc.code}: {exc}")
             if d.decided_by != "loop":
@@ -818,13 +819,14 @@ class DecisionLoop:
             refusal = self.policy.refusal(action, target, entry.settings, now)
             if refusal:
                 raise ActionError("action", refusal, "precondition")
-        plan = await self._plan(entry, target, params)  # raises before anything is recorded
-        if plan.noop and not dry_run:
-            raise ActionError("target", f"nothing to do: {plan.summary}", "precondition")
-        d = self._new_decision()
+        d = self._new_decision()  # not saved until the plan holds
         d.decided_by = by or "operator"
         d.chosen, d.target, d.mode = action, target, "manual"
         d.diagnosis = {"kind": "manual", "target": target}
+        params = {**self._params(d), **params}
+        plan = await self._plan(entry, target, params)  # raises before anything is recorded
+        if plan.noop and not dry_run:
+            raise ActionError("target", f"nothing to do: {plan.summary}", "precondition")
         d.alternatives = [
             Alternative(
                 action,
@@ -843,7 +845,7 @@ class DecisionLoop:
             + (" (dry run)" if dry_run else "")
             + f": {plan.summary}",
         )
-        x = await self._execute(d, 0.0, params, dry_run)
+        x = await self._execute(d, 0.0, params, dry_run, plan)
         assert x is not None
         return d, x
 
