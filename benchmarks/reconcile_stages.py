@@ -38,7 +38,11 @@ async def main(events: int) -> None:
         t2 = time.perf_counter()
         good, _ = pipeline.check(copies)
         t3 = time.perf_counter()
-        closed = await daemon.index.get_many({c[0] for c in good if c[0] not in reconciler.open})
+        closed = pipeline.resident
+        if closed is None:
+            closed = await daemon.index.get_many(
+                {c[0] for c in good if c[0] not in reconciler.open}
+            )
         t4 = time.perf_counter()
         reconciler.apply(good, daemon.clock.now(), closed)
         t5 = time.perf_counter()

@@ -7,19 +7,20 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from helios.daemon.clock import Clock
 from helios.daemon.config import Config
 from helios.daemon.ingest import validate
-from helios.daemon.model import Checked, CopyIn, Outcome, OutcomeKind
+from helios.daemon.model import Checked, CopyIn, EventRecord, Outcome, OutcomeKind
 from helios.daemon.plugins import PluginManager
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
 from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 
 log = logging.getLogger("helios.pipeline")
+COMPLETE = OutcomeKind.COMPLETE
 SLICE = 256  # copies reconciled between two flushes
 
 
@@ -47,6 +48,9 @@ class Pipeline:
         self.clock = clock
         self.reconciler = reconciler
         self.index = index
+        # An index holding its records in this process lends them as a mapping: looked up
+        # in place, with no get_many round per batch.
+        self.resident: Mapping[str, EventRecord] | None = getattr(index, "resident", None)
         self.plugins = plugins
         self.sources = frozenset(config.sources.names)
         self.paused: set[str] = set()
@@ -185,9 +189,11 @@ class Pipeline:
     async def process(self, copies: list[Checked], received: float | None = None) -> None:
         """Reconcile one batch now (the consumer task calls this; tests may too)."""
         async with self.lock:
-            open_ = self.reconciler.open
-            unknown = {c[0] for c in copies if c[0] not in open_}
-            closed = await self.index.get_many(unknown) if unknown else {}
+            closed = self.resident
+            if closed is None:  # fetch the closed records this batch touches
+                open_ = self.reconciler.open
+                unknown = {c[0] for c in copies if c[0] not in open_}
+                closed = await self.index.get_many(unknown) if unknown else {}
             self.reconciler.apply(copies, self.clock.now(), closed)
             completes = self.reconciler.completed_in_batch
             await self._flush()
@@ -224,15 +230,22 @@ class Pipeline:
         self._fan_out(outcomes)
 
     def _fan_out(self, outcomes: list[Outcome]) -> None:
+        notable: list[Outcome] | None = None  # all but COMPLETE: a small share of outcomes
         for watcher in list(self.watchers):
             query = watcher.query
             if query is None:
                 chosen = outcomes
-            elif query.kinds_only:
-                kinds = query.kinds or ()
-                chosen = [o for o in outcomes if o.kind in kinds]
             else:
-                chosen = [o for o in outcomes if query.matches(o)]
+                candidates = outcomes
+                if query.kinds is not None and COMPLETE not in query.kinds:
+                    if notable is None:
+                        notable = [o for o in outcomes if o.kind is not COMPLETE]
+                    candidates = notable
+                if query.kinds_only:
+                    kinds = query.kinds or ()
+                    chosen = [o for o in candidates if o.kind in kinds]
+                else:
+                    chosen = [o for o in candidates if query.matches(o)]
             if not chosen:
                 continue
             try:

@@ -144,7 +144,7 @@ class Reconciler:
         self.now = now = max(now, self.now)
         acc = self.metrics.at(now)
         open_ = self.open
-        known = dict(closed)
+        closed_get = closed.get
         source_index = self.source_index
         by_source = self.by_source
         outcomes = self.outcomes
@@ -166,7 +166,8 @@ class Reconciler:
             size_sq += size * size
             rec = open_.get(event_id)
             if rec is None:
-                rec = known.get(event_id)
+                # Records closed since the last drain are in `dirty`, newer than the index's.
+                rec = dirty.get(event_id) or closed_get(event_id)
                 if rec is None:
                     route = self.route(event_type)
                     rec = EventRecord(
@@ -185,7 +186,7 @@ class Reconciler:
                     route.queue.append(rec)
                     new_events += 1
                     if rec.seen == rec.expected:  # a route that expects one source
-                        self._decide(rec, known, acc)
+                        self._decide(rec, acc)
                     continue
             copies_ = rec.copies
             if copies_[si] is not None:
@@ -208,7 +209,7 @@ class Reconciler:
                 self._late_copy(rec, si, 1 << si, acc)
             elif seen & rec.expected == rec.expected:
                 if rec.differs:
-                    self._decide(rec, known, acc)
+                    self._decide(rec, acc)
                     continue
                 # COMPLETE, inlined: the path almost every event takes.
                 rec.status = Status.COMPLETE
@@ -224,7 +225,6 @@ class Reconciler:
                         pair_sum[p] += abs(cb[0] - ca[0])
                         pair_n[p] += 1
                 del open_[event_id]
-                known[event_id] = rec
                 dirty[event_id] = rec
         acc.copies += received
         acc.size_sum += size_sum
@@ -279,9 +279,7 @@ class Reconciler:
                 acc.pair_sum[p] += abs(cb[0] - ca[0])
                 acc.pair_n[p] += 1
 
-    def _decide(
-        self, rec: EventRecord, known: dict[str, EventRecord], acc: MinuteAccumulator
-    ) -> None:
+    def _decide(self, rec: EventRecord, acc: MinuteAccumulator) -> None:
         """Every expected copy is here: COMPLETE, or INCONSISTENT when payloads disagree."""
         if rec.differs:
             rec.inconsistent = True
@@ -293,7 +291,6 @@ class Reconciler:
             self.completed_in_batch += 1
         self._close_metrics(rec, 0, acc)
         del self.open[rec.event_id]
-        known[rec.event_id] = rec
         self.dirty[rec.event_id] = rec
 
     def _late_copy(self, rec: EventRecord, si: int, bit: int, acc: MinuteAccumulator) -> None:
@@ -328,7 +325,7 @@ class Reconciler:
                 missing = rec.expected & ~rec.seen & ~self.excluded
                 if not missing:  # only failed-over sources were awaited
                     rec.expected &= ~self.excluded
-                    self._decide(rec, {}, acc)
+                    self._decide(rec, acc)
                     declared += 1
                     continue
                 rec.missing = missing

@@ -64,7 +64,11 @@ SourceFactory = Callable[[SourceContext, Mapping[str, Any]], Source]
 
 
 class IndexBackend(Protocol):
-    """Stores closed event records and the outcome log; ages both out by TTL."""
+    """Stores closed event records and the outcome log; ages both out by TTL.
+
+    Optional: an index that keeps its records in this process may expose them as a
+    `resident: Mapping[str, EventRecord]` attribute; the pipeline then looks records up
+    there in place instead of calling `get_many` for every batch."""
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome
@@ -21,6 +21,7 @@ class MemoryIndex:
         self.ttl = ttl_seconds
         self.max_records = max_records
         self.records: dict[str, EventRecord] = {}
+        self.resident: Mapping[str, EventRecord] = self.records  # looked up in place
         self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
         self._log: list[Outcome] = []
         self._head = 0  # outcomes before this position have expired
