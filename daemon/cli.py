@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from helios.daemon import __version__
+from helios.daemon import HOT_PATH, HOT_PATH_REASON, __version__
 from helios.daemon import config as config_mod
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.plugins import PluginManager, Registry, load
@@ -51,13 +51,15 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
         await console.start()
     host = config.daemon.grpc_address.rpartition(":")[0]
     log.info(
-        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s",
+        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s; hot path %s (%s)",
         __version__,
         host,
         grpc_server.port,
         f"http://{console.address}" if console else "(off)",
         ",".join(config.sources.names),
         ",".join(daemon.inputs) or "(none)",
+        HOT_PATH,
+        HOT_PATH_REASON,
     )
     if ready_file:
         with open(ready_file, "w", encoding="utf-8") as f:
@@ -161,7 +163,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heliosd", description="The HELIOS daemon.")
-    parser.add_argument("--version", action="version", version=f"heliosd {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"heliosd {__version__} (hot path {HOT_PATH}: {HOT_PATH_REASON})",
+    )
     parser.add_argument(
         "-c", "--config", help="config file (default: $HELIOS_CONFIG, else ./helios.toml)"
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: Debian's chromium + chromium-driver for the
 # console tests, the dev tools, then lint, type-check and pytest.
+#   scripts/test.sh [PYTEST ARGS]   (arguments go to the first pytest run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source_apt() {
@@ -18,4 +19,9 @@ scripts/setup.sh dev
 export SE_OFFLINE=true  # selenium must not try to download a browser
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; PYTHON=.venv/bin/python scripts/typecheck.sh
-echo "== pytest"; exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The hot path is compiled where the install could (setup.py); its Python source is
+# the fallback elsewhere, so the reconciler's tests run against that too.
+echo "== pytest, hot path as Python"
+HELIOS_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
+  tests/test_reconciler.py tests/test_property.py tests/test_replay.py tests/test_hot_path.py
