@@ -399,3 +399,11 @@ def test_the_replayed_record_is_durable_and_bounded(monkeypatch):
     assert lines < 12_000  # compacted along the way, not 12,000 lines and growing
     again = make_daemon(config)
     assert list(again.replayed["aws"]) == list(daemon.replayed["aws"])
+
+
+def test_an_action_without_execute_cannot_be_made():
+    class Incomplete(BaseAction):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="execute"):
+        Incomplete()

@@ -6,6 +6,7 @@ worked is not its call: the decision loop verifies by watching reconciliation.""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -20,9 +21,10 @@ from helios.daemon.types import (
 )
 
 
-class BaseAction:
+class BaseAction(ABC):
     """Defaults for an action: criteria from the class overridden by options, no
-    prerequisite beyond a known source target, and a plan that touches nothing."""
+    prerequisite beyond a known source target, and a plan that touches nothing.
+    `execute` has no default: a subclass without one cannot be instantiated."""
 
     name = "base"
     issue_kinds: tuple[str, ...] = ("*",)
@@ -54,8 +56,9 @@ class BaseAction:
         self.require(target, context)
         return ActionPlan(self.name, target, f"{self.name} on {target}")
 
+    @abstractmethod
     async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:
-        raise NotImplementedError
+        """Do what `plan` says, or raise ActionError naming what stopped it."""
 
 
 def number(params: Mapping[str, str], key: str, default: float) -> float:
