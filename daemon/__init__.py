@@ -53,8 +53,10 @@ def choose_hot_path(
         for name, digest in built.items()
         if hashlib.sha256(Path(files[name]).read_bytes()).hexdigest() != digest
     ]
-    if env.get("HELIOS_PURE_PYTHON") == "1":
+    switch = env.get("HELIOS_PURE_PYTHON", "")
+    if switch == "1":
         return "python", "HELIOS_PURE_PYTHON=1", files
+    ignored = "" if switch in ("", "0") else f"; HELIOS_PURE_PYTHON={switch!r} ignored: 1 or 0"
     if not all(is_compiled.get(name, False) for name in built):
         return "python", "the extensions were not built (a compiler error at install?)", files
     if changed:
@@ -64,7 +66,7 @@ def choose_hot_path(
             "re-run scripts/setup.sh to compile again",
             files,
         )
-    return "compiled", "mypyc", {}
+    return "compiled", "mypyc" + ignored, {}
 
 
 def _installed_extensions(package_dir: Path) -> dict[str, bool]:

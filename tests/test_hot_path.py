@@ -93,3 +93,11 @@ def test_the_switch_imports_the_python_sources_in_a_fresh_process():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["python", "reconciler.py", "model.py"]
+
+
+def test_a_switch_value_other_than_1_or_0_is_named_and_ignored(tmp_path):
+    package = _package(tmp_path)
+    env = {"HELIOS_PURE_PYTHON": "yes"}
+    mode, reason, _ = choose_hot_path(package, env, dict.fromkeys(HOT, True))
+    assert mode == "compiled"
+    assert reason == "mypyc; HELIOS_PURE_PYTHON='yes' ignored: 1 or 0"
