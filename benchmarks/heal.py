@@ -79,9 +79,9 @@ async def main(mode: str, seed: int) -> None:
     runs = [x for x in audit.executions.values() if not x.dry_run]
     healed = 0
     for event_id, _ in dropped:
-        record = await daemon.get_event(event_id)
+        record = await daemon.runtime.get_event(event_id)
         healed += record is not None and not record.missing
-    aws = next(s for s in daemon.source_status() if s.source == "aws")
+    aws = next(s for s in daemon.services.reads.sources() if s.source == "aws")
     print(f"simulated {minutes} minutes in {wall:.1f} s of wall time, mode {mode}, seed {seed}")
     print(f"copies withheld from aws by the fault: {len(dropped)}")
     if fault:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from helios.control.convert import ts
+from helios.control.common import ts
 from helios.daemon.model import CopyIn
 from helios.plugins.sources.simulator import LatencyModel, Traffic, TrafficOptions, Truth
 from helios.v1 import helios_pb2 as pb

@@ -12,40 +12,27 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 import grpc
 import orjson
 from helios.control import heal_cli
-from helios.control.convert import seconds, ts
+from helios.control.common import (
+    DEFAULT_ADDRESS,
+    OK,
+    PROBLEM,
+    UNREACHABLE,
+    USAGE,
+    CliError,
+    channel,
+    table,
+    ts,
+)
+from helios.control.common import when as _when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _when(stamp: Any) -> str:
-    if not stamp.seconds and not stamp.nanos:
-        return "-"
-    return datetime.fromtimestamp(seconds(stamp), UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def table(rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
-    """Print rows (the first is the header) as aligned columns."""
-    out = out or sys.stdout
-    text = [[str(c) for c in row] for row in rows]
-    if not text:
-        return
-    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
-    for row in text:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+__all__ = ["OK", "PROBLEM", "UNREACHABLE", "USAGE", "CliError", "main", "table"]
 
 
 def _kind(value: int) -> str:
@@ -65,9 +52,7 @@ def _outcome_dict(o: pb.Outcome) -> dict[str, Any]:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    return grpc.insecure_channel(
-        args.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    )
+    return channel(args.address)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

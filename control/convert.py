@@ -5,26 +5,52 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from enum import StrEnum
 from itertools import combinations
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-from helios.daemon.app import SourceStatus
+from helios.control.common import ts
 from helios.daemon.audit import Decision, Execution
 from helios.daemon.detection import Anomaly
+from helios.daemon.domain import AutomationMode, Diagnosis, Verification
+from helios.daemon.jobs import Job
+from helios.daemon.metrics import MetricsMinute
 from helios.daemon.model import CopyIn, EventRecord, Outcome
-from helios.daemon.safety import Breaker
+from helios.daemon.readmodels import (
+    ActionView,
+    BreakerView,
+    Catalogue,
+    SourceStatus,
+    Stats,
+    Trace,
+)
 from helios.daemon.types import CRITERIA, Criteria
 from helios.v1 import helios_pb2 as pb
 
 
-def ts(seconds: float) -> Timestamp:
-    whole = int(seconds // 1)
-    return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
+def _enum(pb_enum: Any, prefix: str, member: StrEnum) -> int:
+    """A domain enum member as its proto enum value (same names; "" is UNSPECIFIED)."""
+    if not member.value:
+        return 0
+    return int(pb_enum.Value(f"{prefix}_{member.name}"))
 
 
-def seconds(stamp: Timestamp) -> float:
-    return stamp.seconds + stamp.nanos * 1e-9
+def _mode(text: str) -> int:
+    try:
+        return _enum(pb.AutomationMode, "AUTOMATION_MODE", AutomationMode(text))
+    except ValueError:
+        return 0  # "manual": an operator's request
+
+
+def diagnosis_pb(diag: Diagnosis) -> pb.Diagnosis:
+    return pb.Diagnosis(
+        kind=diag.kind.value,
+        target=diag.target,
+        confidence=diag.confidence,
+        evidence=diag.evidence,
+        onset=diag.onset,
+        issue_kind=_enum(pb.IssueKind, "ISSUE_KIND", diag.kind),  # type: ignore[arg-type]
+    )
 
 
 def copies_from(events: Sequence[pb.Event]) -> list[CopyIn]:
@@ -86,13 +112,7 @@ def anomaly_pb(a: Anomaly) -> pb.Anomaly:
         values=a.values,
         baseline_means={m: b[0] for m, b in a.baselines.items()},
         baseline_spreads={m: b[1] for m, b in a.baselines.items()},
-        diagnosis=pb.Diagnosis(
-            kind=a.diagnosis.kind,
-            target=a.diagnosis.target,
-            confidence=a.diagnosis.confidence,
-            evidence=a.diagnosis.evidence,
-            onset=a.diagnosis.onset,
-        ),
+        diagnosis=diagnosis_pb(a.diagnosis),
     )
 
 
@@ -159,19 +179,12 @@ def _criteria(values: dict[str, float] | Criteria) -> pb.Criteria:
 
 
 def decision_pb(d: Decision) -> pb.Decision:
-    diag = d.diagnosis
     return pb.Decision(
         id=d.id,
         trace_id=d.trace_id,
         created_at=ts(d.created_at),
         anomaly_id=d.anomaly_id,
-        diagnosis=pb.Diagnosis(
-            kind=str(diag.get("kind", "")),
-            target=str(diag.get("target", "")),
-            confidence=float(diag.get("confidence", 0.0)),
-            evidence=[str(e) for e in diag.get("evidence", [])],
-            onset=str(diag.get("onset", "")),
-        ),
+        diagnosis=diagnosis_pb(d.diagnosis),
         method=d.method,
         weighting=d.weighting,
         weights=d.weights,
@@ -190,12 +203,19 @@ def decision_pb(d: Decision) -> pb.Decision:
         chosen_action=d.chosen,
         target=d.target,
         mode=d.mode,
-        status=d.status,
+        automation_mode=_mode(d.mode),  # type: ignore[arg-type]
+        status=d.status.value,
+        decision_status=_enum(pb.DecisionStatus, "DECISION_STATUS", d.status),  # type: ignore[arg-type]
         reason=d.reason,
         expires_at=ts(d.expires_at) if d.expires_at else None,
         decided_by=d.decided_by,
         execution_ids=d.execution_ids,
         outcome=d.outcome,
+        outcome_status=_enum(  # type: ignore[arg-type]
+            pb.VerificationStatus, "VERIFICATION_STATUS", Verification(d.outcome or "pending")
+        )
+        if d.outcome
+        else 0,
         mttr_seconds=d.mttr_seconds,
         spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in d.spans],
         follow_up_of=d.follow_up_of,
@@ -213,13 +233,17 @@ def execution_pb(x: Execution) -> pb.Execution:
         dry_run=x.dry_run,
         plan=x.plan,
         size=x.size,
-        status=x.status,
+        status=x.status.value,
+        execution_status=_enum(pb.ExecutionStatus, "EXECUTION_STATUS", x.status),  # type: ignore[arg-type]
         attempts=x.attempts,
         started_at=ts(x.started_at),
         finished_at=ts(x.finished_at) if x.finished_at else None,
         result=x.result,
         error=x.error,
-        verification=x.verification,
+        verification=x.verification.value,
+        verification_status=_enum(  # type: ignore[arg-type]
+            pb.VerificationStatus, "VERIFICATION_STATUS", x.verification
+        ),
         verification_detail=x.verification_detail,
         verified_at=ts(x.verified_at) if x.verified_at else None,
         mttr_seconds=x.mttr_seconds,
@@ -229,15 +253,127 @@ def execution_pb(x: Execution) -> pb.Execution:
     )
 
 
-def breaker_pb(b: Breaker, failed_over: bool) -> pb.Breaker:
+def breaker_pb(b: BreakerView) -> pb.Breaker:
     return pb.Breaker(
         source=b.source,
-        state=b.state,
+        state=b.state.value,
+        breaker_state=_enum(pb.BreakerState, "BREAKER_STATE", b.state),  # type: ignore[arg-type]
         forced=b.forced,
         since=ts(b.since) if b.since else None,
         reason=b.reason,
         trips=b.trips,
         failure_ratio=b.ratio,
         volume=max(b.volume, 0),
-        failed_over=failed_over,
+        failed_over=b.failed_over,
+    )
+
+
+def action_pb(a: ActionView) -> pb.ActionInfo:
+    s = a.settings
+    return pb.ActionInfo(
+        name=a.name,
+        description=a.description,
+        issue_kinds=a.issue_kinds,
+        plugin=a.plugin,
+        criteria=pb.Criteria(**asdict(a.criteria)),
+        configured=pb.Criteria(**asdict(a.configured)),
+        runs=a.runs,
+        successes=a.successes,
+        mode=a.mode,
+        automation_mode=_mode(a.mode),  # type: ignore[arg-type]
+        enabled=s.enabled,
+        cooldown_seconds=s.cooldown_seconds,
+        max_concurrent=s.max_concurrent,
+        max_per_hour=s.max_per_hour,
+        blast_radius=s.blast_radius,
+        timeout_seconds=s.timeout_seconds,
+        retries=s.retries,
+        running=a.running,
+    )
+
+
+def catalogue_pb(c: Catalogue) -> pb.ListActionsResponse:
+    return pb.ListActionsResponse(
+        actions=[action_pb(a) for a in c.actions],
+        automation_mode=c.automation_mode,
+        default_mode=_mode(c.automation_mode),  # type: ignore[arg-type]
+        method=c.method,
+        weighting=c.weighting,
+        weights=c.weights,
+        breakers=[breaker_pb(b) for b in c.breakers],
+        notifications=[
+            pb.Notification(at=ts(n.at), level=n.level, text=n.text) for n in c.notifications
+        ],
+        throttles=c.throttles,
+        quarantined_events=c.quarantined_events,
+    )
+
+
+def stats_pb(s: Stats) -> pb.GetStatsResponse:
+    return pb.GetStatsResponse(
+        copies_received=s.copies_received,
+        events_seen=s.events_seen,
+        outcomes=s.outcomes,
+        rejections=s.rejections,
+        errors=s.refused_requests,
+        detectors=[
+            pb.DetectorStatus(name=d.name, status=d.status, anomalies=d.anomalies)
+            for d in s.detectors
+        ],
+        open_windows=s.open_windows,
+        index_records=s.index_records,
+        copies_per_second=s.copies_per_second,
+        events_per_second=s.events_per_second,
+        sources=[source_stats_pb(x) for x in s.sources],
+        reconcile_latency=pb.LatencySummary(
+            p50_ms=s.latency.p50,
+            p90_ms=s.latency.p90,
+            p99_ms=s.latency.p99,
+            max_ms=s.latency.max,
+            count=s.latency.count,
+        ),
+        ingest_queue_depth=s.queue_depth,
+        ingest_queue_capacity=s.queue_capacity,
+        uptime_seconds=s.uptime_seconds,
+        version=s.version,
+        now=ts(s.now),
+    )
+
+
+def metrics_minute_pb(m: MetricsMinute) -> pb.MetricsMinute:
+    return pb.MetricsMinute(
+        minute=ts(m.minute),
+        features=m.features,
+        missing_rate_by_source=m.missing_rate_by_source,
+        duplicate_rate_by_source=m.duplicate_rate_by_source,
+        inconsistent_rate_by_source=m.inconsistent_rate_by_source,
+        events_closed=m.events_closed,
+        copies=m.copies,
+    )
+
+
+def job_pb(job: Job) -> pb.Job:
+    return pb.Job(
+        name=job.name,
+        description=job.description,
+        interval_seconds=job.interval,
+        clock=job.clock_name,
+        last_run=ts(job.last_run) if job.last_run is not None else None,
+        next_run=ts(job.next_run),
+        due_in_seconds=job.due_in(),
+        last_result=job.last_result,
+        last_error=job.last_error,
+        runs=job.runs,
+        failures=job.failures,
+        last_duration_ms=job.last_duration_ms,
+    )
+
+
+def trace_pb(t: Trace) -> pb.GetTraceResponse:
+    return pb.GetTraceResponse(
+        trace_id=t.trace_id,
+        anomalies=[anomaly_pb(a) for a in t.anomalies],
+        decisions=[decision_pb(d) for d in t.decisions],
+        executions=[execution_pb(x) for x in t.executions],
+        spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in t.spans],
     )

@@ -9,16 +9,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from helios.control.common import CliError, channel, table, when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
 CRITERIA = ("mttr_seconds", "qos_impact", "success_rate", "cost")
-
-
-def _cli() -> Any:
-    from helios.control import cli  # the shared helpers; imported late (cli imports us)
-
-    return cli
 
 
 def _dump(message: Message | list[Message]) -> None:
@@ -30,12 +25,12 @@ def _dump(message: Message | list[Message]) -> None:
 
 
 def _query(args: argparse.Namespace) -> pb_grpc.QueryServiceStub:
-    stub: pb_grpc.QueryServiceStub = pb_grpc.QueryServiceStub(_cli()._channel(args))
+    stub: pb_grpc.QueryServiceStub = pb_grpc.QueryServiceStub(channel(args.address))
     return stub
 
 
 def _control(args: argparse.Namespace) -> pb_grpc.ControlServiceStub:
-    stub: pb_grpc.ControlServiceStub = pb_grpc.ControlServiceStub(_cli()._channel(args))
+    stub: pb_grpc.ControlServiceStub = pb_grpc.ControlServiceStub(channel(args.address))
     return stub
 
 
@@ -53,11 +48,10 @@ def cmd_actions_list(args: argparse.Namespace) -> int:
     if args.json:
         _dump(r)
         return 0
-    cli = _cli()
     weights = "  ".join(f"{k} {r.weights[k]:.3f}" for k in CRITERIA if k in r.weights)
     print(f"automation {r.automation_mode}  method {r.method}  weights ({r.weighting}): {weights}")
     print()
-    cli.table(
+    table(
         [("ACTION", "MODE", "MTTR", "QOS", "SUCCESS", "COST", "RUNS", "COOLDOWN", "BLAST", "FIXES")]
         + [
             (
@@ -73,13 +67,13 @@ def cmd_actions_list(args: argparse.Namespace) -> int:
         ]
     )
     print()
-    cli.table(
+    table(
         [("SOURCE", "BREAKER", "SINCE", "FAILED", "VOLUME", "TRIPS", "REASON")]
         + [
             (
                 b.source + (" (failed over)" if b.failed_over else ""),
                 b.state + (" (by hand)" if b.forced else ""),
-                cli._when(b.since)[11:19] if b.HasField("since") else "-",
+                when(b.since)[11:19] if b.HasField("since") else "-",
                 f"{b.failure_ratio:.1%}",
                 b.volume,
                 b.trips,
@@ -96,7 +90,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise _cli().CliError(f"--param wants KEY=VALUE, got {pair!r}")
+            raise CliError(f"--param wants KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
 
@@ -119,13 +113,12 @@ def cmd_actions_trigger(args: argparse.Namespace) -> int:
 
 
 def _decision_row(d: pb.Decision) -> tuple[Any, ...]:
-    cli = _cli()
     diagnosis = (
         f"{d.diagnosis.kind}({d.diagnosis.target})" if d.diagnosis.target else d.diagnosis.kind
     )
     return (
         d.id,
-        cli._when(d.created_at)[:19],
+        when(d.created_at)[:19],
         diagnosis,
         f"{d.chosen_action}({d.target})" if d.chosen_action else "-",
         d.mode,
@@ -144,7 +137,7 @@ def cmd_decisions_list(args: argparse.Namespace) -> int:
     if args.json:
         _dump(list(r.decisions))
         return 0
-    _cli().table(
+    table(
         [("ID", "CREATED", "DIAGNOSIS", "CHOSEN", "MODE", "STATUS", "OUTCOME", "MTTR", "REASON")]
         + [_decision_row(d) for d in r.decisions]
     )
@@ -156,9 +149,8 @@ def cmd_decisions_explain(args: argparse.Namespace) -> int:
     if args.json:
         _dump(d)
         return 0
-    cli = _cli()
     diag = d.diagnosis
-    print(f"decision {d.id}  trace {d.trace_id}  at {cli._when(d.created_at)}  by {d.decided_by}")
+    print(f"decision {d.id}  trace {d.trace_id}  at {when(d.created_at)}  by {d.decided_by}")
     if d.anomaly_id:
         print(f"anomaly {d.anomaly_id}")
     target = f"({diag.target})" if diag.target else ""
@@ -169,7 +161,7 @@ def cmd_decisions_explain(args: argparse.Namespace) -> int:
     weights = "  ".join(f"{k} {d.weights[k]:.3f}" for k in CRITERIA if k in d.weights)
     print(f"\nranked with {d.method}, {d.weighting} weights: {weights}")
     print("criteria: MTTR, QoS impact and cost are costs (lower is better); success is a benefit\n")
-    cli.table(
+    table(
         [("RANK", "ACTION", "TARGET", "MTTR", "QOS", "SUCCESS", "COST", "SCORE", "NOTE")]
         + [
             (
@@ -191,7 +183,7 @@ def cmd_decisions_explain(args: argparse.Namespace) -> int:
         print(f"outcome {d.outcome}{mttr}")
     print("\ntrace:")
     for s in d.spans:
-        print(f"  {cli._when(s.at)[11:23]}  {s.stage:<12} {s.text}")
+        print(f"  {when(s.at)[11:23]}  {s.stage:<12} {s.text}")
     return 0
 
 
@@ -232,8 +224,7 @@ def cmd_executions_list(args: argparse.Namespace) -> int:
     if args.json:
         _dump(list(r.executions))
         return 0
-    cli = _cli()
-    cli.table(
+    table(
         [
             (
                 "ID",
@@ -251,7 +242,7 @@ def cmd_executions_list(args: argparse.Namespace) -> int:
             (
                 x.id,
                 x.decision_id,
-                cli._when(x.started_at)[:19],
+                when(x.started_at)[:19],
                 x.action + (" (dry run)" if x.dry_run else ""),
                 x.target,
                 x.size,
@@ -270,13 +261,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         _dump(r)
         return 0
-    cli = _cli()
     print(
         f"trace {r.trace_id}: {len(r.anomalies)} anomalies, {len(r.decisions)} decisions, "
         f"{len(r.executions)} executions"
     )
     for s in r.spans:
-        print(f"  {cli._when(s.at)}  {s.stage:<12} {s.text}")
+        print(f"  {when(s.at)}  {s.stage:<12} {s.text}")
     return 0
 
 
@@ -315,9 +305,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
         try:
             weights[key] = float(value)
         except ValueError:
-            raise _cli().CliError(f"weights are CRITERION=NUMBER, got {pair!r}") from None
+            raise CliError(f"weights are CRITERION=NUMBER, got {pair!r}") from None
         if not sep:
-            raise _cli().CliError(f"weights are CRITERION=NUMBER, got {pair!r}")
+            raise CliError(f"weights are CRITERION=NUMBER, got {pair!r}")
     r = _control(args).SetWeights(pb.SetWeightsRequest(weights=weights), timeout=10)
     if args.json:
         _dump(r)
@@ -398,6 +388,6 @@ def register(sub: Any) -> None:
 def _mode(args: argparse.Namespace) -> argparse.Namespace:
     if args.mode == "default":
         if not args.action:
-            raise _cli().CliError("`default` resets one action's mode: give --action")
+            raise CliError("`default` resets one action's mode: give --action")
         args.mode = ""
     return args

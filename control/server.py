@@ -1,12 +1,15 @@
-"""The gRPC server: IngestService, QueryService, ControlService, health and reflection."""
+"""The gRPC server: IngestService, QueryService, ControlService, health and reflection.
+
+The servicers translate protobuf to and from the daemon's domain objects and call the
+service layer (helios.daemon.services); a RequestError from a service becomes one
+status here, with google.rpc.BadRequest field violations."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, replace
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -18,77 +21,43 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from helios.control.common import seconds
 from helios.control.convert import (
     add_outcomes,
     anomaly_pb,
     breaker_pb,
+    catalogue_pb,
     copies_from,
     decision_pb,
     execution_pb,
+    job_pb,
+    metrics_minute_pb,
     record_pb,
-    seconds,
     source_stats_pb,
-    ts,
+    stats_pb,
+    trace_pb,
 )
-from helios.daemon.app import Daemon, UnknownSource
-from helios.daemon.detection import parse_anomaly_filter
-from helios.daemon.query import (
-    FilterError,
-    decode_token,
-    encode_token,
-    parse_filter,
-    parse_terms,
-)
-from helios.daemon.safety import MODES
-from helios.daemon.types import ActionError, PublishResult, QueueFull, Rejected
+from helios.daemon.config import IngestConfig
+from helios.daemon.domain import AutomationMode
+from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.services import Services
+from helios.daemon.types import PublishResult
 from helios.v1 import helios_pb2 as pb
 
 Context = grpc.aio.ServicerContext[Any, Any]
-STEP = 128  # copies validated and reconciled at a time within a batch
 _PB_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
     grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
 }
-_ACTION_CODES = {
-    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "precondition": grpc.StatusCode.FAILED_PRECONDITION,
-    "blast_radius": grpc.StatusCode.FAILED_PRECONDITION,
+STATUS = {
+    ErrorCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.BLAST_RADIUS: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorCode.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-
-async def action_error(context: Context, exc: ActionError) -> NoReturn:
-    await bad_request(
-        context,
-        [(exc.field, str(exc))],
-        _ACTION_CODES.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT),
-    )
-
-
-def _page(
-    items: list[Any], page_size: int, before: int | None, matches: Callable[[Any], bool]
-) -> tuple[list[Any], int | None]:
-    """Newest first, ids like d-000123: the page token is the number of the last id."""
-    page: list[Any] = []
-    for item in reversed(items):
-        number = int(item.id.rsplit("-", 1)[1])
-        if before is not None and number >= before:
-            continue
-        if matches(item):
-            page.append(item)
-            if len(page) == page_size:
-                return page, number
-    return page, None
-
-
-def _matcher(values: dict[str, str], fields: dict[str, str]) -> Callable[[Any], bool]:
-    wanted = {fields[k]: set(v.split(",")) for k, v in values.items()}
-
-    def matches(item: Any) -> bool:
-        return all(str(getattr(item, attr)) in allowed for attr, allowed in wanted.items())
-
-    return matches
 
 
 async def bad_request(
@@ -113,8 +82,15 @@ async def bad_request(
     raise AssertionError("unreachable")  # abort_with_status raises
 
 
-def _violations(rejections: list[Rejected]) -> list[tuple[str, str]]:
-    return [(f"events[{r.index}].{r.field}", r.reason) for r in rejections]
+async def refuse(context: Context, exc: RequestError) -> NoReturn:
+    """A service's RequestError as the gRPC status its code names."""
+    if exc.code is ErrorCode.EXHAUSTED:  # backpressure: a plain message, retry later
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    await bad_request(context, exc.violations, STATUS[exc.code])
+
+
+def _events(result: PublishResult) -> list[tuple[str, str]]:
+    return [(f"events[{r.index}].{r.field}", r.reason) for r in result.rejections]
 
 
 def _rejections_pb(result: PublishResult) -> list[pb.Rejection]:
@@ -125,60 +101,20 @@ def _rejections_pb(result: PublishResult) -> list[pb.Rejection]:
 
 
 class IngestServicer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.pipeline = daemon.pipeline
-        self.max_batch = daemon.config.ingest.max_batch_events
-        self.stream_wait = daemon.config.ingest.stream_wait_seconds
-
-    async def _too_big(self, count: int, context: Context) -> None:
-        if count > self.max_batch:
-            self.pipeline.rejections["batch_too_large"] += 1
-            await bad_request(
-                context,
-                [("events", f"batch has {count} events; at most {self.max_batch} per batch")],
-            )
-
-    async def _ingest(self, events: Sequence[pb.Event], received: float) -> PublishResult:
-        """Validate and enqueue a reserved batch in slices, letting the reconciler decide
-        each slice before the next is validated: an event's outcome waits for its slice,
-        not for the whole batch."""
-        pipeline = self.pipeline
-        accepted = 0
-        rejections: list[Rejected] = []
-        try:
-            for start in range(0, len(events), STEP):
-                good, result = pipeline.check(copies_from(events[start : start + STEP]))
-                if result.rejections:
-                    rejections += [replace(r, index=r.index + start) for r in result.rejections]
-                if good:
-                    pipeline.enqueue_reserved(good, received)
-                    accepted += len(good)
-                    await asyncio.sleep(0)
-        finally:
-            pipeline.release(len(events) - accepted)
-        return PublishResult(accepted, rejections)
+    def __init__(self, services: Services) -> None:
+        self.admission = services.admission
 
     async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
         received = time.perf_counter()
-        events = request.events
-        await self._too_big(len(events), context)
-        if not events:
-            await bad_request(context, [("events", "batch has no events")])
-        try:
-            if self.pipeline.throttles:
-                self.pipeline.throttle([e.source for e in events])
-            self.pipeline.reserve(len(events))
-        except QueueFull as exc:
-            self.pipeline.rejections["queue_full"] += len(events)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        result = await self._ingest(events, received)
-        if not result.accepted:
-            if all(r.code == "source_paused" for r in result.rejections):
-                await bad_request(
-                    context, _violations(result.rejections), grpc.StatusCode.FAILED_PRECONDITION
-                )
-            await bad_request(context, _violations(result.rejections))
+        if not request.events:
+            raise RequestError("events", "batch has no events")
+        result = await self.admission.admit(copies_from(request.events), received)
+        if not result.accepted:  # nothing taken: the whole request failed
+            paused = all(r.code == "source_paused" for r in result.rejections)
+            code = (
+                grpc.StatusCode.FAILED_PRECONDITION if paused else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await bad_request(context, _events(result), code)
         return pb.PublishResponse(accepted=result.accepted, rejections=_rejections_pb(result))
 
     # Takes raw bytes: parsing inline saves a generator hop per batch on the hottest path.
@@ -187,7 +123,7 @@ class IngestServicer:
     async def PublishStream(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.PublishStreamResponse]:
-        pipeline = self.pipeline
+        admit = self.admission.admit
         parse = pb.PublishStreamRequest.FromString
         async for raw in requests:
             received = time.perf_counter()
@@ -198,16 +134,7 @@ class IngestServicer:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"request is not a valid helios.v1.PublishStreamRequest: {exc}",
                 )
-            events = request.events
-            await self._too_big(len(events), context)
-            try:
-                if pipeline.throttles:
-                    pipeline.throttle([e.source for e in events])
-                await pipeline.reserve_wait(len(events), self.stream_wait)
-            except QueueFull as exc:
-                pipeline.rejections["queue_full"] += len(events)
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            result = await self._ingest(events, received)
+            result = await admit(copies_from(request.events), received, wait=True)
             yield pb.PublishStreamResponse(
                 batch_id=request.batch_id,
                 accepted=result.accepted,
@@ -216,179 +143,56 @@ class IngestServicer:
 
 
 class QueryServicer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, services: Services) -> None:
+        self.reads = services.reads
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
-        if not request.event_id:
-            await bad_request(context, [("event_id", "event_id is empty")])
-        record = await self.daemon.get_event(request.event_id)
-        if record is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"no event {request.event_id!r} in open windows or the index "
-                f"(records age out after {self.daemon.config.index.ttl_seconds:g} s)",
-            )
-        event = record_pb(record, self.daemon.config.sources.names)
-        event.quarantine_reason = self.daemon.quarantined.get(request.event_id, "")
+        view = await self.reads.event(request.event_id)
+        event = record_pb(view.record, self.reads.source_names())
+        event.quarantine_reason = view.quarantine_reason
         return pb.GetEventResponse(event=event)
 
     async def ListOutcomes(
         self, request: pb.ListOutcomesRequest, context: Context
     ) -> pb.ListOutcomesResponse:
-        if request.page_size < 0:
-            await bad_request(context, [("page_size", "page_size must be >= 0")])
-        page_size = min(request.page_size or 100, 1000)
-        try:
-            query = parse_filter(request.filter)
-            before = decode_token(request.page_token)
-        except FilterError as exc:
-            await bad_request(context, [(exc.field, str(exc))])
-        outcomes, next_before = await self.daemon.index.list_outcomes(query, page_size, before)
-        response = pb.ListOutcomesResponse(
-            next_page_token=encode_token(next_before) if next_before is not None else ""
+        outcomes, token = await self.reads.outcomes(
+            request.filter, request.page_size, request.page_token
         )
+        response = pb.ListOutcomesResponse(next_page_token=token)
         add_outcomes(response.outcomes, outcomes)
         return response
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
-        daemon = self.daemon
-        rec = daemon.reconciler
-        copies_rate, events_rate = daemon.rates()
-        latency = daemon.pipeline.latency_summary()
-        return pb.GetStatsResponse(
-            copies_received=rec.copies_received,
-            events_seen=rec.events_seen,
-            outcomes=daemon.pipeline.outcome_counts(),
-            rejections=dict(daemon.pipeline.rejections),
-            errors=dict(daemon.errors),
-            detectors=[
-                pb.DetectorStatus(name=name, status=text, anomalies=daemon.detection.counts[name])
-                for name, text in daemon.detection.status().items()
-            ],
-            open_windows=len(rec.open),
-            index_records=await daemon.index.count(),
-            copies_per_second=copies_rate,
-            events_per_second=events_rate,
-            sources=[source_stats_pb(s) for s in daemon.source_status()],
-            reconcile_latency=pb.LatencySummary(
-                p50_ms=latency["p50"],
-                p90_ms=latency["p90"],
-                p99_ms=latency["p99"],
-                max_ms=latency["max"],
-                count=int(latency["count"]),
-            ),
-            ingest_queue_depth=daemon.pipeline.queued,
-            ingest_queue_capacity=daemon.pipeline.capacity,
-            uptime_seconds=daemon.uptime(),
-            version=daemon.version,
-            now=ts(daemon.clock.now()),
-        )
+        return stats_pb(await self.reads.stats())
 
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: Context
     ) -> pb.GetMetricsResponse:
         start = seconds(request.start_time) if request.HasField("start_time") else None
         end = seconds(request.end_time) if request.HasField("end_time") else None
-        if start is not None and end is not None and end < start:
-            await bad_request(context, [("end_time", "end_time is before start_time")])
-        minutes = self.daemon.metrics.query(start, end)
-        return pb.GetMetricsResponse(
-            minutes=[
-                pb.MetricsMinute(
-                    minute=ts(m.minute),
-                    features=m.features,
-                    missing_rate_by_source=m.missing_rate_by_source,
-                    duplicate_rate_by_source=m.duplicate_rate_by_source,
-                    inconsistent_rate_by_source=m.inconsistent_rate_by_source,
-                    events_closed=m.events_closed,
-                    copies=m.copies,
-                )
-                for m in minutes
-            ]
-        )
+        minutes = self.reads.metrics(start, end)
+        return pb.GetMetricsResponse(minutes=[metrics_minute_pb(m) for m in minutes])
 
     async def ListAnomalies(
         self, request: pb.ListAnomaliesRequest, context: Context
     ) -> pb.ListAnomaliesResponse:
-        if request.page_size < 0:
-            await bad_request(context, [("page_size", "page_size must be >= 0")])
-        try:
-            query = parse_anomaly_filter(request.filter)
-            before = decode_token(request.page_token)
-        except FilterError as exc:
-            await bad_request(context, [(exc.field, str(exc))])
-        page, more = self.daemon.detection.list(query, min(request.page_size or 100, 1000), before)
+        page, token = self.reads.anomalies(request.filter, request.page_size, request.page_token)
         return pb.ListAnomaliesResponse(
-            anomalies=[anomaly_pb(a) for a in page],
-            next_page_token=encode_token(more) if more is not None else "",
+            anomalies=[anomaly_pb(a) for a in page], next_page_token=token
         )
 
     async def GetAnomaly(
         self, request: pb.GetAnomalyRequest, context: Context
     ) -> pb.GetAnomalyResponse:
-        if not request.id:
-            await bad_request(context, [("id", "id is empty")])
-        anomaly = self.daemon.detection.get(request.id)
-        if anomaly is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"no anomaly {request.id!r}; ids look like ewma-20261126T0712",
-            )
-        return pb.GetAnomalyResponse(anomaly=anomaly_pb(anomaly))
+        return pb.GetAnomalyResponse(anomaly=anomaly_pb(self.reads.anomaly(request.id)))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        return pb.ListJobsResponse(
-            jobs=[
-                pb.Job(
-                    name=job.name,
-                    description=job.description,
-                    interval_seconds=job.interval,
-                    clock=job.clock_name,
-                    last_run=ts(job.last_run) if job.last_run is not None else None,
-                    next_run=ts(job.next_run),
-                    due_in_seconds=job.due_in(),
-                    last_result=job.last_result,
-                    last_error=job.last_error,
-                    runs=job.runs,
-                    failures=job.failures,
-                    last_duration_ms=job.last_duration_ms,
-                )
-                for job in self.daemon.jobs.jobs.values()
-            ]
-        )
-
-    async def _listing(
-        self,
-        request: Any,
-        context: Context,
-        items: list[Any],
-        fields: dict[str, str],
-    ) -> tuple[list[Any], str]:
-        if request.page_size < 0:
-            await bad_request(context, [("page_size", "page_size must be >= 0")])
-        try:
-            values = parse_terms(request.filter, tuple(fields))
-            before = decode_token(request.page_token)
-        except FilterError as exc:
-            await bad_request(context, [(exc.field, str(exc))])
-        page, more = _page(
-            items, min(request.page_size or 100, 1000), before, _matcher(values, fields)
-        )
-        return page, encode_token(more) if more is not None else ""
+        return pb.ListJobsResponse(jobs=[job_pb(job) for job in self.reads.jobs()])
 
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: Context
     ) -> pb.ListDecisionsResponse:
-        fields = {
-            "status": "status",
-            "action": "chosen",
-            "target": "target",
-            "trace": "trace_id",
-            "mode": "mode",
-        }
-        items = list(self.daemon.loop.audit.decisions.values())
-        page, token = await self._listing(request, context, items, fields)
+        page, token = self.reads.decisions(request.filter, request.page_size, request.page_token)
         return pb.ListDecisionsResponse(
             decisions=[decision_pb(d) for d in page], next_page_token=token
         )
@@ -396,113 +200,28 @@ class QueryServicer:
     async def GetDecision(
         self, request: pb.GetDecisionRequest, context: Context
     ) -> pb.GetDecisionResponse:
-        if not request.id:
-            await bad_request(context, [("id", "id is empty")])
-        found = self.daemon.loop.audit.decisions.get(request.id)
-        if found is None:
-            await bad_request(
-                context,
-                [("id", f"no decision {request.id!r}; ids look like d-000042")],
-                grpc.StatusCode.NOT_FOUND,
-            )
-        return pb.GetDecisionResponse(decision=decision_pb(found))
+        return pb.GetDecisionResponse(decision=decision_pb(self.reads.decision(request.id)))
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: Context
     ) -> pb.ListExecutionsResponse:
-        fields = {
-            "status": "status",
-            "action": "action",
-            "target": "target",
-            "verification": "verification",
-            "trace": "trace_id",
-        }
-        items = list(self.daemon.loop.audit.executions.values())
-        page, token = await self._listing(request, context, items, fields)
+        page, token = self.reads.executions(request.filter, request.page_size, request.page_token)
         return pb.ListExecutionsResponse(
             executions=[execution_pb(x) for x in page], next_page_token=token
         )
 
     async def GetTrace(self, request: pb.GetTraceRequest, context: Context) -> pb.GetTraceResponse:
-        if not request.trace_id:
-            await bad_request(context, [("trace_id", "trace_id is empty")])
-        loop = self.daemon.loop
-        decisions, executions = loop.audit.by_trace(request.trace_id)
-        if not decisions:
-            await bad_request(
-                context, [("trace_id", f"no trace {request.trace_id!r}")], grpc.StatusCode.NOT_FOUND
-            )
-        anomalies = []
-        for d in decisions:
-            a = self.daemon.detection.get(d.anomaly_id) if d.anomaly_id else None
-            if a is not None and a not in anomalies:
-                anomalies.append(a)
-        spans = sorted((s for d in decisions for s in d.spans), key=lambda s: s.at)
-        return pb.GetTraceResponse(
-            trace_id=request.trace_id,
-            anomalies=[anomaly_pb(a) for a in anomalies],
-            decisions=[decision_pb(d) for d in decisions],
-            executions=[execution_pb(x) for x in executions],
-            spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in spans],
-        )
+        return trace_pb(self.reads.trace(request.trace_id))
 
     async def ListActions(
         self, request: pb.ListActionsRequest, context: Context
     ) -> pb.ListActionsResponse:
-        daemon = self.daemon
-        loop = daemon.loop
-        actions = []
-        for name, e in sorted(loop.entries.items()):
-            s = e.settings
-            runs = e.stats.runs
-            actions.append(
-                pb.ActionInfo(
-                    name=name,
-                    description=e.action.description,
-                    issue_kinds=e.action.issue_kinds,
-                    plugin=e.plugin,
-                    criteria=pb.Criteria(**asdict(e.criteria())),
-                    configured=pb.Criteria(**asdict(e.action.defaults)),
-                    runs=len(runs),
-                    successes=sum(1 for r in runs if r[0]),
-                    mode=loop.mode(name),
-                    enabled=s.enabled,
-                    cooldown_seconds=s.cooldown_seconds,
-                    max_concurrent=s.max_concurrent,
-                    max_per_hour=s.max_per_hour,
-                    blast_radius=s.blast_radius,
-                    timeout_seconds=s.timeout_seconds,
-                    retries=s.retries,
-                    running=sum(1 for a in loop.policy.running.values() if a == name),
-                )
-            )
-        return pb.ListActionsResponse(
-            actions=actions,
-            automation_mode=loop.policy.mode_override or loop.config.automation,
-            method=loop.config.method,
-            weighting=loop.weights_note,
-            weights=loop.weights,
-            breakers=[
-                breaker_pb(b, b.source in daemon.failed_over)
-                for b in daemon.breakers.breakers.values()
-            ],
-            notifications=[
-                pb.Notification(at=ts(at), level=level, text=text)
-                for at, level, text in list(daemon.notifications)[-50:]
-            ],
-            throttles={s: b[0] for s, b in daemon.pipeline.throttles.items()},
-            quarantined_events=len(daemon.quarantined),
-        )
+        return catalogue_pb(self.reads.catalogue())
 
     async def WatchOutcomes(
         self, request: pb.WatchOutcomesRequest, context: Context
     ) -> AsyncIterator[pb.WatchOutcomesResponse]:
-        try:
-            query = parse_filter(request.filter) if request.filter.strip() else None
-        except FilterError as exc:
-            await bad_request(context, [(exc.field, str(exc))])
-        pipeline = self.daemon.pipeline
-        watcher = pipeline.watch(query)
+        watcher = self.reads.watch(request.filter)
         await context.send_initial_metadata(())  # tells the client the watch is live
         try:
             while True:
@@ -518,125 +237,74 @@ class QueryServicer:
                 add_outcomes(response.outcomes, chunk)
                 yield response
         finally:
-            pipeline.unwatch(watcher)
+            self.reads.unwatch(watcher)
 
 
 class ControlServicer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-
-    async def _source(
-        self, source: str, change: Callable[[str], Any], context: Context
-    ) -> pb.SourceStats:
-        if not source:
-            await bad_request(context, [("source", "source is empty")])
-        try:
-            s = change(source)
-        except UnknownSource:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"unknown source {source!r}; known: {', '.join(self.daemon.config.sources.names)}",
-            )
-        return source_stats_pb(s)
+    def __init__(self, services: Services) -> None:
+        self.operator = services.operator
 
     async def PauseSource(
         self, request: pb.PauseSourceRequest, context: Context
     ) -> pb.PauseSourceResponse:
-        stats = await self._source(request.source, self.daemon.pause_source, context)
-        return pb.PauseSourceResponse(source=stats)
+        return pb.PauseSourceResponse(
+            source=source_stats_pb(self.operator.pause_source(request.source))
+        )
 
     async def ResumeSource(
         self, request: pb.ResumeSourceRequest, context: Context
     ) -> pb.ResumeSourceResponse:
-        stats = await self._source(request.source, self.daemon.resume_source, context)
-        return pb.ResumeSourceResponse(source=stats)
+        return pb.ResumeSourceResponse(
+            source=source_stats_pb(self.operator.resume_source(request.source))
+        )
 
     async def TriggerAction(
         self, request: pb.TriggerActionRequest, context: Context
     ) -> pb.TriggerActionResponse:
-        try:
-            d, x = await self.daemon.loop.trigger(
-                request.action,
-                request.target,
-                dict(request.params),
-                request.dry_run,
-                request.requested_by or context.peer(),
-            )
-        except ActionError as exc:
-            await action_error(context, exc)
+        d, x = await self.operator.trigger(
+            request.action,
+            request.target,
+            dict(request.params),
+            request.dry_run,
+            request.requested_by or context.peer(),
+        )
         return pb.TriggerActionResponse(decision=decision_pb(d), execution=execution_pb(x))
 
     async def ApproveDecision(
         self, request: pb.ApproveDecisionRequest, context: Context
     ) -> pb.ApproveDecisionResponse:
-        try:
-            d = await self.daemon.loop.approve(request.id, request.approved_by or context.peer())
-        except ActionError as exc:
-            await action_error(context, exc)
+        d = await self.operator.approve(request.id, request.approved_by or context.peer())
         return pb.ApproveDecisionResponse(decision=decision_pb(d))
 
     async def RejectDecision(
         self, request: pb.RejectDecisionRequest, context: Context
     ) -> pb.RejectDecisionResponse:
-        try:
-            d = self.daemon.loop.reject(
-                request.id, request.rejected_by or context.peer(), request.reason
-            )
-        except ActionError as exc:
-            await action_error(context, exc)
+        d = self.operator.reject(request.id, request.rejected_by or context.peer(), request.reason)
         return pb.RejectDecisionResponse(decision=decision_pb(d))
 
     async def SetAutomationMode(
         self, request: pb.SetAutomationModeRequest, context: Context
     ) -> pb.SetAutomationModeResponse:
-        loop = self.daemon.loop
-        if not request.action and request.mode not in MODES:
-            await bad_request(
-                context, [("mode", f"mode must be one of {', '.join(MODES)}, got {request.mode!r}")]
-            )
-        try:
-            loop.set_mode(request.mode, request.action)
-        except ActionError as exc:
-            await action_error(context, exc)
-        return pb.SetAutomationModeResponse(
-            automation_mode=loop.policy.mode_override or loop.config.automation,
-            action_modes=loop.policy.action_modes,
-        )
+        mode = request.mode
+        if request.automation_mode:
+            name = pb.AutomationMode.Name(request.automation_mode)
+            mode = AutomationMode[name.removeprefix("AUTOMATION_MODE_")].value
+        default, per_action = self.operator.set_mode(mode, request.action)
+        return pb.SetAutomationModeResponse(automation_mode=default, action_modes=per_action)
 
     async def SetBreaker(
         self, request: pb.SetBreakerRequest, context: Context
     ) -> pb.SetBreakerResponse:
-        daemon = self.daemon
-        if request.source not in daemon.sources:
-            await bad_request(
-                context,
-                [
-                    (
-                        "source",
-                        f"unknown source {request.source!r}; known: {', '.join(daemon.sources)}",
-                    )
-                ],
-                grpc.StatusCode.NOT_FOUND,
-            )
-        if request.state not in ("open", "closed", "auto"):
-            await bad_request(
-                context, [("state", f"state must be open, closed or auto, got {request.state!r}")]
-            )
-        daemon.set_breaker(
+        view = self.operator.set_breaker(
             request.source, request.state, request.reason or f"set by {context.peer()}"
         )
-        b = daemon.breakers.breakers[request.source]
-        return pb.SetBreakerResponse(breaker=breaker_pb(b, b.source in daemon.failed_over))
+        return pb.SetBreakerResponse(breaker=breaker_pb(view))
 
     async def SetWeights(
         self, request: pb.SetWeightsRequest, context: Context
     ) -> pb.SetWeightsResponse:
-        loop = self.daemon.loop
-        try:
-            weights = loop.set_weights(dict(request.weights))
-        except ActionError as exc:
-            await action_error(context, exc)
-        return pb.SetWeightsResponse(weighting=loop.weights_note, weights=weights)
+        weighting, weights = self.operator.set_weights(dict(request.weights))
+        return pb.SetWeightsResponse(weighting=weighting, weights=weights)
 
 
 def _handlers(
@@ -679,8 +347,11 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
-                async for response in impl(request, context):
-                    yield response
+                try:
+                    async for response in impl(request, context):
+                        yield response
+                except RequestError as exc:
+                    await refuse(context, exc)
             except AbortError:
                 count(context)
                 raise
@@ -689,7 +360,10 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any
 
     async def unary(request: Any, context: Context) -> Any:
         try:
-            return await impl(request, context)
+            try:
+                return await impl(request, context)
+            except RequestError as exc:
+                await refuse(context, exc)
         except AbortError:
             count(context)
             raise
@@ -741,27 +415,27 @@ def _stream_stream(impl: Any, parse: Parser) -> Any:
 class GrpcServer:
     """The daemon's gRPC endpoint."""
 
-    def __init__(self, daemon: Daemon, address: str) -> None:
-        self.daemon = daemon
-        limit = daemon.config.ingest.max_message_bytes
+    def __init__(self, services: Services, address: str, ingest: IngestConfig) -> None:
+        self.services = services
+        limit = ingest.max_message_bytes
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
             ]
         )
-        services = pb.DESCRIPTOR.services_by_name
+        descriptors = pb.DESCRIPTOR.services_by_name
         for name, servicer in (
-            ("IngestService", IngestServicer(daemon)),
-            ("QueryService", QueryServicer(daemon)),
-            ("ControlService", ControlServicer(daemon)),
+            ("IngestService", IngestServicer(services)),
+            ("QueryService", QueryServicer(services)),
+            ("ControlService", ControlServicer(services)),
         ):
-            service = services[name]
+            service = descriptors[name]
             register: Any = getattr(self.server, "add_registered_method_handlers")  # noqa: B009
-            register(service.full_name, _handlers(service, servicer, daemon.errors))
+            register(service.full_name, _handlers(service, servicer, services.refused))
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = [s.full_name for s in services.values()]
+        names = [s.full_name for s in descriptors.values()]
         reflection.enable_server_reflection(
             [
                 *names,

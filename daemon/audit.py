@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helios.daemon.domain import DecisionStatus, Diagnosis, ExecutionStatus, Verification
+from helios.daemon.files import write_atomic
 
 log = logging.getLogger("helios.audit")
 
@@ -42,22 +44,22 @@ class Decision:
     trace_id: str
     created_at: float
     anomaly_id: str = ""
-    diagnosis: dict[str, Any] = field(default_factory=dict)  # kind, target, confidence, evidence
+    diagnosis: Diagnosis = field(default_factory=lambda: Diagnosis.manual(""))
+    detected_at: float = 0.0  # when the anomaly behind it was detected (0: an operator's)
     method: str = ""
     weighting: str = ""  # entropy, critic, manual, config
     weights: dict[str, float] = field(default_factory=dict)
     alternatives: list[Alternative] = field(default_factory=list)
     chosen: str = ""  # action
     target: str = ""
-    mode: str = ""
-    # pending_approval, executed, not_executed, rejected, expired, dry_run
-    status: str = ""
+    mode: str = ""  # the AutomationMode in force, or "manual" for an operator's request
+    status: DecisionStatus = DecisionStatus.OPEN
     reason: str = ""
     expires_at: float = 0.0
     decided_by: str = ""  # "loop", or who approved / triggered
     execution_ids: list[str] = field(default_factory=list)
     follow_up_of: str = ""  # the decision whose replay this one continues
-    outcome: str = ""  # verified, failed, "" while open
+    outcome: str = ""  # a Verification (verified, failed), "" while open
     mttr_seconds: float = 0.0
     spans: list[Span] = field(default_factory=list)
 
@@ -76,16 +78,14 @@ class Execution:
     dry_run: bool = False
     plan: str = ""
     size: int = 0
-    # running, succeeded, failed, timed_out, interrupted, dry_run
-    status: str = "running"
+    status: ExecutionStatus = ExecutionStatus.RUNNING
     attempts: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0
     result: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-    # pending, verified, failed, not_applicable
-    verification: str = "pending"
+    verification: Verification = Verification.PENDING
     verification_detail: str = ""
     verified_at: float = 0.0
     mttr_seconds: float = 0.0
@@ -98,7 +98,26 @@ def _decision(data: dict[str, Any]) -> Decision:
     data = dict(data)
     data["alternatives"] = [Alternative(**a) for a in data.get("alternatives", [])]
     data["spans"] = [Span(**s) for s in data.get("spans", [])]
+    diagnosis = data.get("diagnosis") or {}
+    data["diagnosis"] = Diagnosis.from_dict(diagnosis)
+    # Lines written before Decision had detected_at kept it in the diagnosis.
+    data.setdefault("detected_at", float(diagnosis.get("detected_at", 0.0)))
+    data["status"] = DecisionStatus(data.get("status", ""))
     return Decision(**data)
+
+
+def _execution(data: dict[str, Any]) -> Execution:
+    data = dict(data)
+    data["status"] = ExecutionStatus(data.get("status", "running"))
+    data["verification"] = Verification(data.get("verification", "pending"))
+    return Execution(**data)
+
+
+def _line(kind: str, record: Decision | Execution) -> str:
+    data = asdict(record)
+    if isinstance(record, Decision):
+        data["diagnosis"] = record.diagnosis.to_dict()
+    return json.dumps({"type": kind, **data}, default=str)
 
 
 class AuditLog:
@@ -110,9 +129,9 @@ class AuditLog:
         self.lines = 0
         self.note = ""
         self.sequence = 0
-        self._load()
 
-    def _load(self) -> None:
+    def open(self) -> None:
+        """Read the trail back (start-up)."""
         if not self.path.exists():
             return
         bad = 0
@@ -127,7 +146,7 @@ class AuditLog:
                         self.decisions.pop(d.id, None)
                         self.decisions[d.id] = d
                     elif kind == "execution":
-                        x = Execution(**item)
+                        x = _execution(item)
                         self.executions.pop(x.id, None)
                         self.executions[x.id] = x
                 except (ValueError, TypeError, KeyError):
@@ -145,9 +164,9 @@ class AuditLog:
         self.sequence += 1
         return f"{prefix}-{self.sequence:06d}"
 
-    def _append(self, kind: str, record: Any) -> None:
+    def _append(self, kind: str, record: Decision | Execution) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"type": kind, **asdict(record)}, default=str)
+        line = _line(kind, record)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         self.lines += 1
@@ -155,13 +174,9 @@ class AuditLog:
             self._compact()
 
     def _compact(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for d in self.decisions.values():
-                handle.write(json.dumps({"type": "decision", **asdict(d)}, default=str) + "\n")
-            for x in self.executions.values():
-                handle.write(json.dumps({"type": "execution", **asdict(x)}, default=str) + "\n")
-        os.replace(tmp, self.path)
+        lines = [_line("decision", d) for d in self.decisions.values()]
+        lines += [_line("execution", x) for x in self.executions.values()]
+        write_atomic(self.path, "".join(line + "\n" for line in lines))
         self.lines = len(self.decisions) + len(self.executions)
 
     def save_decision(self, d: Decision) -> None:

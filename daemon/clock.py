@@ -12,6 +12,8 @@ from typing import Protocol
 class Clock(Protocol):
     """Wall-clock seconds since the epoch, and a sleep that follows the same time."""
 
+    speed: float  # simulated seconds per real second (timeouts are real time)
+
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
@@ -19,6 +21,8 @@ class Clock(Protocol):
 
 class RealClock:
     """Production time."""
+
+    speed = 1.0
 
     def now(self) -> float:
         return time.time()
@@ -49,6 +53,8 @@ class ManualClock:
 
     Tests and replays use it to run hours of traffic in seconds, deterministically.
     """
+
+    speed = 1.0  # it does not run on its own: real timeouts stay real
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self._now = start

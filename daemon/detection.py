@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -16,9 +15,10 @@ from typing import Any
 from helios.daemon.clock import Clock
 from helios.daemon.config import ConfigError, DetectorsConfig
 from helios.daemon.diagnosis import Diagnosis, diagnose
+from helios.daemon.files import write_json
 from helios.daemon.metrics import MetricsMinute, MetricsRollup
 from helios.daemon.plugins import PluginManager, Registry
-from helios.daemon.query import FilterError, parse_terms, parse_time
+from helios.daemon.query import FilterError, PageRequest, newest_first, parse_terms, parse_time
 from helios.daemon.types import DetectionResult, Detector
 
 log = logging.getLogger("helios.detection")
@@ -84,16 +84,8 @@ def parse_anomaly_filter(text: str) -> AnomalyQuery:
 
 
 def step_of(minute: MetricsMinute) -> dict[str, float]:
-    """The step detectors see: the features plus each source's missing, duplicate and
-    inconsistent rates."""
-    step = dict(minute.features)
-    for source, rate in minute.missing_rate_by_source.items():
-        step[f"missing_rate:{source}"] = rate
-    for source, rate in minute.duplicate_rate_by_source.items():
-        step[f"duplicate_rate:{source}"] = rate
-    for source, rate in minute.inconsistent_rate_by_source.items():
-        step[f"inconsistent_rate:{source}"] = rate
-    return step
+    """The step detectors see (MetricsMinute.step)."""
+    return minute.step()
 
 
 class Detection:
@@ -138,12 +130,12 @@ class Detection:
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_MINUTES)
         self.sequence = 0
         self.counts: dict[str, int] = dict.fromkeys(self.detectors, 0)
-        self._restore()
 
     def _path(self, name: str) -> Path:
         return self.state_dir / f"{name}.json"
 
-    def _restore(self) -> None:
+    def open(self) -> None:
+        """Restore each detector's saved state (start-up)."""
         for name, detector in self.detectors.items():
             path = self._path(name)
             if not path.exists():
@@ -158,12 +150,8 @@ class Detection:
         """Write each detector's state (atomically: a crash leaves the old file)."""
         if not self.detectors:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         for name, detector in self.detectors.items():
-            path = self._path(name)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(detector.state()), encoding="utf-8")
-            os.replace(tmp, path)
+            write_json(self._path(name), detector.state())
 
     def process(self) -> list[Anomaly]:
         """Feed every minute closed since the last call to every detector."""
@@ -175,9 +163,9 @@ class Detection:
             for name, detector in self.detectors.items():
                 result = detector.update(step)
                 record.results[name] = result
-                baseline = getattr(detector, "baseline", None)
-                if callable(baseline):
-                    record.baselines[name] = {m: b for m in step if (b := baseline(m)) is not None}
+                record.baselines[name] = {
+                    m: b for m in step if (b := detector.baseline(m)) is not None
+                }
                 if result.is_anomaly:
                     previous = self.history[-1].values if self.history else None
                     found.append(
@@ -233,19 +221,9 @@ class Detection:
     def get(self, anomaly_id: str) -> Anomaly | None:
         return self._by_id.get(anomaly_id)
 
-    def list(
-        self, query: AnomalyQuery, page_size: int, before: int | None
-    ) -> tuple[list[Anomaly], int | None]:
-        page: list[Anomaly] = []
-        for anomaly in reversed(self.anomalies):
-            if before is not None and anomaly.sequence >= before:
-                continue
-            if query.matches(anomaly):
-                page.append(anomaly)
-                if len(page) == page_size:
-                    break
-        more = len(page) == page_size and page[-1].sequence > self.anomalies[0].sequence
-        return page, (page[-1].sequence if more else None)
+    def list(self, query: AnomalyQuery, page: PageRequest) -> tuple[list[Anomaly], str]:
+        """A page of anomalies, newest first, and the next page's token."""
+        return newest_first(self.anomalies, page, lambda a: a.sequence, query.matches)
 
     def status(self) -> dict[str, str]:
         out = {}

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import combinations
 
-ISSUE_KINDS = (
-    "missing_events",  # target: a source
-    "high_latency",  # target: a pair "a-b"
-    "duplicate_storm",  # target: a source
-    "inconsistent_payloads",  # target: a source
-    "source_degraded",  # target: a source with several symptoms at once
-    "system_failure",  # target: "all": every source at once, or traffic itself
-    "unknown",
-)
+from helios.daemon.domain import Diagnosis, IssueKind, MetricKey
+
+__all__ = ["ISSUE_KINDS", "Diagnosis", "diagnose"]
+
+ISSUE_KINDS = tuple(k.value for k in IssueKind if k is not IssueKind.MANUAL)
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    kind: str
-    target: str
-    confidence: float  # 0..1
-    evidence: tuple[str, ...]
-    onset: str  # "sudden" (in one step), "gradual", or "unknown"
-
-    def __str__(self) -> str:
-        return f"{self.kind}({self.target})" if self.target else self.kind
+def _key(name: str, source: str) -> str:
+    return str(MetricKey(name, source))
 
 
 def _confidence(z: float, inferred: bool = False) -> float:
@@ -76,25 +63,27 @@ def diagnose(
     blamed = set(responsible)
 
     def per_source(prefix: str) -> tuple[list[str], bool]:
-        named = [s for s in sources if f"{prefix}:{s}" in blamed]
+        named = [s for s in sources if _key(prefix, s) in blamed]
         if named or prefix not in blamed:
             return named, False
         # The aggregate is blamed but no single source: the largest contributor.
-        worst = max(sources, key=lambda s: values.get(f"{prefix}:{s}", 0.0), default=None)
-        return ([worst] if worst and values.get(f"{prefix}:{worst}", 0.0) > 0 else []), True
+        worst = max(sources, key=lambda s: values.get(_key(prefix, s), 0.0), default=None)
+        return ([worst] if worst and values.get(_key(prefix, worst), 0.0) > 0 else []), True
 
     missing, missing_inferred = per_source("missing_rate")
     duplicates, dup_inferred = per_source("duplicate_rate")
     inconsistent, inc_inferred = per_source("inconsistent_rate")
-    slow_pairs = [(a, b) for a, b in combinations(sources, 2) if f"latency_{a}_{b}_ms" in blamed]
+    slow_pairs = [
+        (a, b) for a, b in combinations(sources, 2) if str(MetricKey.latency(a, b)) in blamed
+    ]
     traffic_drop = "event_rate_per_minute" in blamed and z("event_rate_per_minute") < 0
 
     if (len(sources) > 1 and len(missing) == len(sources)) or traffic_drop:
         metrics = ["event_rate_per_minute"] if traffic_drop else []
-        metrics += [f"missing_rate:{s}" for s in missing]
+        metrics += [_key("missing_rate", s) for s in missing]
         strongest = max((abs(z(m)) for m in metrics), default=0.0)
         return Diagnosis(
-            "system_failure",
+            IssueKind.SYSTEM_FAILURE,
             "all",
             _confidence(strongest),
             tuple(say(m) for m in metrics),
@@ -103,44 +92,44 @@ def diagnose(
 
     symptoms: dict[str, list[str]] = {s: [] for s in sources}
     for s in missing:
-        symptoms[s].append(f"missing_rate:{s}")
+        symptoms[s].append(_key("missing_rate", s))
     for s in duplicates:
-        symptoms[s].append(f"duplicate_rate:{s}")
+        symptoms[s].append(_key("duplicate_rate", s))
     for s in inconsistent:
-        symptoms[s].append(f"inconsistent_rate:{s}")
+        symptoms[s].append(_key("inconsistent_rate", s))
     for s in sources:
         own = [p for p in combinations(sources, 2) if s in p]
         if len(own) >= 2 and all(p in slow_pairs for p in own):
-            symptoms[s] += [f"latency_{a}_{b}_ms" for a, b in own]
+            symptoms[s] += [str(MetricKey.latency(a, b)) for a, b in own]
     degraded = [
         s
         for s in sources
-        if len({m.split(":")[0].split("_")[0] for m in symptoms[s]}) >= 2
+        if len({MetricKey.parse(m).name.split("_")[0] for m in symptoms[s]}) >= 2
         or sum(m.startswith("latency_") for m in symptoms[s]) >= 2
     ]
     if degraded:
         target = max(degraded, key=lambda s: max(z(m) for m in symptoms[s]))
         metrics = symptoms[target]
         return Diagnosis(
-            "source_degraded",
+            IssueKind.SOURCE_DEGRADED,
             target,
             _confidence(max(z(m) for m in metrics)),
             tuple(say(m) for m in metrics),
             onset(metrics),
         )
     for kind, named, inferred, prefix in (
-        ("missing_events", missing, missing_inferred, "missing_rate"),
-        ("duplicate_storm", duplicates, dup_inferred, "duplicate_rate"),
-        ("inconsistent_payloads", inconsistent, inc_inferred, "inconsistent_rate"),
+        (IssueKind.MISSING_EVENTS, missing, missing_inferred, "missing_rate"),
+        (IssueKind.DUPLICATE_STORM, duplicates, dup_inferred, "duplicate_rate"),
+        (IssueKind.INCONSISTENT_PAYLOADS, inconsistent, inc_inferred, "inconsistent_rate"),
     ):
         if named:
 
             def strength(source: str, prefix: str = prefix) -> float:
-                return z(f"{prefix}:{source}") or values.get(f"{prefix}:{source}", 0.0)
+                return z(_key(prefix, source)) or values.get(_key(prefix, source), 0.0)
 
             target = max(named, key=strength)
-            metric = f"{prefix}:{target}"
-            others = [f"{prefix}:{s}" for s in named if s != target]
+            metric = _key(prefix, target)
+            others = [_key(prefix, s) for s in named if s != target]
             evidence = [say(metric), *(say(m) for m in others)]
             if inferred:
                 evidence.append(f"{prefix} was blamed as a whole; {target} contributes most")
@@ -152,17 +141,17 @@ def diagnose(
                 onset([metric, prefix]),
             )
     if slow_pairs:
-        a, b = max(slow_pairs, key=lambda p: z(f"latency_{p[0]}_{p[1]}_ms"))
-        metric = f"latency_{a}_{b}_ms"
+        a, b = max(slow_pairs, key=lambda p: z(str(MetricKey.latency(*p))))
+        metric = str(MetricKey.latency(a, b))
         return Diagnosis(
-            "high_latency",
+            IssueKind.HIGH_LATENCY,
             f"{a}-{b}",
             _confidence(z(metric)),
-            tuple(say(f"latency_{x}_{y}_ms") for x, y in slow_pairs),
+            tuple(say(str(MetricKey.latency(x, y))) for x, y in slow_pairs),
             onset([metric]),
         )
     return Diagnosis(
-        "unknown",
+        IssueKind.UNKNOWN,
         "",
         0.0,
         tuple(say(m) for m in responsible) or ("no metric was blamed",),

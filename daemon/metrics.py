@@ -6,6 +6,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from itertools import combinations
 
+from helios.daemon.domain import PER_SOURCE_RATES, MetricKey
+
 MINUTE = 60.0
 
 
@@ -21,6 +23,30 @@ class MetricsMinute:
     inconsistent_rate_by_source: dict[str, float] = field(default_factory=dict)
     events_closed: int = 0
     copies: int = 0
+
+    def by_source(self, name: str) -> dict[str, float]:
+        """A per-source rate table by metric name (see domain.PER_SOURCE_RATES)."""
+        if name == "missing_rate":
+            return self.missing_rate_by_source
+        if name == "duplicate_rate":
+            return self.duplicate_rate_by_source
+        if name == "inconsistent_rate":
+            return self.inconsistent_rate_by_source
+        return {}
+
+    def value(self, key: MetricKey) -> float | None:
+        """One metric of this minute, or None when it was not measured."""
+        table = self.by_source(key.name) if key.source else self.features
+        found = table.get(key.source or key.name)
+        return None if found is None else float(found)
+
+    def step(self) -> dict[str, float]:
+        """The step detectors see: the features plus each source's rates, by key."""
+        step = dict(self.features)
+        for name in PER_SOURCE_RATES:
+            for source, rate in self.by_source(name).items():
+                step[str(MetricKey(name, source))] = rate
+        return step
 
 
 class MinuteAccumulator:
@@ -66,7 +92,7 @@ class MinuteAccumulator:
 
 def feature_names(sources: list[str]) -> list[str]:
     """The feature order detectors and the LSTM see (8 features for three sources)."""
-    latency = [f"latency_{a}_{b}_ms" for a, b in combinations(sources, 2)]
+    latency = [str(MetricKey.latency(a, b)) for a, b in combinations(sources, 2)]
     return [
         "missing_rate",
         "duplicate_rate",
@@ -83,7 +109,7 @@ class MetricsRollup:
     def __init__(self, sources: list[str], retention_minutes: int) -> None:
         self.sources = list(sources)
         self.pairs = list(combinations(range(len(sources)), 2))
-        self.pair_names = [f"latency_{sources[a]}_{sources[b]}_ms" for a, b in self.pairs]
+        self.pair_names = [str(MetricKey.latency(sources[a], sources[b])) for a, b in self.pairs]
         self.names = feature_names(self.sources)
         self.minutes: deque[MetricsMinute] = deque(maxlen=retention_minutes)
         self.current: MinuteAccumulator | None = None

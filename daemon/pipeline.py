@@ -21,7 +21,6 @@ from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 
 log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
-SLICE = 256  # copies reconciled between two flushes
 
 
 @dataclass(eq=False)
@@ -50,7 +49,7 @@ class Pipeline:
         self.index = index
         # An index holding its records in this process lends them as a mapping: looked up
         # in place, with no get_many round per batch.
-        self.resident: Mapping[str, EventRecord] | None = getattr(index, "resident", None)
+        self.resident: Mapping[str, EventRecord] | None = index.resident
         self.plugins = plugins
         self.sources = frozenset(config.sources.names)
         self.paused: set[str] = set()
@@ -83,24 +82,6 @@ class Pipeline:
             self.reconciler.open,
         )
         return good, PublishResult(len(good), bad)
-
-    def offer(self, good: list[Checked], received: float | None = None) -> None:
-        """Enqueue validated copies now, or raise QueueFull.
-
-        `received` (perf_counter) is when the batch reached the daemon; reconcile latency
-        is measured from it. Big batches are queued in slices, each flushed on its own, so
-        the first events of a batch are decided without waiting for the last."""
-        if not good:
-            return
-        self._claim(len(good))
-        self.reserved -= len(good)
-        if received is None:
-            received = time.perf_counter()
-        step = SLICE
-        for start in range(0, len(good), step):
-            self._queue.append((good[start : start + step], received))
-        self.queued += len(good)
-        self._work.set()
 
     def _claim(self, count: int) -> None:
         waiting = self.queued + self.reserved
@@ -176,14 +157,6 @@ class Pipeline:
             wanted.append((bucket, n))
         for bucket, taken in wanted:
             bucket[1] -= taken
-
-    async def publish(self, copies: Sequence[CopyIn]) -> PublishResult:
-        """Validate and enqueue (the path source plugins use); raises QueueFull."""
-        if self.throttles:
-            self.throttle([c[1] for c in copies])
-        good, result = self.check(copies)
-        self.offer(good)
-        return result
 
     # ---- processing ---------------------------------------------------------------
     async def process(self, copies: list[Checked], received: float | None = None) -> None:

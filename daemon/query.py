@@ -1,22 +1,29 @@
-"""Outcome filters: the `filter` string of ListOutcomes and WatchOutcomes."""
+"""Filters (the `filter` string of the List and Watch calls) and paging (`page_size`,
+`page_token`): one reader of each for every list."""
 
 from __future__ import annotations
 
 import base64
 import fnmatch
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
+from helios.daemon.errors import RequestError
 from helios.daemon.model import Outcome, OutcomeKind
 
+T = TypeVar("T")
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
 
-class FilterError(ValueError):
+
+class FilterError(RequestError, ValueError):
     """A filter or page token that cannot be read; `field` names the request field."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(field, message)
 
 
 @dataclass(frozen=True)
@@ -135,3 +142,37 @@ def decode_token(token: str) -> int | None:
         return int(number)
     except (ValueError, UnicodeError):
         raise FilterError("page_token", "page_token is not one this server issued") from None
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """A checked `page_size` and `page_token`: at most MAX_PAGE items, before a number."""
+
+    size: int
+    before: int | None
+
+    @classmethod
+    def parse(cls, page_size: int, page_token: str) -> PageRequest:
+        if page_size < 0:
+            raise FilterError("page_size", "page_size must be >= 0")
+        return cls(min(page_size or DEFAULT_PAGE, MAX_PAGE), decode_token(page_token))
+
+
+def newest_first(
+    items: Iterable[T],
+    request: PageRequest,
+    number: Callable[[T], int],
+    matches: Callable[[T], bool],
+) -> tuple[list[T], str]:
+    """One page of `items` (oldest first, numbered increasingly), newest first, and the
+    token of the next page ("" when there is none)."""
+    page: list[T] = []
+    for item in reversed(list(items)):
+        n = number(item)
+        if request.before is not None and n >= request.before:
+            continue
+        if matches(item):
+            page.append(item)
+            if len(page) == request.size:
+                return page, encode_token(n)
+    return page, ""

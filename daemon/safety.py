@@ -14,17 +14,19 @@ them every second, so a breaker trips within about a second of the threshold."""
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from helios.daemon.domain import MODES, BreakerState
+from helios.daemon.files import write_json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MODES = ("observe", "approve", "auto")
-Mode = Literal["observe", "approve", "auto"]
+__all__ = ["MODES", "ActionSettings", "Breaker", "Breakers", "PolicyState", "parse_settings"]
+
+Mode = Literal["observe", "approve", "auto"]  # AutomationMode, as pydantic reads config
 
 
 class ActionSettings(BaseModel):
@@ -67,9 +69,9 @@ class PolicyState:
         self.weights: dict[str, float] | None = None  # manual weights (SetWeights)
         self.interrupted: list[str] = []  # running when the daemon stopped
         self.load_note = ""
-        self._load()
 
-    def _load(self) -> None:
+    def open(self) -> None:
+        """Read the saved policy back (start-up)."""
         if not self.path.exists():
             return
         try:
@@ -86,7 +88,6 @@ class PolicyState:
         self.running = {}
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "mode_override": self.mode_override,
             "action_modes": self.action_modes,
@@ -95,9 +96,7 @@ class PolicyState:
             "running": self.running,
             "weights": self.weights,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json(self.path, data)
 
     def mode(self, action: str, settings: ActionSettings, default: str) -> str:
         if action in self.action_modes:
@@ -134,9 +133,6 @@ class PolicyState:
             self.save()
 
 
-BreakerState = Literal["closed", "open", "half_open"]
-
-
 class BreakerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     failure_threshold: float = Field(0.5, gt=0, le=1)
@@ -148,7 +144,7 @@ class BreakerSettings(BaseModel):
 @dataclass
 class Breaker:
     source: str
-    state: BreakerState = "closed"
+    state: BreakerState = BreakerState.CLOSED
     forced: bool = False  # set by hand (SetBreaker / an action): no automatic change
     since: float = 0.0
     reason: str = ""
@@ -165,7 +161,7 @@ class Breakers:
         self.settings = settings
         self.breakers = {s: Breaker(s) for s in sources}
 
-    def state(self, source: str) -> str:
+    def state(self, source: str) -> BreakerState:
         return self.breakers[source].state
 
     def set(self, source: str, state: str, reason: str, now: float) -> Breaker:
@@ -181,7 +177,7 @@ class Breakers:
             b.since = now
             if state == "open":
                 b.trips += 1
-        b.state = "open" if state == "open" else "closed"
+        b.state = BreakerState.OPEN if state == "open" else BreakerState.CLOSED
         b.forced = True
         b.reason = reason
         return b
@@ -204,21 +200,21 @@ class Breakers:
                 continue
             bad = volume >= s.min_volume and b.ratio >= s.failure_threshold
             before = b.state
-            if b.state == "closed" and bad:
-                b.state, b.trips = "open", b.trips + 1
+            if b.state is BreakerState.CLOSED and bad:
+                b.state, b.trips = BreakerState.OPEN, b.trips + 1
                 b.reason = (
                     f"{b.ratio:.0%} of {volume} expected copies failed in {s.window_seconds:g} s"
                 )
-            elif b.state == "open" and now - b.since >= s.open_seconds:
-                b.state, b.reason = "half_open", "probing after open_seconds"
+            elif b.state is BreakerState.OPEN and now - b.since >= s.open_seconds:
+                b.state, b.reason = BreakerState.HALF_OPEN, "probing after open_seconds"
                 b.samples.clear()  # judge the probe on what happens from now on
                 b.samples.append((now, expected, delivered))
-            elif b.state == "half_open" and volume >= s.min_volume:
+            elif b.state is BreakerState.HALF_OPEN and volume >= s.min_volume:
                 if bad:
-                    b.state, b.trips = "open", b.trips + 1
+                    b.state, b.trips = BreakerState.OPEN, b.trips + 1
                     b.reason = f"still failing: {b.ratio:.0%}"
                 else:
-                    b.state, b.reason = "closed", f"recovered: {b.ratio:.0%} failed"
+                    b.state, b.reason = BreakerState.CLOSED, f"recovered: {b.ratio:.0%} failed"
             if b.state != before:
                 b.since = now
                 changed.append(b)

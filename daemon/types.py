@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from helios.daemon.clock import Clock
 from helios.daemon.config import IndexConfig, RouteConfig
+from helios.daemon.domain import Diagnosis
+from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.model import CopyIn, EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
 
@@ -29,21 +31,61 @@ class PublishResult:
     rejections: list[Rejected] = field(default_factory=list)
 
 
-class QueueFull(Exception):
-    """The ingest queue has no room: the caller must slow down and retry."""
+class QueueFull(RequestError):
+    """The ingest queue has no room, or a throttled source is over its rate: the caller
+    must slow down and retry (gRPC RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("events", message, ErrorCode.EXHAUSTED)
 
 
 @runtime_checkable
 class Source(Protocol):
-    """A running ingest path. It delivers copies through SourceContext.publish."""
+    """A running ingest path. It delivers copies through SourceContext.publish.
+
+    SourceBase gives every member but start and stop a default."""
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
-    def pause(self, source: str) -> None: ...
+    def pause(self, source: str) -> None:
+        """Hold `source`'s copies back until resume()."""
+        ...
 
     def resume(self, source: str) -> None: ...
+
+    def delivers(self, source: str) -> bool:
+        """Whether this input carries copies of `source` (restart and replay target it)."""
+        ...
+
+    def replays(self, source: str) -> bool:
+        """Whether replay() can re-publish copies through `source`."""
+        ...
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        """Re-publish copies through `source`'s own path; returns how many."""
+        ...
+
+
+class SourceBase:
+    """Defaults for a source plugin: delivers every source, cannot replay, and pausing
+    is left to the daemon (which refuses a paused source's copies at admission)."""
+
+    def pause(self, source: str) -> None:
+        return None
+
+    def resume(self, source: str) -> None:
+        return None
+
+    def delivers(self, source: str) -> bool:
+        return True
+
+    def replays(self, source: str) -> bool:
+        return False
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        raise ActionError("target", f"{type(self).__name__} cannot replay copies of {source}")
 
 
 @dataclass
@@ -56,7 +98,7 @@ class SourceContext:
     window_seconds: float
     grace_seconds: float
     clock: Clock
-    # Validate and enqueue copies; raises QueueFull when there is no room.
+    # Admission.admit: validate and enqueue copies; raises QueueFull when there is no room.
     publish: Callable[[Sequence[CopyIn]], Awaitable[PublishResult]]
 
 
@@ -66,9 +108,15 @@ SourceFactory = Callable[[SourceContext, Mapping[str, Any]], Source]
 class IndexBackend(Protocol):
     """Stores closed event records and the outcome log; ages both out by TTL.
 
-    Optional: an index that keeps its records in this process may expose them as a
-    `resident: Mapping[str, EventRecord]` attribute; the pipeline then looks records up
-    there in place instead of calling `get_many` for every batch."""
+    `resident`: an index that keeps its records in this process lends them as a
+    mapping, and the pipeline looks records up there in place instead of calling
+    `get_many` for every batch; an index elsewhere (a file, a server) says None."""
+
+    resident: Mapping[str, EventRecord] | None
+
+    async def open(self) -> None:
+        """Open or create the store (at start, never when built: check-config builds)."""
+        ...
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
 
@@ -110,6 +158,14 @@ class Detector(Protocol):
     """Fed one step of metrics at a time; says whether the step is anomalous."""
 
     name: str
+    threshold: float  # a score at or above it is an anomaly
+    # What a score measures, for charts: "spreads" (a z-score) or "probability" (0..1).
+    score_unit: str
+
+    def baseline(self, metric: str) -> tuple[float, float] | None:
+        """The metric's normal (mean, spread), once learned: diagnosis and
+        verification compare against it."""
+        ...
 
     def update(self, step: Mapping[str, float]) -> DetectionResult: ...
 
@@ -175,13 +231,9 @@ class ActionResult:
     expect_copies: tuple[tuple[str, str], ...] = ()
 
 
-class ActionError(Exception):
-    """A request an action refuses: `field` names what was wrong (target, params...)."""
-
-    def __init__(self, field: str, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.field = field
-        self.code = code  # invalid | not_found | precondition | blast_radius
+class ActionError(RequestError):
+    """A request an action refuses: `field` names what was wrong (target, params...);
+    `code` is an ErrorCode (invalid, not_found, precondition, blast_radius)."""
 
 
 class Runtime(Protocol):
@@ -189,6 +241,10 @@ class Runtime(Protocol):
 
     clock: Clock
     sources: list[str]
+
+    async def get_event(self, event_id: str) -> EventRecord | None:
+        """The record of an event, from its open window or the index."""
+        ...
 
     def source_inputs(self, source: str) -> list[str]:
         """Names of the running source inputs that deliver `source`."""
@@ -230,9 +286,8 @@ class ActionContext:
 
     options: Mapping[str, Any]
     runtime: Runtime
-    # The issue being fixed (kind, target, confidence, evidence...); empty for an
-    # operator's request.
-    diagnosis: Mapping[str, Any] = field(default_factory=dict)
+    # The issue being fixed; None for an operator's request.
+    diagnosis: Diagnosis | None = None
 
 
 class Action(Protocol):
@@ -242,6 +297,12 @@ class Action(Protocol):
     issue_kinds: tuple[str, ...]  # diagnosis kinds it can fix; "*" = any
     description: str
     defaults: Criteria
+    # Its own safety-policy defaults (cooldown_seconds, max_per_hour...), under the
+    # options of [actions.options.<name>].
+    policy_defaults: Mapping[str, Any]
+    # Whether the loop repeats it while the incident lasts (in auto mode): a replay of
+    # missing copies does, as copies keep going missing until the fault ends.
+    follows_up: bool
 
     def check(self, target: str, context: ActionContext) -> str | None:
         """Why the action cannot run on `target` now (a prerequisite), or None."""

@@ -37,22 +37,11 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
   fi
 fi
-# The install compiles the ingest hot path with mypyc (setup.py) when gcc and Python's
-# headers are there; without them HELIOS runs it as Python, slower.
-if ! command -v gcc >/dev/null || ! .venv/bin/python -c \
-    'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))'; then
-  ver=$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  apt_install gcc "python${ver}-dev" 2>/dev/null || apt_install gcc python3-dev ||
-    echo "no C compiler or Python headers: the hot path will run as Python" >&2
-fi
-
 extra=""
 [ "${1:-}" = dev ] && extra="[dev]"
-# Installed already from these very files? Then there is nothing to do (the install
-# compiles for half a minute). The stamp covers the build files, the hot modules'
-# contents and the list of modules (an editable install maps each file).
-stamp=$( { echo "$extra"; cat pyproject.toml setup.py daemon/model.py daemon/metrics.py \
-  daemon/ingest.py daemon/reconciler.py; find daemon control plugins ui ml proto -name '*.py' |
+# Installed already from these very files? Then there is nothing to do. The stamp covers
+# the build file and the list of modules (a strict editable install maps each file).
+stamp=$( { echo "$extra"; cat pyproject.toml; find daemon control plugins ui ml proto -name '*.py' |
   LC_ALL=C sort; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.helios-installed 2>/dev/null)" = "$stamp" ]; then
   exit 0
@@ -65,4 +54,4 @@ pip_quietly install --quiet --upgrade pip
 pip_quietly install --quiet --config-settings editable_mode=strict -e ".${extra}"
 rm -f "$log"
 echo "$stamp" > .venv/.helios-installed
-.venv/bin/python -c 'import helios.daemon as d; print(f"HELIOS installed; hot path: {d.HOT_PATH} ({d.HOT_PATH_REASON})")'
+.venv/bin/python -c 'import helios.daemon as d; print(f"HELIOS {d.__version__} installed")'

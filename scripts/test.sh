@@ -20,8 +20,3 @@ export SE_OFFLINE=true  # selenium must not try to download a browser
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; PYTHON=.venv/bin/python scripts/typecheck.sh
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
-# The hot path is compiled where the install could (setup.py); its Python source is
-# the fallback elsewhere, so the reconciler's tests run against that too.
-echo "== pytest, hot path as Python"
-HELIOS_PURE_PYTHON=1 .venv/bin/python -m pytest -q -p no:cacheprovider \
-  tests/test_reconciler.py tests/test_property.py tests/test_replay.py tests/test_hot_path.py

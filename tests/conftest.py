@@ -30,7 +30,7 @@ class Served:
 
 async def serve(config_text: str = "") -> AsyncIterator[Served]:
     daemon = make_daemon(make_config(config_text), ManualClock())
-    server = GrpcServer(daemon, "127.0.0.1:0")
+    server = GrpcServer(daemon.services, "127.0.0.1:0", daemon.config.ingest)
     await daemon.start()
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")

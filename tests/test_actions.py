@@ -106,11 +106,11 @@ max_replicas = 10
 """
     daemon = make_daemon(make_config(config))
     loop = daemon.loop
-    assert "names no Deployment for 'gcp'" in loop.entries["scale_consumers"].action.check(
-        "gcp", loop.context("scale_consumers")
+    assert "names no Deployment for 'gcp'" in loop.planner.entries["scale_consumers"].action.check(
+        "gcp", loop.planner.context("scale_consumers")
     )
     handler.replies[SCALE] = (200, scale)
-    _d, x = await loop.trigger("scale_consumers", "aws", {}, False, "test")
+    _d, x = await daemon.services.operator.trigger("scale_consumers", "aws", {}, False, "test")
     await finished(daemon, x)
     reads = [r for r in handler.requests if r["method"] == "GET"]
     patches = [r for r in handler.requests if r["method"] == "PATCH"]
@@ -125,7 +125,9 @@ max_replicas = 10
     # The fake API answers replicas=2 (unchanged): the action reports a failure.
     assert x.status == "failed" and x.attempts == 3
     with pytest.raises(ActionError, match="over max_replicas 10"):
-        await loop.trigger("scale_consumers", "aws", {"replicas": "50"}, True, "test")
+        await daemon.services.operator.trigger(
+            "scale_consumers", "aws", {"replicas": "50"}, True, "test"
+        )
 
 
 async def test_webhook_posts_the_runbook_call_and_retries_with_backoff(http):
@@ -140,7 +142,7 @@ backoff_seconds = 1.0
 """
     clock = ManualClock()
     daemon = make_daemon(make_config(config), clock)
-    d, x = await daemon.loop.trigger(
+    d, x = await daemon.services.operator.trigger(
         "webhook", "aws", {"diagnosis": "missing_events(aws)"}, False, "me"
     )
     await finished(daemon, x)
@@ -156,7 +158,7 @@ backoff_seconds = 1.0
         "params": {"diagnosis": "missing_events(aws)", "trace_id": d.trace_id, "decision_id": d.id},
     }
     assert x.status == "failed" and x.attempts == 3 and "HTTP 500" in x.error
-    assert daemon.loop.entries["webhook"].stats.runs[-1][0] is False  # learned
+    assert daemon.loop.planner.entries["webhook"].stats.runs[-1][0] is False  # learned
 
 
 async def test_exec_runs_the_configured_command(tmp_path: Path):
@@ -170,7 +172,7 @@ command = ["{sys.executable}", "-c", "{script}", "{{target}}", "0"]
 retries = 0
 """
     daemon = make_daemon(make_config(config))
-    _d, x = await daemon.loop.trigger("exec", "gcp", {}, False, "me")
+    _d, x = await daemon.services.operator.trigger("exec", "gcp", {}, False, "me")
     await finished(daemon, x)
     assert x.status == "succeeded" and marker.read_text() == "gcp"
     assert "exited with 0" in x.result
@@ -187,11 +189,11 @@ async def test_timeouts_and_a_failing_action_are_recorded_and_free_their_slot():
 
     daemon = make_daemon(make_config())
     loop = daemon.loop
-    from helios.daemon.loop import Entry
+    from helios.daemon.plan import Entry
 
     settings = ActionSettings(timeout_seconds=0.05, retries=1, backoff_seconds=0.0)
-    loop.entries["slow"] = Entry("slow", Slow({}), "test", settings, {})
-    _d, x = await loop.trigger("slow", "aws", {}, False, "me")
+    loop.planner.entries["slow"] = Entry("slow", Slow({}), "test", settings, {})
+    _d, x = await daemon.services.operator.trigger("slow", "aws", {}, False, "me")
     assert loop.policy.running == {x.id: "slow"}
     await finished(daemon, x)
     assert x.status == "timed_out" and x.attempts == 2 and "timed out" in x.error
@@ -211,12 +213,14 @@ def test_cooldown_concurrency_and_rate_limits_survive_a_restart(tmp_path: Path):
     policy.started("x-3", "replay_missing", "azure", 1200.0)  # running at the "crash"
 
     again = PolicyState(str(tmp_path))  # a restart
+    again.open()
     assert "cooldown" in again.refusal("replay_missing", "azure", settings, 1230.0)
     assert again.interrupted == ["x-3"] and not again.running  # the slot is freed
     assert "rate limit: 3" in again.refusal("replay_missing", "aws", settings, 1300.0)
     assert again.refusal("replay_missing", "aws", settings, 1200.0 + 3601.0) is None
     (tmp_path / "decisions" / "policy.json").write_text("{torn")
     broken = PolicyState(str(tmp_path))
+    broken.open()
     assert "not restored" in broken.load_note
 
 
@@ -270,7 +274,7 @@ async def test_the_daemon_trips_a_breaker_within_5_s_of_the_threshold():
                 break
         assert declared_at is not None and daemon.breakers.state("aws") == "open"
         assert clock.now() - declared_at <= 5.0
-        assert any("breaker of aws is open" in n[2] for n in daemon.notifications)
+        assert any("breaker of aws is open" in n[2] for n in daemon.runtime.notifications)
     finally:
         await daemon.stop()
 
@@ -282,30 +286,33 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
     )
     daemon = make_daemon(config, clock)
     await daemon.start()
-    loop = daemon.loop
     try:
-        await loop.trigger("throttle_ingest", "aws", {"per_second": "2"}, False, "me")
+        await daemon.services.operator.trigger(
+            "throttle_ingest", "aws", {"per_second": "2"}, False, "me"
+        )
         await asyncio.sleep(0.01)
         assert daemon.pipeline.throttles["aws"][0] == 2.0
         # A full bucket lets one batch through, even a big one; then the rate holds.
-        await daemon.pipeline.publish([copy(f"t{i}", "aws") for i in range(3)])
+        await daemon.admission.admit([copy(f"t{i}", "aws") for i in range(3)])
         with pytest.raises(QueueFull, match="aws is throttled to 2 copies/s"):
-            await daemon.pipeline.publish([copy("t9", "aws")])
+            await daemon.admission.admit([copy("t9", "aws")])
         assert daemon.pipeline.rejections["throttled"] == 1
-        await daemon.pipeline.publish([copy("g1", "gcp")])  # other sources flow
-        daemon.set_throttle("aws", None)
+        await daemon.admission.admit([copy("g1", "gcp")])  # other sources flow
+        daemon.runtime.set_throttle("aws", None)
 
-        await loop.trigger("failover_source", "azure", {}, False, "me")
+        await daemon.services.operator.trigger("failover_source", "azure", {}, False, "me")
         await asyncio.sleep(0.01)
-        assert daemon.failed_over == {"azure"}
+        assert daemon.runtime.failed_over == {"azure"}
         await feed(daemon, copy("f1", "aws"), copy("f1", "gcp"))
-        record = await daemon.get_event("f1")
+        record = await daemon.runtime.get_event("f1")
         assert record.outcomes[-1].kind is OutcomeKind.COMPLETE  # azure no longer awaited
-        assert not daemon.can_replay("azure")
+        assert not daemon.runtime.can_replay("azure")
         clock.advance(61)  # past the cooldown of failover_source on azure
-        await loop.trigger("failover_source", "azure", {"restore": "true"}, False, "me")
+        await daemon.services.operator.trigger(
+            "failover_source", "azure", {"restore": "true"}, False, "me"
+        )
         await asyncio.sleep(0.01)
-        assert not daemon.failed_over
+        assert not daemon.runtime.failed_over
 
         await feed(
             daemon,
@@ -313,9 +320,9 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
             copy("q1", "gcp", {"a": 1}),
             copy("q1", "azure", {"a": 2}),
         )
-        _d, x = await loop.trigger("quarantine_event", "azure", {}, False, "me")
+        _d, x = await daemon.services.operator.trigger("quarantine_event", "azure", {}, False, "me")
         await asyncio.sleep(0.01)
-        assert x.size == 1 and daemon.quarantined["q1"].startswith(
+        assert x.size == 1 and daemon.runtime.quarantined["q1"].startswith(
             "inconsistent payloads from azure"
         )
 
@@ -323,7 +330,7 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
         assert isinstance(sim, SimulatorSource)
         start = sim.traffic.start
         await run(daemon, clock, 2)
-        await loop.trigger("restart_source", "gcp", {}, False, "me")
+        await daemon.services.operator.trigger("restart_source", "gcp", {}, False, "me")
         await run(daemon, clock, 2)
         assert sim.restarts == 1 and sim.traffic.start == start  # the schedule stays
         assert sim.published > 0
@@ -335,10 +342,11 @@ async def test_decisions_and_learning_survive_a_restart():
     clock = ManualClock()
     config = make_config()
     daemon = make_daemon(config, clock)
-    d, x = await daemon.loop.trigger("notify", "all", {"message": "hi"}, False, "me")
+    d, x = await daemon.services.operator.trigger("notify", "all", {"message": "hi"}, False, "me")
     await finished(daemon, x)
     assert x.status == "succeeded"
     again = make_daemon(config, ManualClock())
+    again.loop.open()  # what start() reads back
     assert again.loop.audit.decisions[d.id].trace_id == d.trace_id
     assert again.loop.audit.executions[x.id].status == "succeeded"
     assert again.loop.audit.next_id("d") > d.id
@@ -379,26 +387,29 @@ def test_qos_impact_is_measured_from_the_events_closed_around_an_action():
     for minute, closed in ((0.0, 100), (60.0, 100), (120.0, 100), (180.0, 70)):
         daemon.metrics.minutes.append(MetricsMinute(minute, {}, events_closed=closed))
     x = Execution("x-1", "d-1", "t", "throttle_ingest", "aws", started_at=150.0, finished_at=151.0)
-    assert loop.measured_qos(x) == pytest.approx(0.3)
+    assert loop.verifier.measured_qos(x) == pytest.approx(0.3)
     early = Execution("x-2", "d-1", "t", "notify", "aws", started_at=200.0, finished_at=201.0)
-    assert loop.measured_qos(early) is None  # the minute after it has not closed yet
-    loop._learn(loop.entries["throttle_ingest"], x, True)
-    assert loop.entries["throttle_ingest"].stats.runs[-1][2] == pytest.approx(0.3)
+    assert loop.verifier.measured_qos(early) is None  # the minute after it has not closed yet
+    loop.verifier.learn(loop.planner.entries["throttle_ingest"], x, True)
+    assert loop.planner.entries["throttle_ingest"].stats.runs[-1][2] == pytest.approx(0.3)
 
 
 def test_the_replayed_record_is_durable_and_bounded(monkeypatch):
-    import helios.daemon.app as app
+    import helios.daemon.runtime as runtime
 
-    monkeypatch.setattr(app, "REPLAYED_KEPT", 100)
+    monkeypatch.setattr(runtime, "REPLAYED_KEPT", 100)
     config = make_config()
     daemon = make_daemon(config)
     for chunk in range(120):
-        daemon.mark_replayed("aws", [f"e{chunk}-{i}" for i in range(100)])
-    assert len(daemon.replayed["aws"]) == 100 and "e119-99" in daemon.replayed["aws"]
-    lines = daemon._replayed_path.read_text().count("\\n")
+        daemon.runtime.mark_replayed("aws", [f"e{chunk}-{i}" for i in range(100)])
+    assert (
+        len(daemon.runtime.replayed["aws"]) == 100 and "e119-99" in daemon.runtime.replayed["aws"]
+    )
+    lines = daemon.runtime._replayed_path.read_text().count("\\n")
     assert lines < 12_000  # compacted along the way, not 12,000 lines and growing
     again = make_daemon(config)
-    assert list(again.replayed["aws"]) == list(daemon.replayed["aws"])
+    again.runtime.open()
+    assert list(again.runtime.replayed["aws"]) == list(daemon.runtime.replayed["aws"])
 
 
 def test_an_action_without_execute_cannot_be_made():

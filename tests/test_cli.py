@@ -135,7 +135,11 @@ def test_events_get_outcomes_list_and_status(daemon_process):
 def test_watch_prints_outcomes_as_they_happen(daemon_process):
     exe = shutil.which("helios", path=os.path.dirname(sys.executable))
     watch = subprocess.Popen(
-        [exe, "--address", daemon_process.address, "watch", "--kind", "MISSING", "--count", "1"],
+        # Only this test's event: earlier tests' events may still be closing.
+        [
+            *(exe, "--address", daemon_process.address, "watch", "--kind", "MISSING"),
+            *("--filter", "event_id=cli-4", "--count", "1"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -6,8 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helios.control.heliosd import main as heliosd
 from helios.daemon import config as config_mod
-from helios.daemon.cli import main as heliosd
 from helios.daemon.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -115,11 +115,13 @@ def test_overview_shows_live_reconciliation(console_daemon, browser):
     for source in ("aws", "gcp", "azure"):
         share = text_of(browser, f".helios-completeness-{source}")
         assert share.endswith("%"), share
-    rows = wait_for(
-        lambda: browser.find_elements(By.CSS_SELECTOR, ".helios-discrepancies tbody tr"),
-        what="discrepancy rows",
-    )
-    kinds = {row.find_elements(By.TAG_NAME, "td")[1].text for row in rows}
+
+    def discrepancy_kinds() -> set[str]:
+        # Read in one go: the table refreshes every 2 s and its rows go stale.
+        rows = browser.find_elements(By.CSS_SELECTOR, ".helios-discrepancies tbody tr")
+        return {row.find_elements(By.TAG_NAME, "td")[1].text for row in rows}
+
+    kinds = wait_for(discrepancy_kinds, what="discrepancy rows")
     assert kinds & {"MISSING", "DUPLICATE", "INCONSISTENT"}
     wait_for(
         lambda: browser.execute_script(

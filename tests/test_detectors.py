@@ -164,6 +164,7 @@ async def test_the_daemon_detects_an_outage_keeps_the_anomaly_and_restores_state
     saved = json.loads((daemon.detection.state_dir / "ewma.json").read_text())
     assert saved["steps"] >= 24
     again = make_daemon(config, ManualClock())  # a restart: same data_dir
+    again.detection.open()  # what start() reads back
     assert again.detection.detectors["ewma"].steps == saved["steps"]
     assert again.detection.status()["ewma"].startswith("ready")
 
@@ -174,6 +175,7 @@ async def test_a_corrupt_state_file_is_reported_and_learning_starts_afresh():
     daemon.detection.state_dir.mkdir(parents=True)
     (daemon.detection.state_dir / "ewma.json").write_text("{ not json")
     again = make_daemon(config)
+    again.detection.open()
     assert "not restored" in again.detection.status()["ewma"]
     assert again.detection.detectors["ewma"].steps == 0
 

@@ -164,7 +164,7 @@ async def test_publish_stream_acknowledges_each_batch_with_rejections(served):
     assert [(a.batch_id, a.accepted) for a in acks] == [(1, 2), (2, 1)]
     assert [(r.index, r.field) for r in acks[1].rejections] == [(1, "event_id")]
     await settle(served)
-    record = await served.daemon.get_event("s1")
+    record = await served.daemon.runtime.get_event("s1")
     assert record is not None and record.status.name == "COMPLETE"
 
 

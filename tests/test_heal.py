@@ -86,9 +86,9 @@ async def test_auto_mode_detects_diagnoses_replays_and_verifies_an_aws_drop():
         assert set(truth.replayed) == dropped
         assert max(truth.replayed.values()) == 1
         for event_id, _ in dropped:
-            record = await daemon.get_event(event_id)
+            record = await daemon.runtime.get_event(event_id)
             assert record is not None and not record.missing, event_id
-        aws = next(s for s in daemon.source_status() if s.source == "aws")
+        aws = next(s for s in daemon.services.reads.sources() if s.source == "aws")
         assert aws.completeness == 1.0
 
         # Verified by observation, with MTTR under a minute of simulated time.
@@ -99,7 +99,7 @@ async def test_auto_mode_detects_diagnoses_replays_and_verifies_an_aws_drop():
         assert 0 < runs[0].mttr_seconds < 60, runs[0].mttr_seconds
         assert sum(x.expected_copies for x in runs) == len(dropped)
         # Learning: the replay's record now holds these runs.
-        assert len(daemon.loop.entries["replay_missing"].stats.runs) == len(runs)
+        assert len(daemon.loop.planner.entries["replay_missing"].stats.runs) == len(runs)
     finally:
         await daemon.stop()
 
@@ -141,7 +141,7 @@ async def test_approve_mode_waits_then_expires_or_runs_when_approved():
         await run(daemon, clock, 60)  # the fault goes on: a new request
         fresh = [d for d in audit.decisions.values() if d.status == "pending_approval"]
         assert len(fresh) == 1 and fresh[0].id != first.id
-        approved = await daemon.loop.approve(fresh[0].id, "alice")
+        approved = await daemon.services.operator.approve(fresh[0].id, "alice")
         assert approved.status == "executed" and approved.decided_by == "alice"
         await run(daemon, clock, 5)
         replayed = simulator(daemon).traffic.truth.replayed

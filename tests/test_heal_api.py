@@ -66,7 +66,7 @@ class Healing:
 async def healing(blast_radius: int = 1000) -> AsyncIterator[Healing]:
     clock = ManualClock()
     daemon = make_daemon(make_config(DROPPING.replace("BLAST", str(blast_radius))), clock)
-    server = GrpcServer(daemon, "127.0.0.1:0")
+    server = GrpcServer(daemon.services, "127.0.0.1:0", daemon.config.ingest)
     await daemon.start()
     await server.start()
     address = f"127.0.0.1:{server.port}"
@@ -150,7 +150,7 @@ async def test_a_replay_over_the_blast_radius_is_refused_whole():
 
 
 async def test_dry_run_then_run_then_cooldown_and_the_trail_is_readable(h: Healing):
-    missing = await h.daemon.missing_copies("aws", 0.0, 10_000)
+    missing = await h.daemon.runtime.missing_copies("aws", 0.0, 10_000)
     assert len(missing) > 20
     dry = await h.control.TriggerAction(
         pb.TriggerActionRequest(action="replay_missing", target="aws", dry_run=True)
@@ -251,7 +251,7 @@ async def test_approve_and_reject_refuse_unknown_and_settled_decisions(h: Healin
     )
     assert "not pending approval" in bad["id"]
     await run(h.daemon, h.clock, 2)
-    assert any("hello" in text for _, _, text in h.daemon.notifications)
+    assert any("hello" in text for _, _, text in h.daemon.runtime.notifications)
     await refused(h.query.GetTrace(pb.GetTraceRequest(trace_id="nope")), grpc.StatusCode.NOT_FOUND)
     await refused(
         h.query.ListDecisions(pb.ListDecisionsRequest(filter="colour=red")),
@@ -291,22 +291,23 @@ async def test_a_pending_approval_survives_a_restart_and_still_expires():
         await run(again, clock, 2)
         assert again.loop.audit.decisions[kept.id].status == "expired"
         with pytest.raises(ActionError, match="is expired, not pending approval"):
-            await again.loop.approve(kept.id, "carol")
+            await again.services.operator.approve(kept.id, "carol")
     finally:
         await again.stop()
 
 
 async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing, monkeypatch):
     loop = h.daemon.loop
-    original = h.daemon.missing_copies
+    original = h.daemon.runtime.missing_copies
 
     async def slow_index(*args):  # an index that really waits (SQLite, Redis)
         await asyncio.sleep(0.01)
         return await original(*args)
 
-    monkeypatch.setattr(h.daemon, "missing_copies", slow_index)
+    monkeypatch.setattr(h.daemon.runtime, "missing_copies", slow_index)
+    operator = h.daemon.services.operator
     results = await asyncio.gather(
-        *(loop.trigger("replay_missing", "aws", {}, False, f"op{i}") for i in range(3)),
+        *(operator.trigger("replay_missing", "aws", {}, False, f"op{i}") for i in range(3)),
         loop.cycle(),
         return_exceptions=True,
     )

@@ -114,7 +114,9 @@ async def test_the_result_hook_sees_a_finished_execution(example_loaded):
     import asyncio
 
     daemon = make_daemon()
-    _, x = await daemon.loop.trigger("example_page", "aws", {"who": "bob"}, False, "test")
+    _, x = await daemon.services.operator.trigger(
+        "example_page", "aws", {"who": "bob"}, False, "test"
+    )
     for _ in range(100):
         if example_loaded.seen_results:
             break

@@ -137,7 +137,7 @@ async def _check(copies, pair_events, resident):
     await daemon.pipeline.sweep()
     reference.sweep(1000.0)
     for event_id, expected in reference.events.items():
-        record = await daemon.get_event(event_id)
+        record = await daemon.runtime.get_event(event_id)
         assert record is not None
         got = [
             (o.kind.name, o.sources if o.kind.name in ("MISSING", "DUPLICATE", "LATE") else ())

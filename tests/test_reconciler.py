@@ -35,7 +35,7 @@ async def test_missing_is_declared_only_after_window_plus_grace(clock):
     clock.advance(0.1)
     await daemon.pipeline.sweep()
     assert kinds(daemon, "e1") == ["MISSING"]
-    record = await daemon.get_event("e1")
+    record = await daemon.runtime.get_event("e1")
     assert record is not None and record.status is Status.MISSING
     assert daemon.reconciler.names(record.missing) == ("azure",)
 
@@ -59,7 +59,7 @@ async def test_disagreeing_payload_is_inconsistent_and_names_the_minority_source
         copy("e1", "gcp", {"amount": 11}),
         copy("e1", "azure", {"amount": 10}),
     )
-    record = await daemon.get_event("e1")
+    record = await daemon.runtime.get_event("e1")
     assert record is not None and record.status is Status.INCONSISTENT
     (outcome,) = record.outcomes
     assert outcome.kind.name == "INCONSISTENT" and outcome.sources == ("gcp",)
@@ -68,7 +68,7 @@ async def test_disagreeing_payload_is_inconsistent_and_names_the_minority_source
 async def test_a_duplicate_is_counted_never_a_new_copy(clock):
     daemon = make_daemon(clock=clock)
     await feed(daemon, copy("e1", "aws"), copy("e1", "aws"), copy("e1", "gcp"))
-    record = await daemon.get_event("e1")
+    record = await daemon.runtime.get_event("e1")
     assert record is not None
     assert record.count(0) == 2 and kinds(daemon, "e1") == ["DUPLICATE"]
     await feed(daemon, copy("e1", "azure"))
@@ -85,14 +85,14 @@ async def test_a_late_copy_heals_a_missing_record_and_keeps_the_lateness(clock):
     await daemon.pipeline.sweep()
     clock.advance(3)
     await feed(daemon, copy("e1", "azure"))
-    record = await daemon.get_event("e1")
+    record = await daemon.runtime.get_event("e1")
     assert record is not None
     assert [o.kind.name for o in record.outcomes] == ["MISSING", "LATE", "COMPLETE"]
     assert record.status is Status.COMPLETE and record.missing == 0
     late = record.outcomes[1]
     assert late.sources == ("azure",) and late.late_by == pytest.approx(3.0)
     assert record.is_late(2)
-    assert daemon.source_status()[2].completeness == 1.0
+    assert daemon.services.reads.sources()[2].completeness == 1.0
 
 
 async def test_routes_choose_the_expected_sources_and_window(clock):
@@ -157,10 +157,10 @@ async def test_per_pair_latency_and_minute_metrics(clock):
 async def test_records_age_out_of_the_index_after_the_ttl(clock):
     daemon = make_daemon(make_config("[index]\nttl_seconds = 100.0\n"), clock)
     await feed(daemon, copy("e1", "aws"), copy("e1", "gcp"), copy("e1", "azure"))
-    assert await daemon.get_event("e1") is not None
+    assert await daemon.runtime.get_event("e1") is not None
     clock.advance(101)
     assert await daemon.index.expire(clock.now()) == 1
-    assert await daemon.get_event("e1") is None
+    assert await daemon.runtime.get_event("e1") is None
 
 
 async def test_the_index_keeps_at_most_max_records(clock):
@@ -168,4 +168,7 @@ async def test_the_index_keeps_at_most_max_records(clock):
     for i in range(8):
         await feed(daemon, *(copy(f"e{i}", s) for s in ("aws", "gcp", "azure")))
     assert await daemon.index.count() == 5
-    assert await daemon.get_event("e0") is None and await daemon.get_event("e7") is not None
+    assert (
+        await daemon.runtime.get_event("e0") is None
+        and await daemon.runtime.get_event("e7") is not None
+    )

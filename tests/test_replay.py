@@ -76,7 +76,7 @@ async def test_six_hours_of_faulty_traffic_replay_in_under_a_minute_with_every_o
     by_kind: dict[OutcomeKind, set[str]] = {k: set() for k in OutcomeKind}
     statuses = {}
     for event_id in events:
-        record = await daemon.get_event(event_id)
+        record = await daemon.runtime.get_event(event_id)
         assert record is not None, event_id
         statuses[event_id] = record.status
         for outcome in record.outcomes:

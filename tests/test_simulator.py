@@ -85,12 +85,12 @@ tick_seconds = 0.5
     )
     await daemon.start()
     try:
-        daemon.pause_source("gcp")
+        daemon.runtime.pause_source("gcp")
         await clock.run_for(5, step=0.5)
         await daemon.pipeline.drain()
         assert daemon.reconciler.by_source[1].copies == 0
         assert daemon.reconciler.by_source[0].copies > 20
-        daemon.resume_source("gcp")
+        daemon.runtime.resume_source("gcp")
         await clock.run_for(1, step=0.5)
         await daemon.pipeline.drain()
         held_and_delivered = daemon.reconciler.by_source[1].copies

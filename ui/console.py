@@ -11,9 +11,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
-from helios.daemon.app import Daemon
+from helios.daemon.errors import RequestError
 from helios.daemon.model import EventRecord, Status
-from helios.ui import prometheus, recovery
+from helios.daemon.services import Services
+from helios.ui import detection, prometheus, recovery
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
@@ -57,29 +58,6 @@ def _kpi(title: str, css: str) -> ui.label:
         return ui.label("-").classes(f"text-2xl font-semibold {css}")
 
 
-def _metric_chart() -> dict[str, Any]:
-    line = {"type": "line", "showSymbol": False, "animation": False}
-    band = {**line, "lineStyle": {"type": "dashed", "width": 1}, "itemStyle": {"color": "#94a3b8"}}
-    return {
-        "grid": {"left": 50, "right": 10, "top": 10, "bottom": 25},
-        "tooltip": {"trigger": "axis"},
-        "xAxis": {"type": "time"},
-        "yAxis": {"type": "value", "scale": True},
-        "series": [
-            {**line, "name": "value", "data": [], "itemStyle": {"color": "#0f172a"}},
-            {**band, "name": "baseline + threshold", "data": []},
-            {**band, "name": "baseline - threshold", "data": []},
-            {
-                "type": "scatter",
-                "name": "anomaly",
-                "data": [],
-                "symbolSize": 9,
-                "itemStyle": {"color": "#dc2626"},
-            },
-        ],
-    }
-
-
 def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]:
     rows = []
     for i, copy in enumerate(record.copies):
@@ -102,9 +80,9 @@ def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]
 class Console:
     """The console web server, running as a task of heliosd's event loop."""
 
-    def __init__(self, daemon: Daemon, address: str) -> None:
-        self.daemon = daemon
-        self.state = ConsoleState(daemon)
+    def __init__(self, services: Services, address: str) -> None:
+        self.services = services
+        self.state = ConsoleState(services.reads)
         host, _, port = address.rpartition(":")
         self.app = FastAPI(title="HELIOS console")
         self._metrics_route()
@@ -153,18 +131,19 @@ class Console:
         await self.state.stop()
 
     def _metrics_route(self) -> None:
-        daemon = self.daemon
+        reads = self.services.reads
 
         @self.app.get("/metrics", include_in_schema=False)
-        def metrics() -> PlainTextResponse:
+        async def metrics() -> PlainTextResponse:
             return PlainTextResponse(
-                prometheus.render(daemon), media_type="text/plain; version=0.0.4"
+                prometheus.render(await reads.stats()), media_type="text/plain; version=0.0.4"
             )
 
     def _pages(self) -> None:
-        daemon = self.daemon
+        services = self.services
+        reads = services.reads
         state = self.state
-        sources = daemon.config.sources.names
+        sources = list(reads.source_names())
 
         @ui.page("/")
         def overview() -> None:
@@ -239,9 +218,11 @@ class Console:
                             if not event_id:
                                 ui.label("Type an event_id first.").classes("text-gray-500")
                                 return
-                            record = await daemon.get_event(event_id)
-                            if record is None:
-                                ui.label(f"No event {event_id!r} in open windows or the index.")
+                            try:
+                                record = (await reads.event(event_id)).record
+                            except RequestError as exc:
+                                text = str(exc)
+                                ui.label(text[:1].upper() + text[1:])
                                 return
                             status = Status(record.status).name
                             ui.label(f"{record.event_id} - {record.event_type}").classes(
@@ -262,14 +243,14 @@ class Console:
                     ui.button("Find", on_click=find).classes("helios-find")
 
             def refresh() -> None:
-                copies_rate, events_rate = daemon.rates()
-                eps.set_text(f"{events_rate:,.0f}")
-                cps.set_text(f"{copies_rate:,.0f}")
-                open_windows.set_text(f"{len(daemon.reconciler.open):,}")
-                p99.set_text(f"{daemon.pipeline.latency_summary()['p99']:.1f}")
-                total.set_text(f"{daemon.reconciler.events_seen:,}")
-                rejected.set_text(f"{sum(daemon.pipeline.rejections.values()):,}")
-                for s in daemon.source_status():
+                stats = reads.counters()
+                eps.set_text(f"{stats.events_per_second:,.0f}")
+                cps.set_text(f"{stats.copies_per_second:,.0f}")
+                open_windows.set_text(f"{stats.open_windows:,}")
+                p99.set_text(f"{stats.latency.p99:.1f}")
+                total.set_text(f"{stats.events_seen:,}")
+                rejected.set_text(f"{sum(stats.rejections.values()):,}")
+                for s in stats.sources:
                     bars[s.source].set_value(s.completeness)
                     bars[s.source].props(f"color={_health_color(s.completeness)}")
                     paused = " (paused)" if s.paused else ""
@@ -296,11 +277,11 @@ class Console:
 
         @ui.page("/decisions")
         def decisions(id: str = "") -> None:
-            recovery.decisions_page(daemon, _header, id)
+            recovery.decisions_page(services, _header, id)
 
         @ui.page("/recovery")
         def recovery_view() -> None:
-            recovery.recovery_page(daemon, _header)
+            recovery.recovery_page(services, _header)
 
         @ui.page("/jobs")
         def jobs_page() -> None:
@@ -328,7 +309,7 @@ class Console:
                         if job.last_error
                         else job.last_result,
                     }
-                    for job in daemon.jobs.jobs.values()
+                    for job in reads.jobs()
                 ]
                 table.update()
 
@@ -336,114 +317,8 @@ class Console:
             ui.timer(1.0, refresh)
 
         @ui.page("/detection")
-        def detection_page() -> None:
-            _header("Detection")
-            detection = daemon.detection
-            names = daemon.metrics.names
-            with ui.row().classes("w-full gap-4"):
-                statuses = {}
-                if not detection.detectors:
-                    ui.label(
-                        "No detector is enabled: add one to [detectors] enabled in the config."
-                    ).classes("text-orange-700 helios-no-detectors")
-                for name in detection.detectors:
-                    with ui.card().classes("min-w-72"):
-                        ui.label(f"detector {name}").classes("font-semibold")
-                        statuses[name] = ui.label("-").classes(f"text-sm helios-detector-{name}")
-            with ui.card().classes("w-full"):
-                ui.label("Detector scores (an anomaly at or above the threshold)").classes(
-                    "font-semibold"
-                )
-                # EWMA scores are z (spreads); model scores are probabilities: two axes.
-                probabilities = {"lstm"}
-                score_chart = ui.echart(
-                    {
-                        "grid": {"left": 50, "right": 50, "top": 30, "bottom": 25},
-                        "tooltip": {"trigger": "axis"},
-                        "legend": {"data": list(detection.detectors), "top": 0},
-                        "xAxis": {"type": "time"},
-                        "yAxis": [
-                            {"type": "value", "name": "z"},
-                            {"type": "value", "name": "p", "min": 0, "max": 1},
-                        ],
-                        "series": [
-                            {
-                                "type": "line",
-                                "name": name,
-                                "showSymbol": False,
-                                "data": [],
-                                "animation": False,
-                                "yAxisIndex": 1 if name in probabilities else 0,
-                            }
-                            for name in detection.detectors
-                        ],
-                    }
-                ).classes("w-full h-48 helios-detector-scores")
-            charts = {}
-            with ui.grid(columns=2).classes("w-full gap-4"):
-                for metric in names:
-                    with ui.card().classes("w-full"):
-                        ui.label(metric).classes("font-mono text-sm")
-                        charts[metric] = ui.echart(_metric_chart()).classes(
-                            f"w-full h-48 helios-metric-{metric}"
-                        )
-            with ui.card().classes("w-full"):
-                ui.label("Anomalies").classes("font-semibold")
-                table = ui.table(
-                    columns=_columns(
-                        "minute", "detector", "severity", "score", "metrics", "explanation"
-                    ),
-                    rows=[],
-                    row_key="id",
-                    pagination=10,
-                ).classes("w-full helios-anomalies")
-
-            def refresh() -> None:
-                for name, text in detection.status().items():
-                    statuses[name].set_text(f"{text}; {detection.counts[name]} anomalies")
-                history = list(detection.history)
-                for series in score_chart.options["series"]:
-                    series["data"] = [
-                        [r.minute * 1000, r.results[series["name"]].score]
-                        for r in history
-                        if series["name"] in r.results
-                    ]
-                score_chart.update()
-                first = next(iter(detection.detectors), None)
-                threshold = float(getattr(detection.detectors.get(first or ""), "threshold", 0.0))
-                for metric, chart in charts.items():
-                    series = chart.options["series"]
-                    values, upper, lower, marks = [], [], [], []
-                    for record in history:
-                        x = record.minute * 1000
-                        value = record.values.get(metric, 0.0)
-                        values.append([x, value])
-                        band = record.baselines.get(first or "", {}).get(metric)
-                        if band and threshold:
-                            upper.append([x, band[0] + threshold * band[1]])
-                            lower.append([x, max(0.0, band[0] - threshold * band[1])])
-                        if any(metric in r.metrics for r in record.results.values()):
-                            marks.append([x, value])
-                    series[0]["data"], series[1]["data"] = values, upper
-                    series[2]["data"], series[3]["data"] = lower, marks
-                    chart.update()
-                table.rows = [
-                    {
-                        "id": a.id,
-                        "minute": _clock(a.minute)[:5],
-                        "detector": a.detector,
-                        "severity": a.severity,
-                        "score": f"{a.score:.1f}",
-                        "diagnosis": f"{a.diagnosis} ({a.diagnosis.confidence:.2f})",
-                        "metrics": ",".join(a.metrics),
-                        "explanation": a.explanation,
-                    }
-                    for a in reversed(detection.anomalies)
-                ]
-                table.update()
-
-            refresh()
-            ui.timer(3.0, refresh)
+        def detection_view() -> None:
+            detection.detection_page(reads, _header)
 
 
 class _QuietServer(uvicorn.Server):

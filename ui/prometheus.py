@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from helios.daemon.app import Daemon
+from helios.daemon.readmodels import Stats
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(daemon: Daemon) -> str:
+def render(stats: Stats) -> str:
     """The metrics, in Prometheus text format 0.0.4."""
     lines: list[str] = []
 
@@ -24,26 +24,24 @@ def render(daemon: Daemon) -> str:
                 f"helios_{name}{{{text}}} {value:.17g}" if text else f"helios_{name} {value:.17g}"
             )
 
-    r = daemon.reconciler
-    pipeline = daemon.pipeline
     metric(
         "copies_received_total",
         "counter",
         "Copies accepted into reconciliation.",
-        [({}, r.copies_received)],
+        [({}, stats.copies_received)],
     )
-    metric("events_seen_total", "counter", "Distinct events seen.", [({}, r.events_seen)])
+    metric("events_seen_total", "counter", "Distinct events seen.", [({}, stats.events_seen)])
     metric(
         "outcomes_total",
         "counter",
         "Outcomes decided, by kind.",
-        [({"kind": k}, v) for k, v in pipeline.outcome_counts().items()],
+        [({"kind": k}, v) for k, v in stats.outcomes.items()],
     )
     metric(
         "rejected_copies_total",
         "counter",
         "Copies refused, by reason.",
-        [({"reason": k}, v) for k, v in sorted(pipeline.rejections.items())],
+        [({"reason": k}, v) for k, v in sorted(stats.rejections.items())],
     )
     metric(
         "refused_requests_total",
@@ -51,17 +49,24 @@ def render(daemon: Daemon) -> str:
         "API requests refused, by method and code.",
         [
             ({"method": k.split(":")[0], "code": k.split(":")[-1]}, v)
-            for k, v in sorted(daemon.errors.items())
+            for k, v in sorted(stats.refused_requests.items())
         ],
     )
-    metric("open_windows", "gauge", "Events whose window is open.", [({}, len(r.open))])
+    metric("open_windows", "gauge", "Events whose window is open.", [({}, stats.open_windows)])
+    metric("index_records", "gauge", "Records the index holds.", [({}, stats.index_records)])
     metric(
-        "ingest_queue_depth", "gauge", "Copies waiting for the reconciler.", [({}, pipeline.queued)]
+        "ingest_queue_depth",
+        "gauge",
+        "Copies waiting for the reconciler.",
+        [({}, stats.queue_depth)],
     )
     metric(
-        "ingest_queue_capacity", "gauge", "Capacity of the ingest queue.", [({}, pipeline.capacity)]
+        "ingest_queue_capacity",
+        "gauge",
+        "Capacity of the ingest queue.",
+        [({}, stats.queue_capacity)],
     )
-    sources = daemon.source_status()
+    sources = stats.sources
     metric(
         "source_copies_total",
         "counter",
@@ -92,20 +97,20 @@ def render(daemon: Daemon) -> str:
         "1 when the source is paused.",
         [({"source": s.source}, 1.0 if s.paused else 0.0) for s in sources],
     )
-    latency = pipeline.latency_summary()
+    latency = stats.latency
     metric(
         "reconcile_latency_ms",
         "gauge",
         "Receipt of a batch to the COMPLETE outcome, over recent samples.",
         [
-            ({"quantile": q}, latency[key])
-            for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+            ({"quantile": q}, value)
+            for q, value in (("0.5", latency.p50), ("0.9", latency.p90), ("0.99", latency.p99))
         ],
     )
     metric(
         "detector_anomalies_total",
         "counter",
         "Anomalies raised, by detector.",
-        [({"detector": name}, count) for name, count in daemon.detection.counts.items()],
+        [({"detector": d.name}, d.anomalies) for d in stats.detectors],
     )
     return "\n".join(lines) + "\n"

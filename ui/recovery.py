@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from helios.daemon.app import Daemon
 from helios.daemon.audit import Decision
-from helios.daemon.safety import MODES
-from helios.daemon.types import CRITERIA, ActionError
+from helios.daemon.domain import MODES, DecisionStatus, Verification
+from helios.daemon.errors import RequestError
+from helios.daemon.readmodels import Catalogue
+from helios.daemon.services import Services
+from helios.daemon.types import CRITERIA
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -27,8 +29,7 @@ STATUS_COLORS = {
 
 
 def _diagnosis(d: Decision) -> str:
-    kind, target = d.diagnosis.get("kind", ""), d.diagnosis.get("target", "")
-    return f"{kind}({target})" if target else str(kind)
+    return str(d.diagnosis)
 
 
 def decision_rows(decisions: list[Decision]) -> list[dict[str, Any]]:
@@ -39,9 +40,9 @@ def decision_rows(decisions: list[Decision]) -> list[dict[str, Any]]:
             "diagnosis": _diagnosis(d),
             "chosen": f"{d.chosen}({d.target})" if d.chosen else "-",
             "mode": d.mode,
-            "status": d.status,
+            "status": d.status.value,
             "outcome": d.outcome or "-",
-            "mttr": f"{d.mttr_seconds:.1f} s" if d.outcome == "verified" else "-",
+            "mttr": f"{d.mttr_seconds:.1f} s" if d.outcome == Verification.VERIFIED else "-",
             "reason": d.reason[:80],
         }
         for d in reversed(decisions)
@@ -71,13 +72,13 @@ def ranking_rows(d: Decision) -> list[dict[str, Any]]:
     return rows
 
 
-def _notify_error(exc: ActionError) -> None:
+def _notify_error(exc: RequestError) -> None:
     ui.notify(f"{exc.field}: {exc}", type="negative", multi_line=True)
 
 
-def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str) -> None:
+def decisions_page(services: Services, header: Callable[[str], None], selected: str) -> None:
     header("Decisions")
-    loop = daemon.loop
+    reads = services.reads
     chosen = {"id": selected}
     with ui.row().classes("w-full gap-4 items-start no-wrap"):
         with ui.card().classes("w-1/2"):
@@ -92,7 +93,10 @@ def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str)
 
     @ui.refreshable
     def show() -> None:
-        d = loop.audit.decisions.get(chosen["id"] or "")
+        try:
+            d = reads.decision(chosen["id"] or "")
+        except RequestError:
+            d = None
         if d is None:
             ui.label(
                 "No decision selected. The loop decides when a detector raises an anomaly; "
@@ -106,19 +110,17 @@ def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str)
             ui.label(
                 f"trace {d.trace_id} | {_clock(d.created_at)} | by {d.decided_by} | mode {d.mode}"
             ).classes("text-sm text-gray-600")
-            confidence = d.diagnosis.get("confidence")
-            if confidence is not None:
-                ui.label(
-                    f"confidence {float(confidence):.2f}, onset {d.diagnosis.get('onset', '-')}"
-                )
-            for line in d.diagnosis.get("evidence", []):
+            diag = d.diagnosis
+            if diag.diagnosed:
+                ui.label(f"confidence {diag.confidence:.2f}, onset {diag.onset}")
+            for line in diag.evidence:
                 ui.label(f"- {line}").classes("text-sm font-mono")
-            ui.badge(d.status, color=STATUS_COLORS.get(d.status, "grey")).classes(
+            ui.badge(d.status.value, color=STATUS_COLORS.get(d.status, "grey")).classes(
                 "helios-decision-status"
             )
             ui.label(d.reason).classes("text-sm")
-            if d.status == "pending_approval":
-                _approval_buttons(daemon, d, refresh=lambda: show.refresh())
+            if d.status is DecisionStatus.PENDING_APPROVAL:
+                _approval_buttons(services, d, refresh=lambda: show.refresh())
         with ui.card().classes("w-full"):
             weights = ", ".join(f"{k} {d.weights.get(k, 0):.3f}" for k in CRITERIA)
             ui.label(f"Ranking: {d.method}, {d.weighting} weights ({weights})").classes(
@@ -148,7 +150,7 @@ def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str)
                 for span in d.spans:
                     ui.timeline_entry(span.text, title=span.stage, subtitle=_clock(span.at))
             for xid in d.execution_ids:
-                x = loop.audit.executions.get(xid)
+                x = reads.execution(xid)
                 if x is not None:
                     ui.label(
                         f"{x.id}: {x.status}, verification {x.verification}: "
@@ -166,7 +168,7 @@ def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str)
     table.on("rowClick", pick)
 
     def refresh() -> None:
-        decisions = list(loop.audit.decisions.values())
+        decisions = reads.recent_decisions()
         table.rows = decision_rows(decisions)
         table.update()
         if not chosen["id"] and decisions:
@@ -177,20 +179,22 @@ def decisions_page(daemon: Daemon, header: Callable[[str], None], selected: str)
     ui.timer(2.0, refresh)
 
 
-def _approval_buttons(daemon: Daemon, d: Decision, refresh: Callable[[], object]) -> None:
+def _approval_buttons(services: Services, d: Decision, refresh: Callable[[], object]) -> None:
+    operator = services.operator
+
     async def approve() -> None:
         try:
-            result = await daemon.loop.approve(d.id, "console")
+            result = await operator.approve(d.id, "console")
             ui.notify(f"{d.id}: {result.status}", type="positive")
-        except ActionError as exc:
+        except RequestError as exc:
             _notify_error(exc)
         refresh()
 
     def reject() -> None:
         try:
-            daemon.loop.reject(d.id, "console", "rejected in the console")
+            operator.reject(d.id, "console", "rejected in the console")
             ui.notify(f"{d.id}: rejected")
-        except ActionError as exc:
+        except RequestError as exc:
             _notify_error(exc)
         refresh()
 
@@ -199,17 +203,21 @@ def _approval_buttons(daemon: Daemon, d: Decision, refresh: Callable[[], object]
         ui.button("Reject", on_click=reject, color="red").classes(f"helios-reject-{d.id}")
 
 
-def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
+def recovery_page(services: Services, header: Callable[[str], None]) -> None:
     header("Recovery")
-    loop = daemon.loop
+    reads, operator = services.reads, services.operator
     with ui.row().classes("w-full gap-4 items-stretch"):
         with ui.card().classes("min-w-80"):
             ui.label("Automation").classes("font-semibold")
-            mode = ui.toggle(list(MODES), value=loop.policy.mode_override or loop.config.automation)
+            mode = ui.toggle(list(MODES), value=reads.automation_mode())
             mode.classes("helios-mode")
 
             def set_mode() -> None:
-                loop.set_mode(str(mode.value))
+                try:
+                    operator.set_mode(str(mode.value))
+                except RequestError as exc:
+                    _notify_error(exc)
+                    return
                 ui.notify(f"automation: {mode.value}")
 
             mode.on_value_change(set_mode)
@@ -241,7 +249,7 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
             ).classes("w-full helios-executions")
         with ui.card().classes("w-1/3"):
             ui.label("Trigger an action").classes("font-semibold")
-            names = sorted(loop.entries)
+            names = [a.name for a in reads.actions()]
             action = ui.select(names, value="notify", label="action").classes(
                 "w-full helios-trigger-action"
             )
@@ -262,14 +270,14 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
                         return
                     values[key.strip()] = value.strip()
                 try:
-                    d, x = await loop.trigger(
+                    d, x = await operator.trigger(
                         str(action.value),
                         str(target.value or ""),
                         values,
                         bool(dry.value),
                         "console",
                     )
-                except ActionError as exc:
+                except RequestError as exc:
                     outcome.set_text(f"refused ({exc.field}): {exc}")
                     return
                 outcome.set_text(f"{d.id} / {x.id}: {x.status}: {x.plan}")
@@ -303,7 +311,10 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
     def breaker_buttons(source: str) -> None:
         def setter(state: str) -> Callable[[], None]:
             def apply() -> None:
-                daemon.set_breaker(source, state, "set in the console")
+                try:
+                    operator.set_breaker(source, state, "set in the console")
+                except RequestError as exc:
+                    _notify_error(exc)
                 refresh()
 
             return apply
@@ -316,7 +327,7 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
     last: dict[str, object] = {"pending": None}
     breaker_rows: dict[str, tuple[ui.badge, ui.label]] = {}
     with breakers:
-        for source in daemon.sources:
+        for source in reads.source_names():
             with ui.row().classes("items-center"):
                 badge = ui.badge("-").classes(f"helios-breaker-{source}")
                 label = ui.label(source).classes("w-48")
@@ -324,11 +335,12 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
                 breaker_buttons(source)
 
     def refresh() -> None:
+        view = reads.catalogue(notifications=12)
         weights_label.set_text(
-            f"{loop.config.method}, {loop.weights_note} weights: "
-            + ", ".join(f"{k} {loop.weights[k]:.2f}" for k in CRITERIA)
+            f"{view.method}, {view.weighting} weights: "
+            + ", ".join(f"{k} {view.weights[k]:.2f}" for k in CRITERIA)
         )
-        pending = [d for d in loop.audit.decisions.values() if d.status == "pending_approval"]
+        pending = reads.pending_approvals()
         # Rebuilt only when the set changes: a button must not vanish under the pointer.
         ids = tuple(d.id for d in pending)
         if ids != last["pending"]:
@@ -344,17 +356,17 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
                             f"{_diagnosis(d)} -> {d.chosen}({d.target}), "
                             f"expires {_clock(d.expires_at)}"
                         )
-                        _approval_buttons(daemon, d, refresh)
-        for b in daemon.breakers.breakers.values():
+                        _approval_buttons(services, d, refresh)
+        for b in view.breakers:
             badge, label = breaker_rows[b.source]
-            badge.set_text(b.state)
+            badge.set_text(b.state.value)
             badge.props(f"color={BREAKER_COLORS[b.state]}")
-            over = " failed over" if b.source in daemon.failed_over else ""
+            over = " failed over" if b.failed_over else ""
             by_hand = ", by hand" if b.forced else ""
             label.set_text(f"{b.source}{over} ({b.ratio:.0%} failed{by_hand})")
-        _tables()
+        _tables(view)
 
-    def _tables() -> None:
+    def _tables(view: Catalogue) -> None:
         executions.rows = [
             {
                 "id": x.id,
@@ -362,38 +374,35 @@ def recovery_page(daemon: Daemon, header: Callable[[str], None]) -> None:
                 "action": x.action + (" (dry run)" if x.dry_run else ""),
                 "target": x.target,
                 "size": x.size,
-                "status": x.status,
-                "verification": x.verification,
+                "status": x.status.value,
+                "verification": x.verification.value,
                 "mttr": f"{x.mttr_seconds:.1f} s" if x.verification == "verified" else "-",
                 "detail": (x.error or x.verification_detail or x.result)[:80],
             }
-            for x in reversed(loop.audit.executions.values())
+            for x in reversed(reads.recent_executions())
         ]
         executions.update()
-        catalogue.rows = []
-        for name, e in sorted(loop.entries.items()):
-            c = e.criteria()
-            runs = e.stats.runs
-            catalogue.rows.append(
-                {
-                    "action": name,
-                    "mode": loop.mode(name),
-                    "fixes": ", ".join(e.action.issue_kinds),
-                    "mttr_s": f"{c.mttr_seconds:.0f}",
-                    "qos_impact": f"{c.qos_impact:.3f}",
-                    "success_rate": f"{c.success_rate:.3f}",
-                    "cost": f"{c.cost:.2f}",
-                    "runs": f"{sum(1 for r in runs if r[0])}/{len(runs)}",
-                    "cooldown": f"{e.settings.cooldown_seconds:g} s",
-                    "blast_radius": e.settings.blast_radius,
-                    "running": sum(1 for a in loop.policy.running.values() if a == name),
-                }
-            )
+        catalogue.rows = [
+            {
+                "action": a.name,
+                "mode": a.mode,
+                "fixes": ", ".join(a.issue_kinds),
+                "mttr_s": f"{a.criteria.mttr_seconds:.0f}",
+                "qos_impact": f"{a.criteria.qos_impact:.3f}",
+                "success_rate": f"{a.criteria.success_rate:.3f}",
+                "cost": f"{a.criteria.cost:.2f}",
+                "runs": f"{a.successes}/{a.runs}",
+                "cooldown": f"{a.settings.cooldown_seconds:g} s",
+                "blast_radius": a.settings.blast_radius,
+                "running": a.running,
+            }
+            for a in view.actions
+        ]
         catalogue.update()
         feed.clear()
         with feed:
-            for at, level, text in list(daemon.notifications)[-12:][::-1]:
-                ui.label(f"{_clock(at)} {level}: {text}")
+            for n in view.notifications[::-1]:
+                ui.label(f"{_clock(n.at)} {n.level}: {n.text}")
 
     refresh()
     ui.timer(2.0, refresh)

@@ -9,14 +9,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from helios.daemon.app import Daemon
 from helios.daemon.model import Outcome, OutcomeKind
-from helios.daemon.query import OutcomeQuery
+from helios.daemon.readmodels import ReadModels
 
 SERIES = [k.name for k in OutcomeKind]
-DISCREPANCIES = frozenset(
-    {OutcomeKind.MISSING, OutcomeKind.INCONSISTENT, OutcomeKind.DUPLICATE, OutcomeKind.LATE}
-)
+DISCREPANCIES = "kind=MISSING,INCONSISTENT,DUPLICATE,LATE"
 
 
 @dataclass
@@ -26,12 +23,12 @@ class Point:
 
 
 class ConsoleState:
-    def __init__(self, daemon: Daemon, interval: float = 2.0, points: int = 300) -> None:
-        self.daemon = daemon
+    def __init__(self, reads: ReadModels, interval: float = 2.0, points: int = 300) -> None:
+        self.reads = reads
         self.interval = interval
         self.series: deque[Point] = deque(maxlen=points)
         self.discrepancies: deque[Outcome] = deque(maxlen=100)
-        self._last = daemon.pipeline.outcome_counts()
+        self._last = reads.counters().outcomes
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -48,7 +45,7 @@ class ConsoleState:
                 await task
 
     def sample(self) -> None:
-        counts = self.daemon.pipeline.outcome_counts()
+        counts = self.reads.counters().outcomes
         delta = {k: counts[k] - self._last.get(k, 0) for k in SERIES}
         self._last = counts
         self.series.append(Point(time.time(), delta))
@@ -59,11 +56,11 @@ class ConsoleState:
             await asyncio.sleep(self.interval)
 
     async def _watch(self) -> None:
-        pipeline = self.daemon.pipeline
+        reads = self.reads
         while True:
-            watcher = pipeline.watch(OutcomeQuery(kinds=DISCREPANCIES))
+            watcher = reads.watch(DISCREPANCIES)
             try:
                 while not watcher.overflowed:
                     self.discrepancies.extend(await watcher.queue.get())
             finally:
-                pipeline.unwatch(watcher)
+                reads.unwatch(watcher)

@@ -31,6 +31,8 @@ class BaseAction(ABC):
     description = ""
     defaults = Criteria(60.0, 0.1, 0.5, 1.0)
     targets_sources = True  # the target must be a configured source
+    policy_defaults: Mapping[str, Any] = {}
+    follows_up = False
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)

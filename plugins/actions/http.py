@@ -62,6 +62,9 @@ class Notify(BaseAction):
     {"text": ...} to `url` when one is set."""
 
     name = "notify"
+    policy_defaults: Mapping[str, Any] = {
+        "cooldown_seconds": 600.0
+    }  # one message per issue, not a flood
     issue_kinds: tuple[str, ...] = ("*",)
     description = "tell people: console feed and log, and a chat webhook when configured"
     defaults = Criteria(900.0, 0.01, 0.3, 0.5)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from helios.daemon.domain import IssueKind
 from helios.daemon.types import ActionContext, ActionPlan, ActionResult, Criteria
 from helios.plugins.actions import BaseAction, number
 
@@ -14,6 +16,10 @@ class ReplayMissing(BaseAction):
     that source's publish path with the stored payload. Each copy is replayed once."""
 
     name = "replay_missing"
+    policy_defaults: Mapping[str, Any] = {"cooldown_seconds": 30.0, "max_per_hour": 120}
+    # Copies keep going missing until the fault ends: the loop replays them while the
+    # incident lasts.
+    follows_up = True
     issue_kinds: tuple[str, ...] = ("missing_events", "source_degraded")
     description = "re-publish stored copies of MISSING events through the source that lacks them"
     defaults = Criteria(20.0, 0.02, 0.9, 1.0)
@@ -28,8 +34,10 @@ class ReplayMissing(BaseAction):
         if runtime.breaker_state(target) == "open":
             return f"the circuit breaker of {target} is open"
         diagnosis = context.diagnosis
-        if diagnosis.get("kind") == "source_degraded" and not any(
-            "missing_rate" in str(line) for line in diagnosis.get("evidence", ())
+        if (
+            diagnosis is not None
+            and diagnosis.kind is IssueKind.SOURCE_DEGRADED
+            and not any("missing_rate" in line for line in diagnosis.evidence)
         ):
             return f"the diagnosis names no missing copies from {target}"
         return None

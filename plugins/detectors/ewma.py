@@ -58,6 +58,7 @@ class EwmaDetector:
     (0 = not at all), so an outage does not become the new normal."""
 
     name = "ewma"
+    score_unit = "spreads"
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ def shipped_model() -> Path:
 
 class LstmDetector:
     name = "lstm"
+    score_unit = "probability"
 
     def __init__(
         self,

@@ -21,10 +21,13 @@ class MemoryIndex:
         self.ttl = ttl_seconds
         self.max_records = max_records
         self.records: dict[str, EventRecord] = {}
-        self.resident: Mapping[str, EventRecord] = self.records  # looked up in place
+        self.resident: Mapping[str, EventRecord] | None = self.records  # looked up in place
         self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
         self._log: list[Outcome] = []
         self._head = 0  # outcomes before this position have expired
+
+    async def open(self) -> None:
+        return None  # nothing on disk
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
         records = self.records

@@ -300,6 +300,9 @@ class SimulatorSource:
     def delivers(self, source: str) -> bool:
         return source in self.traffic.sources
 
+    def replays(self, source: str) -> bool:
+        return source in self.traffic.sources
+
     async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
         """Re-publish copies through `source`, as its bus would on a replay request:
         each arrives after the source's usual delivery latency. The ground truth records

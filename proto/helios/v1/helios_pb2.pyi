@@ -76,6 +76,152 @@ EVENT_STATUS_MISSING: EventStatus.ValueType  # 3
 EVENT_STATUS_INCONSISTENT: EventStatus.ValueType  # 4
 Global___EventStatus: _TypeAlias = EventStatus  # noqa: Y015
 
+class _IssueKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IssueKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IssueKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ISSUE_KIND_UNSPECIFIED: _IssueKind.ValueType  # 0
+    ISSUE_KIND_MISSING_EVENTS: _IssueKind.ValueType  # 1
+    ISSUE_KIND_HIGH_LATENCY: _IssueKind.ValueType  # 2
+    ISSUE_KIND_DUPLICATE_STORM: _IssueKind.ValueType  # 3
+    ISSUE_KIND_INCONSISTENT_PAYLOADS: _IssueKind.ValueType  # 4
+    ISSUE_KIND_SOURCE_DEGRADED: _IssueKind.ValueType  # 5
+    ISSUE_KIND_SYSTEM_FAILURE: _IssueKind.ValueType  # 6
+    ISSUE_KIND_UNKNOWN: _IssueKind.ValueType  # 7
+    ISSUE_KIND_MANUAL: _IssueKind.ValueType  # 8
+    """An operator's request: no anomaly behind it."""
+
+class IssueKind(_IssueKind, metaclass=_IssueKindEnumTypeWrapper):
+    """The healing half's statuses. Each mirrors an enum of helios.daemon.domain one to one;
+    the string fields beside them (kind, status, verification, mode, state) carry the same
+    value in lower case and stay for clients written before the enums (see docs/api.md).
+    """
+
+ISSUE_KIND_UNSPECIFIED: IssueKind.ValueType  # 0
+ISSUE_KIND_MISSING_EVENTS: IssueKind.ValueType  # 1
+ISSUE_KIND_HIGH_LATENCY: IssueKind.ValueType  # 2
+ISSUE_KIND_DUPLICATE_STORM: IssueKind.ValueType  # 3
+ISSUE_KIND_INCONSISTENT_PAYLOADS: IssueKind.ValueType  # 4
+ISSUE_KIND_SOURCE_DEGRADED: IssueKind.ValueType  # 5
+ISSUE_KIND_SYSTEM_FAILURE: IssueKind.ValueType  # 6
+ISSUE_KIND_UNKNOWN: IssueKind.ValueType  # 7
+ISSUE_KIND_MANUAL: IssueKind.ValueType  # 8
+"""An operator's request: no anomaly behind it."""
+Global___IssueKind: _TypeAlias = IssueKind  # noqa: Y015
+
+class _DecisionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecisionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_STATUS_UNSPECIFIED: _DecisionStatus.ValueType  # 0
+    """Still being decided."""
+    DECISION_STATUS_PENDING_APPROVAL: _DecisionStatus.ValueType  # 1
+    DECISION_STATUS_EXECUTED: _DecisionStatus.ValueType  # 2
+    DECISION_STATUS_NOT_EXECUTED: _DecisionStatus.ValueType  # 3
+    DECISION_STATUS_REJECTED: _DecisionStatus.ValueType  # 4
+    DECISION_STATUS_EXPIRED: _DecisionStatus.ValueType  # 5
+    DECISION_STATUS_DRY_RUN: _DecisionStatus.ValueType  # 6
+
+class DecisionStatus(_DecisionStatus, metaclass=_DecisionStatusEnumTypeWrapper): ...
+
+DECISION_STATUS_UNSPECIFIED: DecisionStatus.ValueType  # 0
+"""Still being decided."""
+DECISION_STATUS_PENDING_APPROVAL: DecisionStatus.ValueType  # 1
+DECISION_STATUS_EXECUTED: DecisionStatus.ValueType  # 2
+DECISION_STATUS_NOT_EXECUTED: DecisionStatus.ValueType  # 3
+DECISION_STATUS_REJECTED: DecisionStatus.ValueType  # 4
+DECISION_STATUS_EXPIRED: DecisionStatus.ValueType  # 5
+DECISION_STATUS_DRY_RUN: DecisionStatus.ValueType  # 6
+Global___DecisionStatus: _TypeAlias = DecisionStatus  # noqa: Y015
+
+class _ExecutionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExecutionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecutionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXECUTION_STATUS_UNSPECIFIED: _ExecutionStatus.ValueType  # 0
+    EXECUTION_STATUS_RUNNING: _ExecutionStatus.ValueType  # 1
+    EXECUTION_STATUS_SUCCEEDED: _ExecutionStatus.ValueType  # 2
+    EXECUTION_STATUS_FAILED: _ExecutionStatus.ValueType  # 3
+    EXECUTION_STATUS_TIMED_OUT: _ExecutionStatus.ValueType  # 4
+    EXECUTION_STATUS_INTERRUPTED: _ExecutionStatus.ValueType  # 5
+    EXECUTION_STATUS_DRY_RUN: _ExecutionStatus.ValueType  # 6
+
+class ExecutionStatus(_ExecutionStatus, metaclass=_ExecutionStatusEnumTypeWrapper): ...
+
+EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus.ValueType  # 0
+EXECUTION_STATUS_RUNNING: ExecutionStatus.ValueType  # 1
+EXECUTION_STATUS_SUCCEEDED: ExecutionStatus.ValueType  # 2
+EXECUTION_STATUS_FAILED: ExecutionStatus.ValueType  # 3
+EXECUTION_STATUS_TIMED_OUT: ExecutionStatus.ValueType  # 4
+EXECUTION_STATUS_INTERRUPTED: ExecutionStatus.ValueType  # 5
+EXECUTION_STATUS_DRY_RUN: ExecutionStatus.ValueType  # 6
+Global___ExecutionStatus: _TypeAlias = ExecutionStatus  # noqa: Y015
+
+class _VerificationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerificationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerificationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERIFICATION_STATUS_UNSPECIFIED: _VerificationStatus.ValueType  # 0
+    VERIFICATION_STATUS_PENDING: _VerificationStatus.ValueType  # 1
+    VERIFICATION_STATUS_VERIFIED: _VerificationStatus.ValueType  # 2
+    VERIFICATION_STATUS_FAILED: _VerificationStatus.ValueType  # 3
+    VERIFICATION_STATUS_NOT_APPLICABLE: _VerificationStatus.ValueType  # 4
+
+class VerificationStatus(_VerificationStatus, metaclass=_VerificationStatusEnumTypeWrapper): ...
+
+VERIFICATION_STATUS_UNSPECIFIED: VerificationStatus.ValueType  # 0
+VERIFICATION_STATUS_PENDING: VerificationStatus.ValueType  # 1
+VERIFICATION_STATUS_VERIFIED: VerificationStatus.ValueType  # 2
+VERIFICATION_STATUS_FAILED: VerificationStatus.ValueType  # 3
+VERIFICATION_STATUS_NOT_APPLICABLE: VerificationStatus.ValueType  # 4
+Global___VerificationStatus: _TypeAlias = VerificationStatus  # noqa: Y015
+
+class _AutomationMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AutomationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AutomationMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUTOMATION_MODE_UNSPECIFIED: _AutomationMode.ValueType  # 0
+    AUTOMATION_MODE_OBSERVE: _AutomationMode.ValueType  # 1
+    AUTOMATION_MODE_APPROVE: _AutomationMode.ValueType  # 2
+    AUTOMATION_MODE_AUTO: _AutomationMode.ValueType  # 3
+
+class AutomationMode(_AutomationMode, metaclass=_AutomationModeEnumTypeWrapper): ...
+
+AUTOMATION_MODE_UNSPECIFIED: AutomationMode.ValueType  # 0
+AUTOMATION_MODE_OBSERVE: AutomationMode.ValueType  # 1
+AUTOMATION_MODE_APPROVE: AutomationMode.ValueType  # 2
+AUTOMATION_MODE_AUTO: AutomationMode.ValueType  # 3
+Global___AutomationMode: _TypeAlias = AutomationMode  # noqa: Y015
+
+class _BreakerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BreakerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BreakerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BREAKER_STATE_UNSPECIFIED: _BreakerState.ValueType  # 0
+    BREAKER_STATE_CLOSED: _BreakerState.ValueType  # 1
+    BREAKER_STATE_OPEN: _BreakerState.ValueType  # 2
+    BREAKER_STATE_HALF_OPEN: _BreakerState.ValueType  # 3
+
+class BreakerState(_BreakerState, metaclass=_BreakerStateEnumTypeWrapper): ...
+
+BREAKER_STATE_UNSPECIFIED: BreakerState.ValueType  # 0
+BREAKER_STATE_CLOSED: BreakerState.ValueType  # 1
+BREAKER_STATE_OPEN: BreakerState.ValueType  # 2
+BREAKER_STATE_HALF_OPEN: BreakerState.ValueType  # 3
+Global___BreakerState: _TypeAlias = BreakerState  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One copy of a business event, as delivered by one source."""
@@ -925,15 +1071,17 @@ class Diagnosis(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     ONSET_FIELD_NUMBER: _builtins.int
+    ISSUE_KIND_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """missing_events, high_latency, duplicate_storm, inconsistent_payloads, source_degraded,
-    system_failure or unknown.
+    system_failure, unknown or manual (issue_kind, as a string).
     """
     target: _builtins.str
     """A source, a pair "a-b", "all", or empty."""
     confidence: _builtins.float
     onset: _builtins.str
     """sudden (in one step), gradual, or unknown."""
+    issue_kind: Global___IssueKind.ValueType
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -944,10 +1092,11 @@ class Diagnosis(_message.Message):
         confidence: _builtins.float = ...,
         evidence: _abc.Iterable[_builtins.str] | None = ...,
         onset: _builtins.str = ...,
+        issue_kind: Global___IssueKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "evidence", b"evidence", "kind", b"kind", "onset", b"onset", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "evidence", b"evidence", "issue_kind", b"issue_kind", "kind", b"kind", "onset", b"onset", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1579,6 +1728,9 @@ class Decision(_message.Message):
     MTTR_SECONDS_FIELD_NUMBER: _builtins.int
     SPANS_FIELD_NUMBER: _builtins.int
     FOLLOW_UP_OF_FIELD_NUMBER: _builtins.int
+    DECISION_STATUS_FIELD_NUMBER: _builtins.int
+    AUTOMATION_MODE_FIELD_NUMBER: _builtins.int
+    OUTCOME_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     trace_id: _builtins.str
     anomaly_id: _builtins.str
@@ -1601,6 +1753,11 @@ class Decision(_message.Message):
     mttr_seconds: _builtins.float
     follow_up_of: _builtins.str
     """Set on a follow-up: the loop's decision whose replay this one continues."""
+    decision_status: Global___DecisionStatus.ValueType
+    automation_mode: Global___AutomationMode.ValueType
+    """Unspecified for an operator's request (mode "manual")."""
+    outcome_status: Global___VerificationStatus.ValueType
+    """Unspecified while open."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1641,10 +1798,13 @@ class Decision(_message.Message):
         mttr_seconds: _builtins.float = ...,
         spans: _abc.Iterable[Global___TraceSpan] | None = ...,
         follow_up_of: _builtins.str = ...,
+        decision_status: Global___DecisionStatus.ValueType = ...,
+        automation_mode: Global___AutomationMode.ValueType = ...,
+        outcome_status: Global___VerificationStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "diagnosis", b"diagnosis", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "anomaly_id", b"anomaly_id", "chosen_action", b"chosen_action", "created_at", b"created_at", "decided_by", b"decided_by", "diagnosis", b"diagnosis", "execution_ids", b"execution_ids", "expires_at", b"expires_at", "follow_up_of", b"follow_up_of", "id", b"id", "method", b"method", "mode", b"mode", "mttr_seconds", b"mttr_seconds", "outcome", b"outcome", "reason", b"reason", "spans", b"spans", "status", b"status", "target", b"target", "trace_id", b"trace_id", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "anomaly_id", b"anomaly_id", "automation_mode", b"automation_mode", "chosen_action", b"chosen_action", "created_at", b"created_at", "decided_by", b"decided_by", "decision_status", b"decision_status", "diagnosis", b"diagnosis", "execution_ids", b"execution_ids", "expires_at", b"expires_at", "follow_up_of", b"follow_up_of", "id", b"id", "method", b"method", "mode", b"mode", "mttr_seconds", b"mttr_seconds", "outcome", b"outcome", "outcome_status", b"outcome_status", "reason", b"reason", "spans", b"spans", "status", b"status", "target", b"target", "trace_id", b"trace_id", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1696,6 +1856,8 @@ class Execution(_message.Message):
     EXPECTED_COPIES_FIELD_NUMBER: _builtins.int
     SEEN_COPIES_FIELD_NUMBER: _builtins.int
     DETAILS_JSON_FIELD_NUMBER: _builtins.int
+    EXECUTION_STATUS_FIELD_NUMBER: _builtins.int
+    VERIFICATION_STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     decision_id: _builtins.str
     trace_id: _builtins.str
@@ -1718,6 +1880,8 @@ class Execution(_message.Message):
     seen_copies: _builtins.int
     details_json: _builtins.str
     """The action's own report, as JSON."""
+    execution_status: Global___ExecutionStatus.ValueType
+    verification_status: Global___VerificationStatus.ValueType
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -1751,10 +1915,12 @@ class Execution(_message.Message):
         expected_copies: _builtins.int = ...,
         seen_copies: _builtins.int = ...,
         details_json: _builtins.str = ...,
+        execution_status: Global___ExecutionStatus.ValueType = ...,
+        verification_status: Global___VerificationStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at", "verified_at", b"verified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "decision_id", b"decision_id", "details_json", b"details_json", "dry_run", b"dry_run", "error", b"error", "expected_copies", b"expected_copies", "finished_at", b"finished_at", "id", b"id", "mttr_seconds", b"mttr_seconds", "params", b"params", "plan", b"plan", "result", b"result", "seen_copies", b"seen_copies", "size", b"size", "started_at", b"started_at", "status", b"status", "target", b"target", "trace_id", b"trace_id", "verification", b"verification", "verification_detail", b"verification_detail", "verified_at", b"verified_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "decision_id", b"decision_id", "details_json", b"details_json", "dry_run", b"dry_run", "error", b"error", "execution_status", b"execution_status", "expected_copies", b"expected_copies", "finished_at", b"finished_at", "id", b"id", "mttr_seconds", b"mttr_seconds", "params", b"params", "plan", b"plan", "result", b"result", "seen_copies", b"seen_copies", "size", b"size", "started_at", b"started_at", "status", b"status", "target", b"target", "trace_id", b"trace_id", "verification", b"verification", "verification_detail", b"verification_detail", "verification_status", b"verification_status", "verified_at", b"verified_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1781,6 +1947,7 @@ class ActionInfo(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    AUTOMATION_MODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     plugin: _builtins.str
@@ -1798,6 +1965,7 @@ class ActionInfo(_message.Message):
     retries: _builtins.int
     running: _builtins.int
     """Runs in progress."""
+    automation_mode: Global___AutomationMode.ValueType
     @_builtins.property
     def issue_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1826,10 +1994,11 @@ class ActionInfo(_message.Message):
         timeout_seconds: _builtins.float = ...,
         retries: _builtins.int = ...,
         running: _builtins.int = ...,
+        automation_mode: Global___AutomationMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["configured", b"configured", "criteria", b"criteria"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blast_radius", b"blast_radius", "configured", b"configured", "cooldown_seconds", b"cooldown_seconds", "criteria", b"criteria", "description", b"description", "enabled", b"enabled", "issue_kinds", b"issue_kinds", "max_concurrent", b"max_concurrent", "max_per_hour", b"max_per_hour", "mode", b"mode", "name", b"name", "plugin", b"plugin", "retries", b"retries", "running", b"running", "runs", b"runs", "successes", b"successes", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation_mode", b"automation_mode", "blast_radius", b"blast_radius", "configured", b"configured", "cooldown_seconds", b"cooldown_seconds", "criteria", b"criteria", "description", b"description", "enabled", b"enabled", "issue_kinds", b"issue_kinds", "max_concurrent", b"max_concurrent", "max_per_hour", b"max_per_hour", "mode", b"mode", "name", b"name", "plugin", b"plugin", "retries", b"retries", "running", b"running", "runs", b"runs", "successes", b"successes", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1848,6 +2017,7 @@ class Breaker(_message.Message):
     FAILURE_RATIO_FIELD_NUMBER: _builtins.int
     VOLUME_FIELD_NUMBER: _builtins.int
     FAILED_OVER_FIELD_NUMBER: _builtins.int
+    BREAKER_STATE_FIELD_NUMBER: _builtins.int
     source: _builtins.str
     state: _builtins.str
     """closed, open or half_open."""
@@ -1860,6 +2030,7 @@ class Breaker(_message.Message):
     volume: _builtins.int
     failed_over: _builtins.bool
     """Also failed over: not expected until restored."""
+    breaker_state: Global___BreakerState.ValueType
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1874,10 +2045,11 @@ class Breaker(_message.Message):
         failure_ratio: _builtins.float = ...,
         volume: _builtins.int = ...,
         failed_over: _builtins.bool = ...,
+        breaker_state: Global___BreakerState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_over", b"failed_over", "failure_ratio", b"failure_ratio", "forced", b"forced", "reason", b"reason", "since", b"since", "source", b"source", "state", b"state", "trips", b"trips", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker_state", b"breaker_state", "failed_over", b"failed_over", "failure_ratio", b"failure_ratio", "forced", b"forced", "reason", b"reason", "since", b"since", "source", b"source", "state", b"state", "trips", b"trips", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2172,11 +2344,13 @@ class ListActionsResponse(_message.Message):
     NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     THROTTLES_FIELD_NUMBER: _builtins.int
     QUARANTINED_EVENTS_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODE_FIELD_NUMBER: _builtins.int
     automation_mode: _builtins.str
     """The default automation mode (config, or the last SetAutomationMode)."""
     method: _builtins.str
     weighting: _builtins.str
     quarantined_events: _builtins.int
+    default_mode: Global___AutomationMode.ValueType
     @_builtins.property
     def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionInfo]: ...
     @_builtins.property
@@ -2203,10 +2377,11 @@ class ListActionsResponse(_message.Message):
         notifications: _abc.Iterable[Global___Notification] | None = ...,
         throttles: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         quarantined_events: _builtins.int = ...,
+        default_mode: Global___AutomationMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "automation_mode", b"automation_mode", "breakers", b"breakers", "method", b"method", "notifications", b"notifications", "quarantined_events", b"quarantined_events", "throttles", b"throttles", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "automation_mode", b"automation_mode", "breakers", b"breakers", "default_mode", b"default_mode", "method", b"method", "notifications", b"notifications", "quarantined_events", b"quarantined_events", "throttles", b"throttles", "weighting", b"weighting", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2388,19 +2563,24 @@ class SetAutomationModeRequest(_message.Message):
 
     MODE_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    AUTOMATION_MODE_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
-    """observe, approve or auto; with `action` empty means "back to the default"."""
+    """observe, approve or auto; empty with `action` set means "back to the default".
+    automation_mode, when set, wins over this string.
+    """
     action: _builtins.str
     """Empty: the default for every action without its own mode."""
+    automation_mode: Global___AutomationMode.ValueType
     def __init__(
         self,
         *,
         mode: _builtins.str = ...,
         action: _builtins.str = ...,
+        automation_mode: Global___AutomationMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "automation_mode", b"automation_mode", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

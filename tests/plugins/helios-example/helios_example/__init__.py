@@ -47,6 +47,15 @@ class FixedSource:
     def resume(self, source: str) -> None:
         self.paused.discard(source)
 
+    def delivers(self, source: str) -> bool:
+        return True
+
+    def replays(self, source: str) -> bool:
+        return False
+
+    async def replay(self, source: str, copies: Any) -> int:
+        raise RuntimeError("FixedSource cannot replay")
+
 
 class PageOnCall:
     """A recovery action: pages whoever `who` names (here: remembers it)."""
@@ -54,6 +63,8 @@ class PageOnCall:
     name = "example_page"
     issue_kinds: tuple[str, ...] = ("missing_events",)
     description = "page the on-call engineer"
+    policy_defaults: Mapping[str, Any] = {"cooldown_seconds": 300.0}
+    follows_up = False
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         from helios.daemon.types import Criteria

@@ -1,4 +1,7 @@
-"""heliosd: run the daemon, check a config, print a sample config, list plugins."""
+"""heliosd: run the daemon, check a config, print a sample config, list plugins.
+
+The entry point lives outside the core: it assembles the daemon (helios.daemon) with
+its front-ends (the gRPC server here in helios.control, the console in helios.ui)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from helios.daemon import HOT_PATH, HOT_PATH_REASON, __version__
+from helios.daemon import __version__
 from helios.daemon import config as config_mod
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.plugins import PluginManager, Registry, load
@@ -34,32 +37,30 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
     from helios.daemon.app import Daemon
 
     manager, registry = _plugins_for(config)
-    daemon = Daemon(config, manager, registry)
+    daemon = Daemon.build(config, manager, registry)
     # Millions of live records make CPython's full collections the main cost of ingest;
     # freeze start-up objects and let the older generations collect less often.
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 50, 1000)
-    grpc_server = GrpcServer(daemon, config.daemon.grpc_address)
+    grpc_server = GrpcServer(daemon.services, config.daemon.grpc_address, config.ingest)
     await daemon.start()
     await grpc_server.start()
     console = None
     if config.daemon.console_address:
         from helios.ui.console import Console
 
-        console = Console(daemon, config.daemon.console_address)
+        console = Console(daemon.services, config.daemon.console_address)
         await console.start()
     host = config.daemon.grpc_address.rpartition(":")[0]
     log.info(
-        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s; hot path %s (%s)",
+        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s",
         __version__,
         host,
         grpc_server.port,
         f"http://{console.address}" if console else "(off)",
         ",".join(config.sources.names),
         ",".join(daemon.inputs) or "(none)",
-        HOT_PATH,
-        HOT_PATH_REASON,
     )
     if ready_file:
         with open(ready_file, "w", encoding="utf-8") as f:
@@ -96,10 +97,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     path = args.file or args.config
     config = _load_config(path)
     manager, registry = _plugins_for(config)
-    # Building the daemon checks plugin names and each input's options, and starts nothing.
+    # Phase one of the daemon: plugin names, each input's, detector's and action's
+    # options. It opens no state, so a live daemon on the same data directory is untouched.
     from helios.daemon.app import Daemon
 
-    Daemon(config, manager, registry)
+    Daemon.build(config, manager, registry)
     shown = path or os.environ.get("HELIOS_CONFIG") or config_mod.DEFAULT_CONFIG
     if not os.path.exists(shown):
         shown = f"no {shown} here; the built-in defaults"
@@ -166,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"heliosd {__version__} (hot path {HOT_PATH}: {HOT_PATH_REASON})",
+        version=f"heliosd {__version__}",
     )
     parser.add_argument(
         "-c", "--config", help="config file (default: $HELIOS_CONFIG, else ./helios.toml)"

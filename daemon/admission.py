@@ -1,0 +1,72 @@
+"""One way in: every front door (gRPC Publish and PublishStream, source plugins, replays)
+hands its batch to `Admission.admit`. It throttles, claims queue room for the whole
+batch (or refuses it whole), validates and enqueues the batch in slices, and gives back
+the room that rejected copies did not use."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from helios.daemon.errors import RequestError
+from helios.daemon.model import CopyIn
+from helios.daemon.pipeline import Pipeline
+from helios.daemon.types import PublishResult, QueueFull, Rejected
+
+# Copies validated and reconciled at a time within a batch: an event's outcome waits
+# for its slice, not for the whole batch.
+SLICE = 128
+
+
+class Admission:
+    def __init__(self, pipeline: Pipeline, max_batch: int, wait_seconds: float) -> None:
+        self.pipeline = pipeline
+        self.max_batch = max_batch
+        self.wait_seconds = wait_seconds  # how long a stream may wait for room
+
+    async def admit(
+        self, copies: Sequence[CopyIn], received: float | None = None, wait: bool = False
+    ) -> PublishResult:
+        """Validate and enqueue a batch; each bad copy is reported by its index.
+
+        Raises RequestError for a batch over `max_batch` and QueueFull (code EXHAUSTED)
+        when the queue has no room (after up to `wait_seconds` with `wait`) or a
+        throttled source is over its rate: the batch is then refused whole."""
+        pipeline = self.pipeline
+        count = len(copies)
+        if count > self.max_batch:
+            pipeline.rejections["batch_too_large"] += 1
+            raise RequestError(
+                "events", f"batch has {count} events; at most {self.max_batch} per batch"
+            )
+        if not count:
+            return PublishResult(0)
+        if received is None:
+            received = time.perf_counter()
+        if pipeline.throttles:
+            pipeline.throttle([c[1] for c in copies])  # counts "throttled" itself
+        try:
+            if wait:
+                await pipeline.reserve_wait(count, self.wait_seconds)
+            else:
+                pipeline.reserve(count)
+        except QueueFull:
+            pipeline.rejections["queue_full"] += count
+            raise
+        accepted = 0
+        rejections: list[Rejected] = []
+        try:
+            for start in range(0, count, SLICE):
+                good, result = pipeline.check(copies[start : start + SLICE])
+                for r in result.rejections:
+                    rejections.append(replace(r, index=r.index + start) if start else r)
+                if good:
+                    pipeline.enqueue_reserved(good, received)
+                    accepted += len(good)
+                    if start + SLICE < count:
+                        await asyncio.sleep(0)  # let the reconciler take this slice
+        finally:
+            pipeline.release(count - accepted)
+        return PublishResult(accepted, rejections)

@@ -1,0 +1,147 @@
+"""The operator's commands: pause and resume sources, trigger, approve and reject
+actions, set automation modes, breakers and weights. Every front-end (gRPC, the
+console) calls these; each checks its input and raises RequestError naming the field."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from helios.daemon.audit import Alternative, Decision, Execution
+from helios.daemon.domain import MODES, DecisionStatus, Diagnosis
+from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.readmodels import BreakerView, ReadModels, SourceStatus
+from helios.daemon.types import CRITERIA, ActionError
+
+if TYPE_CHECKING:
+    from helios.daemon.app import Daemon
+
+
+class Operator:
+    def __init__(self, daemon: Daemon, reads: ReadModels) -> None:
+        self._d = daemon
+        self._reads = reads
+
+    # ---- sources -------------------------------------------------------------------
+    def pause_source(self, source: str) -> SourceStatus:
+        self._require("source", source)
+        self._d.runtime.pause_source(source)
+        return self._reads.source(source)
+
+    def resume_source(self, source: str) -> SourceStatus:
+        self._require("source", source)
+        self._d.runtime.resume_source(source)
+        return self._reads.source(source)
+
+    def set_breaker(self, source: str, state: str, reason: str) -> BreakerView:
+        self._require("source", source)
+        self._d.runtime.set_breaker(source, state, reason)
+        return self._reads.breaker_view(source)
+
+    # ---- the loop's policy ---------------------------------------------------------
+    def set_mode(self, mode: str, action: str = "") -> tuple[str, dict[str, str]]:
+        """The default automation mode, or one action's ("" clears the action's own).
+        Returns the default mode and the per-action modes now in force."""
+        loop = self._d.loop
+        if mode not in MODES and not (action and mode == ""):
+            raise RequestError("mode", f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        policy = loop.policy
+        if action:
+            if action not in loop.planner.entries:
+                raise RequestError("action", f"unknown action {action!r}", ErrorCode.NOT_FOUND)
+            if mode:
+                policy.action_modes[action] = mode
+            else:
+                policy.action_modes.pop(action, None)
+        else:
+            policy.mode_override = mode
+        policy.save()
+        return self._reads.automation_mode(), self._reads.action_modes()
+
+    def set_weights(self, weights: Mapping[str, float] | None) -> tuple[str, dict[str, float]]:
+        """Manual criteria weights, or None/empty to hand back to the weighting method."""
+        planner = self._d.loop.planner
+        values = planner.set_weights(weights)
+        return planner.weights_note, values
+
+    # ---- decisions -----------------------------------------------------------------
+    async def approve(self, decision_id: str, by: str) -> Decision:
+        executor = self._d.loop.executor
+        async with executor.deciding:
+            d = executor.pending(decision_id)
+            now = self._d.clock.now()
+            d.decided_by = by or "operator"
+            d.span(now, "policy", f"approved by {d.decided_by}")
+            entry = self._d.loop.planner.entries[d.chosen]
+            refusal = self._d.loop.policy.refusal(d.chosen, d.target, entry.settings, now)
+            if refusal:
+                return executor.settle(d, DecisionStatus.NOT_EXECUTED, f"approved, but {refusal}")
+            d.reason = f"approved by {d.decided_by}"
+            with contextlib.suppress(ActionError):  # recorded on the decision
+                await executor.execute(d)
+            return d
+
+    def reject(self, decision_id: str, by: str, reason: str) -> Decision:
+        executor = self._d.loop.executor
+        d = executor.pending(decision_id)
+        text = f"rejected by {by or 'operator'}" + (f": {reason}" if reason else "")
+        return executor.settle(d, DecisionStatus.REJECTED, text)
+
+    async def trigger(
+        self, action: str, target: str, params: Mapping[str, str], dry_run: bool, by: str
+    ) -> tuple[Decision, Execution]:
+        """An operator's request. Errors (ActionError) leave nothing executed."""
+        async with self._d.loop.executor.deciding:
+            return await self._trigger(action, target, params, dry_run, by)
+
+    async def _trigger(
+        self, action: str, target: str, params: Mapping[str, str], dry_run: bool, by: str
+    ) -> tuple[Decision, Execution]:
+        loop = self._d.loop
+        planner, executor = loop.planner, loop.executor
+        if not action:
+            raise ActionError("action", "action is empty")
+        entry = planner.entries.get(action)
+        if entry is None:
+            raise ActionError(
+                "action",
+                f"unknown action {action!r}; known: {', '.join(sorted(planner.entries))}",
+                ErrorCode.NOT_FOUND,
+            )
+        if not target:
+            raise ActionError("target", "target is empty")
+        problem = entry.action.check(target, planner.context(action))
+        if problem is not None:
+            code = ErrorCode.NOT_FOUND if "not a source" in problem else ErrorCode.PRECONDITION
+            raise ActionError("target", problem, code)
+        now = self._d.clock.now()
+        if not dry_run:
+            refusal = loop.policy.refusal(action, target, entry.settings, now)
+            if refusal:
+                raise ActionError("action", refusal, ErrorCode.PRECONDITION)
+        d = executor.new_decision()  # not saved until the plan holds
+        d.decided_by = by or "operator"
+        d.chosen, d.target, d.mode = action, target, "manual"
+        d.diagnosis = Diagnosis.manual(target)
+        params = {**executor.params(d), **params}
+        plan = await planner.plan(entry, target, params)  # raises before anything is recorded
+        if plan.noop and not dry_run:
+            raise ActionError("target", f"nothing to do: {plan.summary}", ErrorCode.PRECONDITION)
+        criteria = dict(zip(CRITERIA, entry.criteria().row(), strict=True))
+        d.alternatives = [Alternative(action, target, criteria, True, "", 1.0, 1)]
+        d.span(
+            now,
+            "decision",
+            f"{action}({target}) requested by {d.decided_by}"
+            + (" (dry run)" if dry_run else "")
+            + f": {plan.summary}",
+        )
+        x = await executor.execute(d, params, dry_run, plan)
+        assert x is not None  # an operator's refusal raises instead
+        return d, x
+
+    @staticmethod
+    def _require(field: str, value: str) -> None:
+        if not value:
+            raise RequestError(field, f"{field} is empty")

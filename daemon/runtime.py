@@ -1,0 +1,242 @@
+"""The runtime recovery actions act through (the `Runtime` protocol of
+helios.daemon.types): sources and their inputs, breakers, failover, throttles,
+quarantine, notifications and the durable record of replayed copies.
+
+It is built with the daemon and touches no file until `open()`."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from helios.daemon.clock import Clock
+from helios.daemon.domain import BREAKER_SETTINGS
+from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.files import write_atomic
+from helios.daemon.model import CopyIn, EventRecord, OutcomeKind
+from helios.daemon.pipeline import Pipeline
+from helios.daemon.query import OutcomeQuery
+from helios.daemon.reconciler import Reconciler
+from helios.daemon.safety import Breaker, Breakers
+from helios.daemon.types import IndexBackend, Source
+
+log = logging.getLogger("helios.runtime")
+REPLAYED_KEPT = 500_000  # replayed copies remembered per source
+QUARANTINE_KEPT = 100_000
+
+
+class UnknownSource(RequestError):
+    """A source name that is not in sources.names."""
+
+    def __init__(self, source: str, known: Sequence[str]) -> None:
+        super().__init__(
+            "source", f"unknown source {source!r}; known: {', '.join(known)}", ErrorCode.NOT_FOUND
+        )
+
+
+class ActionRuntime:
+    def __init__(
+        self,
+        sources: Sequence[str],
+        clock: Clock,
+        pipeline: Pipeline,
+        reconciler: Reconciler,
+        index: IndexBackend,
+        inputs: Mapping[str, Source],
+        breakers: Breakers,
+        data_dir: str,
+    ) -> None:
+        self.sources = list(sources)
+        self.clock = clock
+        self.pipeline = pipeline
+        self.reconciler = reconciler
+        self.index = index
+        self.inputs = inputs
+        self.breakers = breakers
+        self.failed_over: set[str] = set()
+        self.quarantined: OrderedDict[str, str] = OrderedDict()
+        self.notifications: deque[tuple[float, str, str]] = deque(maxlen=500)
+        self._replayed_path = Path(data_dir) / "decisions" / "replayed.log"
+        # Replayed copies by source, oldest first (a dict as an ordered set), bounded: a
+        # copy older than the index TTL cannot be replayed anyway.
+        self.replayed: dict[str, dict[str, None]] = {s: {} for s in self.sources}
+        self._replayed_lines = 0
+
+    def open(self) -> None:
+        """Read the record of replayed copies back (start-up)."""
+        try:
+            with self._replayed_path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    self._replayed_lines += 1
+                    source, _, event_id = line.rstrip("\n").partition("\t")
+                    if source in self.replayed and event_id:
+                        self.replayed[source][event_id] = None
+        except FileNotFoundError:
+            return
+        self._trim_replayed()
+
+    def check_source(self, source: str) -> None:
+        if source not in self.sources:
+            raise UnknownSource(source, self.sources)
+
+    # ---- reading -------------------------------------------------------------------
+    async def get_event(self, event_id: str) -> EventRecord | None:
+        """The record of an event, from its open window or the index."""
+        record = self.reconciler.open.get(event_id)
+        if record is not None:
+            return record
+        found = await self.index.get_many([event_id])
+        return found.get(event_id)
+
+    def breaker(self, source: str) -> Breaker:
+        self.check_source(source)
+        return self.breakers.breakers[source]
+
+    def breaker_state(self, source: str) -> str:
+        return self.breakers.state(source)
+
+    # ---- source inputs ---------------------------------------------------------------
+    def source_inputs(self, source: str) -> list[str]:
+        return [name for name, inst in self.inputs.items() if inst.delivers(source)]
+
+    def _replayer(self, source: str) -> Source | None:
+        if source in self.failed_over:
+            return None
+        for instance in self.inputs.values():
+            if instance.delivers(source) and instance.replays(source):
+                return instance
+        return None
+
+    def can_replay(self, source: str) -> bool:
+        return self._replayer(source) is not None
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        instance = self._replayer(source)
+        if instance is None:
+            raise RuntimeError(f"no source input can publish through {source}")
+        return await instance.replay(source, copies)
+
+    async def restart_source(self, source: str) -> list[str]:
+        restarted = []
+        for name in self.source_inputs(source):
+            instance = self.inputs[name]
+            await instance.stop()
+            await instance.start()
+            restarted.append(name)
+        return restarted
+
+    def pause_source(self, source: str) -> None:
+        self.check_source(source)
+        self.pipeline.paused.add(source)
+        for instance in self.inputs.values():
+            instance.pause(source)
+
+    def resume_source(self, source: str) -> None:
+        self.check_source(source)
+        self.pipeline.paused.discard(source)
+        for instance in self.inputs.values():
+            instance.resume(source)
+
+    # ---- the record of replayed copies ---------------------------------------------------
+    def _trim_replayed(self) -> None:
+        """Keep the newest REPLAYED_KEPT per source; rewrite the log when it has grown
+        to twice what is kept."""
+        for done in self.replayed.values():
+            extra = len(done) - REPLAYED_KEPT
+            if extra > 0:
+                for event_id in list(itertools.islice(done, extra)):
+                    del done[event_id]
+        kept = sum(len(d) for d in self.replayed.values())
+        if self._replayed_lines > 2 * kept + 10_000:
+            write_atomic(
+                self._replayed_path,
+                "".join(f"{s}\t{e}\n" for s, done in self.replayed.items() for e in done),
+            )
+            self._replayed_lines = kept
+
+    def mark_replayed(self, source: str, event_ids: Sequence[str]) -> None:
+        """Remember replayed copies (durably) so that none is replayed twice."""
+        done = self.replayed[source]
+        for event_id in event_ids:
+            done[event_id] = None
+        self._replayed_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._replayed_path.open("a", encoding="utf-8") as handle:
+            handle.writelines(f"{source}\t{e}\n" for e in event_ids)
+        self._replayed_lines += len(event_ids)
+        self._trim_replayed()
+
+    async def _outcome_ids(
+        self, kind: OutcomeKind, source: str, since: float, limit: int
+    ) -> list[str]:
+        query = OutcomeQuery(kinds=frozenset({kind}), sources=frozenset({source}), since=since)
+        ids: list[str] = []
+        seen: set[str] = set()
+        before: int | None = None
+        while len(ids) < limit:
+            page, before = await self.index.list_outcomes(query, 1000, before)
+            for outcome in page:
+                if outcome.event_id not in seen:
+                    seen.add(outcome.event_id)
+                    ids.append(outcome.event_id)
+            if before is None:
+                break
+        return ids
+
+    async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
+        bit = 1 << self.sources.index(source)
+        done = self.replayed[source]
+        ids = [
+            e
+            for e in await self._outcome_ids(OutcomeKind.MISSING, source, since, 10 * limit + 1000)
+            if e not in done
+        ]
+        records = await self.index.get_many(ids)
+        copies: list[CopyIn] = []
+        for event_id in reversed(ids):  # oldest first
+            rec = records.get(event_id) or self.reconciler.open.get(event_id)
+            if rec is None or not rec.missing & bit or not rec.payload:
+                continue
+            produced = next((c[1] for c in rec.copies if c is not None), rec.first_seen)
+            copies.append((event_id, source, rec.event_type, produced, rec.payload))
+            if len(copies) >= limit:
+                break
+        return copies
+
+    async def inconsistent_events(self, source: str, since: float, limit: int) -> list[str]:
+        return await self._outcome_ids(OutcomeKind.INCONSISTENT, source, since, limit)
+
+    # ---- operator state ------------------------------------------------------------------
+    def set_failover(self, source: str, failed: bool) -> None:
+        self.check_source(source)
+        (self.failed_over.add if failed else self.failed_over.discard)(source)
+        self.reconciler.set_excluded(self.failed_over)
+        self.notify("warning", f"{source} {'failed over' if failed else 'restored'}")
+
+    def set_breaker(self, source: str, state: str, reason: str) -> None:
+        self.check_source(source)
+        if state not in BREAKER_SETTINGS:
+            raise RequestError(
+                "state", f"state must be open, closed or auto, got {state!r}", ErrorCode.INVALID
+            )
+        b = self.breakers.set(source, state, reason, self.clock.now())
+        self.notify("warning", f"breaker of {source} set to {state}: {reason} (now {b.state})")
+
+    def set_throttle(self, source: str, per_second: float | None) -> None:
+        self.pipeline.set_throttle(source, per_second)
+
+    def quarantine(self, event_ids: Sequence[str], reason: str) -> int:
+        added = 0
+        for event_id in event_ids:
+            if event_id not in self.quarantined:
+                added += 1
+            self.quarantined[event_id] = reason
+        while len(self.quarantined) > QUARANTINE_KEPT:
+            self.quarantined.popitem(last=False)
+        return added
+
+    def notify(self, level: str, message: str) -> None:
+        self.notifications.append((self.clock.now(), level, message))
+        log.warning("%s", message) if level != "info" else log.info("%s", message)

@@ -1,0 +1,21 @@
+"""The service layer: the one surface every front-end (gRPC servicers, the console,
+/metrics, the coming webhooks and Kafka consumer) uses. Commands change state through
+`admission` (copies in) and `operator` (people's commands); `reads` answers questions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from helios.daemon.admission import Admission
+from helios.daemon.operator import Operator
+from helios.daemon.readmodels import ReadModels
+
+
+@dataclass
+class Services:
+    admission: Admission
+    reads: ReadModels
+    operator: Operator
+    # Requests a front-end refused, by "Method:CODE" (GetStats and /metrics show them).
+    refused: Counter[str] = field(default_factory=Counter)
