@@ -10,12 +10,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Sequence
 
 import grpc
-import orjson
 from helios.control import heal_cli
 from helios.control.common import (
     DEFAULT_ADDRESS,
@@ -26,37 +23,25 @@ from helios.control.common import (
     CliError,
     channel,
     table,
-    ts,
 )
 from helios.control.common import when as _when
+from helios.control.detection_cli import cmd_anomalies_get, cmd_anomalies_list, cmd_metrics
+from helios.control.events_cli import (
+    cmd_event_get,
+    cmd_ingest,
+    cmd_outcomes_list,
+    cmd_watch,
+)
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
 __all__ = ["OK", "PROBLEM", "UNREACHABLE", "USAGE", "CliError", "main", "table"]
 
 
-def _kind(value: int) -> str:
-    return pb.OutcomeKind.Name(value).removeprefix("OUTCOME_KIND_")  # type: ignore[arg-type]
-
-
-def _outcome_dict(o: pb.Outcome) -> dict[str, Any]:
-    return {
-        "sequence": o.sequence,
-        "time": _when(o.time),
-        "kind": _kind(o.kind),
-        "event_id": o.event_id,
-        "event_type": o.event_type,
-        "sources": list(o.sources),
-        "late_by_seconds": o.late_by_seconds,
-    }
-
-
-def _channel(args: argparse.Namespace) -> grpc.Channel:
-    return channel(args.address)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    stats = pb_grpc.QueryServiceStub(_channel(args)).GetStats(pb.GetStatsRequest(), timeout=10)
+    stats = pb_grpc.QueryServiceStub(channel(args.address)).GetStats(
+        pb.GetStatsRequest(), timeout=10
+    )
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
@@ -108,340 +93,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_event_get(args: argparse.Namespace) -> int:
-    response = pb_grpc.QueryServiceStub(_channel(args)).GetEvent(
-        pb.GetEventRequest(event_id=args.event_id), timeout=10
-    )
-    e = response.event
-    if args.json:
-        from google.protobuf.json_format import MessageToDict
-
-        print(json.dumps(MessageToDict(e), indent=2))
-        return OK
-    status = pb.EventStatus.Name(e.status).removeprefix("EVENT_STATUS_")
-    print(f"event {e.event_id}  type {e.event_type}  status {status}")
-    print(f"expected {','.join(e.expected_sources)}  missing {','.join(e.missing_sources) or '-'}")
-    print(f"first seen {_when(e.first_seen)}  deadline {_when(e.deadline)}")
-    print()
-    table(
-        [("SOURCE", "ARRIVED", "PRODUCED", "PAYLOAD_HASH", "BYTES", "COUNT", "LATE")]
-        + [
-            (
-                c.source,
-                _when(c.arrived_at),
-                _when(c.produced_at),
-                c.payload_hash,
-                c.payload_bytes,
-                c.count,
-                "yes" if c.late else "",
-            )
-            for c in e.copies
-        ]
-    )
-    if e.latencies:
-        print()
-        table(
-            [("PAIR", "LATENCY_MS")]
-            + [(f"{p.source_a}->{p.source_b}", f"{p.latency_ms:.1f}") for p in e.latencies]
-        )
-    print()
-    table(
-        [("OUTCOME", "TIME", "SOURCES")]
-        + [(_kind(o.kind), _when(o.time), ",".join(o.sources) or "-") for o in e.outcomes]
-    )
-    return OK
-
-
-def _filter(args: argparse.Namespace) -> str:
-    terms = []
-    for key in ("kind", "source", "event_type", "since", "until", "event_id"):
-        value = getattr(args, key, None)
-        if value:
-            terms.append(f"{key}={value}")
-    if getattr(args, "filter", None):
-        terms.append(args.filter)
-    return " AND ".join(terms)
-
-
-def cmd_outcomes_list(args: argparse.Namespace) -> int:
-    stub = pb_grpc.QueryServiceStub(_channel(args))
-    token = args.page_token or ""
-    collected: list[pb.Outcome] = []
-    while True:
-        response = stub.ListOutcomes(
-            pb.ListOutcomesRequest(
-                page_size=min(1000, args.limit - len(collected)),
-                page_token=token,
-                filter=_filter(args),
-            ),
-            timeout=30,
-        )
-        collected.extend(response.outcomes)
-        token = response.next_page_token
-        if not token or len(collected) >= args.limit:
-            break
-    if args.json:
-        print(
-            json.dumps(
-                {"outcomes": [_outcome_dict(o) for o in collected], "next_page_token": token},
-                indent=2,
-            )
-        )
-        return OK
-    table(
-        [("SEQ", "TIME", "OUTCOME", "EVENT_ID", "EVENT_TYPE", "SOURCES")]
-        + [
-            (
-                o.sequence,
-                _when(o.time),
-                _kind(o.kind),
-                o.event_id,
-                o.event_type,
-                ",".join(o.sources) or "-",
-            )
-            for o in collected
-        ]
-    )
-    if token:
-        print(f"(more: --page-token {token})")
-    return OK
-
-
-def _anomaly_dict(a: pb.Anomaly) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "detector": a.detector,
-        "minute": _when(a.minute),
-        "score": round(a.score, 3),
-        "severity": a.severity,
-        "metrics": list(a.metrics),
-        "explanation": a.explanation,
-        "diagnosis": {
-            "kind": a.diagnosis.kind,
-            "target": a.diagnosis.target,
-            "confidence": a.diagnosis.confidence,
-            "onset": a.diagnosis.onset,
-            "evidence": list(a.diagnosis.evidence),
-        },
-        "values": dict(a.values),
-        "baselines": {
-            m: {"mean": a.baseline_means[m], "spread": a.baseline_spreads[m]}
-            for m in a.baseline_means
-        },
-    }
-
-
-def cmd_anomalies_list(args: argparse.Namespace) -> int:
-    terms = [
-        f"{k}={getattr(args, k)}"
-        for k in ("detector", "severity", "metric", "since", "until")
-        if getattr(args, k)
-    ]
-    response = pb_grpc.QueryServiceStub(_channel(args)).ListAnomalies(
-        pb.ListAnomaliesRequest(page_size=args.limit, filter=" AND ".join(terms)), timeout=10
-    )
-    if args.json:
-        print(json.dumps([_anomaly_dict(a) for a in response.anomalies], indent=2))
-        return OK
-    table(
-        [("ID", "MINUTE", "SEVERITY", "SCORE", "DIAGNOSIS", "CONFIDENCE", "METRICS")]
-        + [
-            (
-                a.id,
-                _when(a.minute)[:16],
-                a.severity,
-                f"{a.score:.1f}",
-                _diagnosis(a.diagnosis),
-                f"{a.diagnosis.confidence:.2f}",
-                ",".join(a.metrics),
-            )
-            for a in response.anomalies
-        ]
-    )
-    return OK
-
-
-def _diagnosis(d: pb.Diagnosis) -> str:
-    return f"{d.kind}({d.target})" if d.target else d.kind
-
-
-def cmd_anomalies_get(args: argparse.Namespace) -> int:
-    a = (
-        pb_grpc.QueryServiceStub(_channel(args))
-        .GetAnomaly(pb.GetAnomalyRequest(id=args.id), timeout=10)
-        .anomaly
-    )
-    if args.json:
-        print(json.dumps(_anomaly_dict(a), indent=2))
-        return OK
-    print(f"anomaly {a.id}  detector {a.detector}  minute {_when(a.minute)}")
-    print(f"severity {a.severity}  score {a.score:.2f}")
-    print(a.explanation)
-    d = a.diagnosis
-    print(f"diagnosis {_diagnosis(d)}  confidence {d.confidence:.2f}  onset {d.onset}")
-    for line in d.evidence:
-        print(f"  - {line}")
-    print()
-    table(
-        [("METRIC", "VALUE", "BASELINE", "SPREAD", "RESPONSIBLE")]
-        + [
-            (
-                m,
-                f"{v:.4g}",
-                f"{a.baseline_means[m]:.4g}" if m in a.baseline_means else "-",
-                f"{a.baseline_spreads[m]:.3g}" if m in a.baseline_spreads else "-",
-                "yes" if m in a.metrics else "",
-            )
-            for m, v in sorted(a.values.items())
-        ]
-    )
-    return OK
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    stub = pb_grpc.QueryServiceStub(_channel(args))
-    shown = 0
-    try:
-        for response in stub.WatchOutcomes(pb.WatchOutcomesRequest(filter=_filter(args))):
-            for o in response.outcomes:
-                if args.json:
-                    print(json.dumps(_outcome_dict(o)), flush=True)
-                else:
-                    print(
-                        f"{_when(o.time)}  {_kind(o.kind):<12} {o.event_id}  {o.event_type}  "
-                        f"{','.join(o.sources) or '-'}",
-                        flush=True,
-                    )
-                shown += 1
-                if args.count and shown >= args.count:
-                    return OK
-    except KeyboardInterrupt:
-        return OK
-    return OK
-
-
-def _event_from_json(obj: Any) -> pb.Event:
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object")
-    unknown = set(obj) - {
-        "event_id",
-        "source",
-        "event_type",
-        "produced_at",
-        "payload",
-        "attributes",
-    }
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}")
-    payload = obj.get("payload", {})
-    raw = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
-    produced = obj.get("produced_at")
-    if produced is None:
-        when = datetime.now(UTC).timestamp()
-    elif isinstance(produced, int | float):
-        when = float(produced)
-    elif isinstance(produced, str):
-        when = datetime.fromisoformat(produced.replace("Z", "+00:00")).timestamp()
-    else:
-        raise ValueError("produced_at must be an ISO-8601 string or epoch seconds")
-    attributes = obj.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise ValueError("attributes must be an object of strings")
-    return pb.Event(
-        event_id=str(obj.get("event_id", "")),
-        source=str(obj.get("source", "")),
-        event_type=str(obj.get("event_type", "")),
-        produced_at=ts(when),
-        payload=raw,
-        attributes={str(k): str(v) for k, v in attributes.items()},
-    )
-
-
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
-    try:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield number, line
-    finally:
-        if handle is not sys.stdin:
-            handle.close()
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
-    stub = pb_grpc.IngestServiceStub(_channel(args))
-    accepted = 0
-    problems: list[tuple[int, str]] = []
-    batch: list[pb.Event] = []
-    numbers: list[int] = []
-
-    def send() -> None:
-        nonlocal accepted
-        if not batch:
-            return
-        try:
-            response = stub.Publish(pb.PublishRequest(events=batch), timeout=60)
-            accepted += response.accepted
-            for r in response.rejections:
-                problems.append((numbers[r.index], f"{r.field}: {r.reason}"))
-        except grpc.RpcError as exc:
-            if exc.code() not in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-            ):
-                raise
-            for field, reason in _violations(exc):
-                index = (
-                    int(field.split("]")[0].split("[")[1]) if field.startswith("events[") else -1
-                )
-                line = numbers[index] if 0 <= index < len(numbers) else numbers[0]
-                problems.append((line, f"{field.split('.', 1)[-1]}: {reason}"))
-        batch.clear()
-        numbers.clear()
-
-    try:
-        for number, line in _lines(args.file):
-            try:
-                batch.append(_event_from_json(orjson.loads(line)))
-                numbers.append(number)
-            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-                problems.append((number, f"not a valid event: {exc}"))
-            if len(batch) >= args.batch_size:
-                send()
-        send()
-    except FileNotFoundError as exc:
-        raise CliError(f"no such file: {exc.filename}") from None
-    problems.sort()
-    if args.json:
-        print(
-            json.dumps(
-                {"accepted": accepted, "rejected": [{"line": n, "reason": r} for n, r in problems]},
-                indent=2,
-            )
-        )
-    else:
-        for number, reason in problems:
-            print(f"line {number}: {reason}", file=sys.stderr)
-        print(f"accepted {accepted}, rejected {len(problems)}")
-    return PROBLEM if problems else OK
-
-
-def _violations(exc: grpc.RpcError) -> list[tuple[str, str]]:
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    out: list[tuple[str, str]] = []
-    if status is not None:
-        for detail in status.details:
-            request = error_details_pb2.BadRequest()
-            if detail.Unpack(request):
-                out.extend((v.field, v.description) for v in request.field_violations)
-    return out or [("request", exc.details() or str(exc.code()))]
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
-    jobs = pb_grpc.QueryServiceStub(_channel(args)).ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    jobs = (
+        pb_grpc.QueryServiceStub(channel(args.address))
+        .ListJobs(pb.ListJobsRequest(), timeout=10)
+        .jobs
+    )
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
@@ -467,41 +124,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    stub = pb_grpc.ControlServiceStub(_channel(args))
+    stub = pb_grpc.ControlServiceStub(channel(args.address))
     if args.action == "pause":
         source = stub.PauseSource(pb.PauseSourceRequest(source=args.source), timeout=10).source
     else:
         source = stub.ResumeSource(pb.ResumeSourceRequest(source=args.source), timeout=10).source
     print(f"{source.source}: {'paused' if source.paused else 'running'}")
-    return OK
-
-
-def cmd_metrics(args: argparse.Namespace) -> int:
-    stub = pb_grpc.QueryServiceStub(_channel(args))
-    minutes = list(stub.GetMetrics(pb.GetMetricsRequest(), timeout=10).minutes)[-args.minutes :]
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "minute": _when(m.minute),
-                        **dict(m.features),
-                        "missing_rate_by_source": dict(m.missing_rate_by_source),
-                    }
-                    for m in minutes
-                ],
-                indent=2,
-            )
-        )
-        return OK
-    if not minutes:
-        print("no closed minute yet")
-        return OK
-    names = list(minutes[0].features)
-    table(
-        [("MINUTE", *names)]
-        + [(_when(m.minute)[11:16], *(f"{m.features[n]:.4g}" for n in names)) for m in minutes]
-    )
     return OK
 
 

@@ -60,7 +60,7 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
         grpc_server.port,
         f"http://{console.address}" if console else "(off)",
         ",".join(config.sources.names),
-        ",".join(daemon.inputs) or "(none)",
+        ",".join(n for n, spec in config.sources.inputs.items() if spec.enabled) or "(none)",
     )
     if ready_file:
         with open(ready_file, "w", encoding="utf-8") as f:

@@ -1,24 +1,34 @@
 """Read models: what the gRPC API, the console and /metrics show, computed in one
-place from the daemon's parts. Front-ends read these and nothing else of the daemon."""
+place from the daemon's parts (shapes in helios.daemon.views). Front-ends read these
+and nothing else of the daemon."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from helios.daemon.audit import Decision, Execution, Span
+from helios.daemon.audit import Decision, Execution
 from helios.daemon.detection import Anomaly, StepRecord, parse_anomaly_filter
-from helios.daemon.domain import AutomationMode, BreakerState, DecisionStatus
+from helios.daemon.domain import AutomationMode, DecisionStatus
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.jobs import Job
 from helios.daemon.metrics import MetricsMinute
-from helios.daemon.model import EventRecord, Outcome
+from helios.daemon.model import Outcome
 from helios.daemon.pipeline import Watcher
 from helios.daemon.query import PageRequest, newest_first, parse_filter, parse_terms
-from helios.daemon.safety import ActionSettings
-from helios.daemon.types import Criteria
+from helios.daemon.views import (
+    ActionView,
+    BreakerView,
+    Catalogue,
+    DetectorStatus,
+    EventView,
+    Latency,
+    Notification,
+    SourceStatus,
+    Stats,
+    Trace,
+)
 
 if TYPE_CHECKING:
     from helios.daemon.app import Daemon
@@ -38,122 +48,6 @@ EXECUTION_FIELDS = {
     "verification": "verification",
     "trace": "trace_id",
 }
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    source: str
-    copies: int
-    expected: int
-    delivered: int
-    completeness: float
-    duplicates: int
-    paused: bool
-
-
-@dataclass(frozen=True)
-class DetectorStatus:
-    name: str
-    status: str
-    anomalies: int
-    threshold: float
-    score_unit: str
-
-
-@dataclass(frozen=True)
-class Latency:
-    p50: float
-    p90: float
-    p99: float
-    max: float
-    count: int
-
-
-@dataclass(frozen=True)
-class Stats:
-    copies_received: int
-    events_seen: int
-    outcomes: dict[str, int]
-    rejections: dict[str, int]
-    refused_requests: dict[str, int]  # "Method:CODE" -> count
-    detectors: list[DetectorStatus]
-    open_windows: int
-    index_records: int
-    copies_per_second: float
-    events_per_second: float
-    sources: list[SourceStatus]
-    latency: Latency
-    queue_depth: int
-    queue_capacity: int
-    uptime_seconds: float
-    version: str
-    now: float
-
-
-@dataclass(frozen=True)
-class EventView:
-    record: EventRecord
-    quarantine_reason: str
-
-
-@dataclass(frozen=True)
-class ActionView:
-    name: str
-    description: str
-    issue_kinds: tuple[str, ...]
-    plugin: str
-    criteria: Criteria  # current estimates
-    configured: Criteria
-    runs: int
-    successes: int
-    mode: str
-    settings: ActionSettings
-    running: int
-
-
-@dataclass(frozen=True)
-class BreakerView:
-    source: str
-    state: BreakerState
-    forced: bool
-    since: float
-    reason: str
-    trips: int
-    ratio: float
-    volume: int
-    failed_over: bool
-
-
-@dataclass(frozen=True)
-class Notification:
-    at: float
-    level: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """The action catalogue and everything the operator controls around it."""
-
-    actions: list[ActionView]
-    automation_mode: str
-    action_modes: dict[str, str]
-    method: str
-    weighting: str
-    weights: dict[str, float]
-    breakers: list[BreakerView]
-    notifications: list[Notification]  # newest last
-    throttles: dict[str, float]
-    quarantined_events: int
-
-
-@dataclass(frozen=True)
-class Trace:
-    trace_id: str
-    anomalies: list[Anomaly]
-    decisions: list[Decision]
-    executions: list[Execution]
-    spans: list[Span]
 
 
 def _matcher(values: dict[str, str], fields: dict[str, str]) -> Callable[[Any], bool]:
@@ -457,3 +351,17 @@ class ReadModels:
 
     def modes(self) -> list[str]:
         return [m.value for m in AutomationMode]
+
+
+__all__ = [
+    "ActionView",
+    "BreakerView",
+    "Catalogue",
+    "DetectorStatus",
+    "EventView",
+    "Notification",
+    "ReadModels",
+    "SourceStatus",
+    "Stats",
+    "Trace",
+]

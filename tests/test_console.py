@@ -333,6 +333,7 @@ def _replay_decision(daemon: DaemonProcess, status: str = "pending_approval") ->
 
 
 def test_recovery_view_approves_a_replay_triggers_and_sets_breakers(detecting_daemon, browser):
+    from selenium.webdriver.common.by import By
 
     pending = _replay_decision(detecting_daemon)
     browser.get(f"http://127.0.0.1:{detecting_daemon.console_port}/recovery")
@@ -367,7 +368,16 @@ def test_recovery_view_approves_a_replay_triggers_and_sets_breakers(detecting_da
             lambda: execution.id in text_of(browser, ".helios-executions"),
             what="the execution in the timeline",
         )
-        # A dry run from the trigger form (notify on aws is the form's default).
+        # A dry run from the trigger form: notify on aws (dry run is the form's default).
+        click(browser, ".helios-trigger-action")
+        wait_for(
+            lambda: [
+                item.click()
+                for item in browser.find_elements(By.CSS_SELECTOR, ".q-menu .q-item")
+                if item.text.strip() == "notify"
+            ],
+            what="notify in the action menu",
+        )
         click(browser, ".helios-trigger")
         result = wait_for(
             lambda: text_of(browser, ".helios-trigger-result"), what="the trigger's result"

@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 from helios.daemon.errors import RequestError
 from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
-from helios.ui import detection, prometheus, recovery
+from helios.ui import decisions, detection, prometheus, recovery
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
@@ -276,8 +276,8 @@ class Console:
             ui.timer(2.0, refresh)
 
         @ui.page("/decisions")
-        def decisions(id: str = "") -> None:
-            recovery.decisions_page(services, _header, id)
+        def decisions_view(id: str = "") -> None:
+            decisions.decisions_page(services, _header, id)
 
         @ui.page("/recovery")
         def recovery_view() -> None:

@@ -1,0 +1,128 @@
+"""The read models' shapes: plain, frozen snapshots that front-ends render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from helios.daemon.audit import Decision, Execution, Span
+from helios.daemon.detection import Anomaly
+from helios.daemon.domain import BreakerState
+from helios.daemon.model import EventRecord
+from helios.daemon.safety import ActionSettings
+from helios.daemon.types import Criteria
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    copies: int
+    expected: int
+    delivered: int
+    completeness: float
+    duplicates: int
+    paused: bool
+
+
+@dataclass(frozen=True)
+class DetectorStatus:
+    name: str
+    status: str
+    anomalies: int
+    threshold: float
+    score_unit: str
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    copies_received: int
+    events_seen: int
+    outcomes: dict[str, int]
+    rejections: dict[str, int]
+    refused_requests: dict[str, int]  # "Method:CODE" -> count
+    detectors: list[DetectorStatus]
+    open_windows: int
+    index_records: int
+    copies_per_second: float
+    events_per_second: float
+    sources: list[SourceStatus]
+    latency: Latency
+    queue_depth: int
+    queue_capacity: int
+    uptime_seconds: float
+    version: str
+    now: float
+
+
+@dataclass(frozen=True)
+class EventView:
+    record: EventRecord
+    quarantine_reason: str
+
+
+@dataclass(frozen=True)
+class ActionView:
+    name: str
+    description: str
+    issue_kinds: tuple[str, ...]
+    plugin: str
+    criteria: Criteria  # current estimates
+    configured: Criteria
+    runs: int
+    successes: int
+    mode: str
+    settings: ActionSettings
+    running: int
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    source: str
+    state: BreakerState
+    forced: bool
+    since: float
+    reason: str
+    trips: int
+    ratio: float
+    volume: int
+    failed_over: bool
+
+
+@dataclass(frozen=True)
+class Notification:
+    at: float
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The action catalogue and everything the operator controls around it."""
+
+    actions: list[ActionView]
+    automation_mode: str
+    action_modes: dict[str, str]
+    method: str
+    weighting: str
+    weights: dict[str, float]
+    breakers: list[BreakerView]
+    notifications: list[Notification]  # newest last
+    throttles: dict[str, float]
+    quarantined_events: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    trace_id: str
+    anomalies: list[Anomaly]
+    decisions: list[Decision]
+    executions: list[Execution]
+    spans: list[Span]
