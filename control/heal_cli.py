@@ -13,7 +13,8 @@ from helios.control.common import CliError, channel, table, when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
-CRITERIA = ("mttr_seconds", "qos_impact", "success_rate", "cost")
+# The criteria in matrix column order, as the API declares them.
+CRITERIA = tuple(f.name for f in pb.Criteria.DESCRIPTOR.fields)
 
 
 def _dump(message: Message | list[Message]) -> None:

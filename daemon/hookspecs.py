@@ -8,7 +8,7 @@ registration of a name wins, so an outside plugin can replace a built-in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
 from helios.daemon.types import (
@@ -19,6 +19,11 @@ from helios.daemon.types import (
     SourceFactory,
     WeightingMethod,
 )
+
+if TYPE_CHECKING:  # the observed objects' modules load plugins themselves
+    from helios.daemon.audit import Execution
+    from helios.daemon.detection import Anomaly
+    from helios.daemon.model import Outcome
 
 hookspec = pluggy.HookspecMarker("helios")
 hookimpl = pluggy.HookimplMarker("helios")
@@ -55,15 +60,16 @@ def register_actions(register: Callable[[str, ActionFactory], None]) -> None:
 
 
 @hookspec
-def on_outcome(outcome: Any) -> None:
+def on_outcome(outcome: Outcome) -> None:
     """Called for every outcome the reconciler decides (COMPLETE, MISSING, ...)."""
 
 
 @hookspec
-def on_anomaly(anomaly: Any) -> None:
+def on_anomaly(anomaly: Anomaly) -> None:
     """Called for every anomaly a detector raises."""
 
 
 @hookspec
-def on_action_result(result: Any) -> None:
-    """Called when a recovery action finishes, with its verified result."""
+def on_action_result(result: Execution) -> None:
+    """Called when a recovery action's execution is settled: verified, failed, or with
+    nothing to verify."""

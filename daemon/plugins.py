@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 from helios.daemon import hookspecs
@@ -20,6 +20,11 @@ from helios.daemon.types import (
     SourceFactory,
     WeightingMethod,
 )
+
+if TYPE_CHECKING:  # these modules import this one
+    from helios.daemon.audit import Execution
+    from helios.daemon.detection import Anomaly
+    from helios.daemon.model import Outcome
 
 log = logging.getLogger("helios.plugins")
 ENTRY_POINT_GROUP = "helios"
@@ -155,13 +160,13 @@ class PluginManager:
     def has_observers(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
-    def on_outcome(self, outcome: Any) -> None:
+    def on_outcome(self, outcome: Outcome) -> None:
         self.pm.hook.on_outcome(outcome=outcome)
 
-    def on_anomaly(self, anomaly: Any) -> None:
+    def on_anomaly(self, anomaly: Anomaly) -> None:
         self.pm.hook.on_anomaly(anomaly=anomaly)
 
-    def on_action_result(self, result: Any) -> None:
+    def on_action_result(self, result: Execution) -> None:
         self.pm.hook.on_action_result(result=result)
 
 

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from helios.daemon.clock import Clock
-from helios.daemon.domain import BREAKER_SETTINGS
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.files import write_atomic
 from helios.daemon.model import CopyIn, EventRecord, OutcomeKind
@@ -217,11 +216,10 @@ class ActionRuntime:
 
     def set_breaker(self, source: str, state: str, reason: str) -> None:
         self.check_source(source)
-        if state not in BREAKER_SETTINGS:
-            raise RequestError(
-                "state", f"state must be open, closed or auto, got {state!r}", ErrorCode.INVALID
-            )
-        b = self.breakers.set(source, state, reason, self.clock.now())
+        try:
+            b = self.breakers.set(source, state, reason, self.clock.now())
+        except ValueError as exc:
+            raise RequestError("state", str(exc)) from None
         self.notify("warning", f"breaker of {source} set to {state}: {reason} (now {b.state})")
 
     def set_throttle(self, source: str, per_second: float | None) -> None:

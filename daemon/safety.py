@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from helios.daemon.domain import MODES, BreakerState
+from helios.daemon.domain import BREAKER_SETTINGS, MODES, BreakerState
 from helios.daemon.files import write_json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -171,8 +171,8 @@ class Breakers:
             b.forced = False
             b.reason = f"automatic again ({reason})"
             return b
-        if state not in ("open", "closed"):
-            raise ValueError(f"breaker state must be open, closed or auto, got {state!r}")
+        if state not in BREAKER_SETTINGS:
+            raise ValueError(f"state must be {', '.join(BREAKER_SETTINGS)}, got {state!r}")
         if state != b.state:
             b.since = now
             if state == "open":
