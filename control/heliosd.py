@@ -163,7 +163,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heliosd", description="The HELIOS daemon.")
     parser.add_argument(
         "--version",
@@ -183,7 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg_sub.add_parser("sample", help="print a commented sample config")
     plugins = sub.add_parser("plugins", help="list loaded plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command is None:
         args.command = "run"
         args.ready_file = None

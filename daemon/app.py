@@ -5,16 +5,15 @@ state and starts the pipeline, sources and jobs. Front-ends get `services` only.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections import deque
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
 from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
+from helios.daemon.housekeeping import Rates, schedule
 from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
@@ -102,7 +101,7 @@ class Daemon:
                     f"{', '.join(lacking)} (see helios.daemon.types.Source and SourceBase)"
                 )
             self.inputs[name] = instance
-        self._rates: deque[tuple[float, int, int]] = deque(maxlen=120)
+        self.rates = Rates(self.reconciler)
         self.jobs = Scheduler(self.clock)
         self.started_at = time.monotonic()
         self.ready = False
@@ -139,7 +138,7 @@ class Daemon:
         reads = ReadModels(self)
         self.services = Services(self.admission, reads, Operator(self, reads))
         self.refused = self.services.refused
-        self._add_jobs()
+        schedule(self)
 
     @classmethod
     def build(
@@ -184,122 +183,6 @@ class Daemon:
         await self.pipeline.stop()
         self.detection.process()
         await self.index.close()
-
-    def _add_jobs(self) -> None:
-        jobs = self.jobs
-        jobs.add(
-            "window-sweep",
-            self.config.reconcile.sweep_interval_seconds,
-            self._sweep,
-            "declare MISSING for windows past window + grace; close metrics minutes",
-        )
-        jobs.add("index-ttl", 10.0, self._expire, "age records and outcomes out of the index")
-        if self.detection.detectors:
-            jobs.add("detection", 1.0, self._detect, "feed closed minutes to the detectors")
-            jobs.add(
-                "model-health",
-                60.0,
-                self._model_health,
-                "check each detector's status",
-                run_at_start=True,
-            )
-        decision = self.config.decision
-        jobs.add(
-            "mape-k",
-            decision.cycle_seconds,
-            self.loop.cycle,
-            "MAPE-K cycle: decide on anomalies, expire approvals, follow up on replays",
-        )
-        jobs.add(
-            "verify",
-            1.0,
-            self.loop.verify,
-            "verify executed actions against what reconciliation observes",
-        )
-        jobs.add("breakers", 1.0, self._breakers, "update per-source circuit breakers")
-        jobs.add(
-            "weights",
-            decision.weights_interval_seconds,
-            self._weights,
-            f"recompute criteria weights ({decision.weighting}) from the actions' record",
-        )
-        jobs.add(
-            "rates",
-            1.0,
-            self._sample_rates,
-            "sample counters for events/s and copies/s",
-            wall_clock=True,
-            run_at_start=True,
-        )
-        if self.config.daemon.gc_freeze_seconds > 0:
-            jobs.add(
-                "gc-freeze",
-                self.config.daemon.gc_freeze_seconds,
-                self._freeze_gc,
-                "move live records out of the cyclic GC's reach",
-                wall_clock=True,
-                run_at_start=True,
-            )
-
-    async def _sweep(self) -> str:
-        return f"{await self.pipeline.sweep()} windows declared MISSING"
-
-    async def _expire(self) -> str:
-        return f"{await self.index.expire(self.clock.now())} records expired"
-
-    async def _detect(self) -> str:
-        found = self.detection.process()
-        self.loop.submit(found)
-        return f"{len(found)} anomalies" if found else "no anomaly"
-
-    async def _breakers(self) -> str:
-        counters = {
-            name: (c.expected, c.delivered)
-            for name, c in zip(self.runtime.sources, self.reconciler.by_source, strict=True)
-        }
-        changed = self.breakers.observe(self.clock.now(), counters)
-        for b in changed:
-            self.runtime.notify("warning", f"breaker of {b.source} is {b.state}: {b.reason}")
-        return ", ".join(f"{s}: {b.state}" for s, b in self.breakers.breakers.items())
-
-    async def _weights(self) -> str:
-        return self.loop.planner.recalculate_weights()
-
-    async def _model_health(self) -> str:
-        return "; ".join(f"{name}: {text}" for name, text in self.detection.status().items())
-
-    async def _sample_rates(self) -> str:
-        r = self.reconciler
-        self._rates.append((time.monotonic(), r.copies_received, r.events_seen))
-        return "sampled"
-
-    async def _freeze_gc(self) -> str:
-        """Move live objects out of the cyclic GC's reach, on a schedule.
-
-        Event records, copies and outcomes hold no reference cycles (refcounting frees
-        them), yet with millions alive a full collection scans them all: about 0.9 s per
-        3 million objects here, a pause in the middle of ingest. Freezing them keeps
-        collections proportional to what is new. The cost: cyclic garbage that survives
-        to a freeze is never collected; asyncio and gRPC make little of it.
-
-        Not gc.get_freeze_count(): it walks the whole permanent generation, 100-270 ms
-        with 5 million objects frozen, a stall of the event loop every run."""
-        gc.collect(1)
-        gc.freeze()
-        return f"frozen; {gc.get_stats()[2]['collections']} full collections so far"
-
-    def rates(self, window: float = 10.0) -> tuple[float, float]:
-        """Copies/s and events/s over about the last `window` seconds of real time."""
-        r = self.reconciler
-        now = (time.monotonic(), r.copies_received, r.events_seen)
-        older = [s for s in self._rates if now[0] - s[0] <= window + 0.5]
-        if not older:
-            return 0.0, 0.0
-        t0, c0, e0 = older[0]
-        span = now[0] - t0
-        if span < 0.5:
-            return 0.0, 0.0
-        return (now[1] - c0) / span, (now[2] - e0) / span
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:
         """On a ManualClock: move simulated time on in steps, letting the daemon's tasks

@@ -347,7 +347,7 @@ cycle_seconds = 60.0                  # MAPE-K cycle; it also runs on every new 
 weights_interval_seconds = 600.0      # recompute the weights from the actions' track record
 approval_ttl_seconds = 900.0          # an unapproved decision expires (= rejected) after this
 verify_timeout_seconds = 600.0        # an action not verified by then counts as failed
-follow_up_seconds = 300.0             # replays continue this long after the loop's last replay decision
+follow_up_seconds = 300.0             # an action that follows up (replay_missing) repeats this long
 breaker_failure_threshold = 0.5       # a source's breaker opens when this share of its copies fail...
 breaker_min_volume = 20               # ...out of at least this many expected...
 breaker_window_seconds = 60.0         # ...within this window
@@ -356,7 +356,7 @@ breaker_open_seconds = 120.0          # then half-opens to probe after this
 # Per recovery action: policy keys (enabled, automation = observe|approve|auto,
 # cooldown_seconds, max_concurrent, max_per_hour, blast_radius, timeout_seconds, retries,
 # backoff_seconds), criteria estimates (mttr_seconds, qos_impact, success_rate, cost) and
-# the action's own keys (README: Recovery actions). Example:
+# the action's own keys (docs/decide-and-heal.md: Recovery actions). Example:
 [actions.options]
 replay_missing = { automation = "auto", blast_radius = 10000, cooldown_seconds = 30.0 }
 webhook = { url = "https://runbooks.example.com/helios", timeout_seconds = 10.0 }

@@ -109,7 +109,7 @@ class ReadModels:
         """Everything in Stats but the index size (which may need I/O)."""
         d = self._d
         rec, pipeline = d.reconciler, d.pipeline
-        copies_rate, events_rate = d.rates()
+        copies_rate, events_rate = d.rates.per_second()
         return Stats(
             copies_received=rec.copies_received,
             events_seen=rec.events_seen,

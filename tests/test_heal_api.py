@@ -318,3 +318,28 @@ async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing, monke
     await run(h.daemon, h.clock, 3)
     replayed = h.simulator.traffic.truth.replayed
     assert replayed and max(replayed.values()) == 1
+
+
+async def test_statuses_come_as_enums_beside_their_strings(h: Healing):
+    trigger = await h.control.TriggerAction(
+        pb.TriggerActionRequest(action="notify", target="aws", dry_run=True, requested_by="eve")
+    )
+    d, x = trigger.decision, trigger.execution
+    assert (d.status, d.decision_status) == ("dry_run", pb.DECISION_STATUS_DRY_RUN)
+    assert (x.status, x.execution_status) == ("dry_run", pb.EXECUTION_STATUS_DRY_RUN)
+    assert x.verification_status == pb.VERIFICATION_STATUS_NOT_APPLICABLE
+    assert (d.diagnosis.kind, d.diagnosis.issue_kind) == ("manual", pb.ISSUE_KIND_MANUAL)
+    assert (d.mode, d.automation_mode) == ("manual", pb.AUTOMATION_MODE_UNSPECIFIED)
+    # The enum wins over the string in a request, and the answer carries both.
+    set_mode = await h.control.SetAutomationMode(
+        pb.SetAutomationModeRequest(mode="observe", automation_mode=pb.AUTOMATION_MODE_AUTO)
+    )
+    assert set_mode.automation_mode == "auto"
+    actions = await h.query.ListActions(pb.ListActionsRequest())
+    assert actions.default_mode == pb.AUTOMATION_MODE_AUTO
+    assert {a.automation_mode for a in actions.actions} == {pb.AUTOMATION_MODE_AUTO}
+    breakers = {b.source: b for b in actions.breakers}
+    assert (breakers["aws"].state, breakers["aws"].breaker_state) == (
+        "closed",
+        pb.BREAKER_STATE_CLOSED,
+    )
