@@ -93,7 +93,7 @@ async def main(mode: str, seed: int) -> None:
         )
     statuses: dict[str, int] = {}
     for d in decisions:
-        statuses[d.status] = statuses.get(d.status, 0) + 1
+        statuses[d.status.value] = statuses.get(d.status.value, 0) + 1
     print(
         f"decisions: {len(decisions)} {statuses}; chosen: {sorted({d.chosen for d in decisions})}"
     )
