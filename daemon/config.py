@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from helios.daemon.domain import AutomationMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "HELIOS_"
@@ -120,7 +121,7 @@ class DecisionConfig(_Section):
 
     method: str = "topsis"
     weighting: str = "entropy"  # a weighting plugin, or "config" for `weights`
-    automation: Literal["observe", "approve", "auto"] = "observe"
+    automation: AutomationMode = AutomationMode.OBSERVE
     weights: dict[str, float] = Field(default_factory=dict)  # criterion -> weight
     cycle_seconds: float = Field(60.0, gt=0)
     weights_interval_seconds: float = Field(600.0, gt=0)

@@ -18,15 +18,13 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from helios.daemon.domain import BREAKER_SETTINGS, MODES, BreakerState
+from helios.daemon.domain import BREAKER_SETTINGS, MODES, AutomationMode, BreakerState
 from helios.daemon.files import write_json
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["MODES", "ActionSettings", "Breaker", "Breakers", "PolicyState", "parse_settings"]
-
-Mode = Literal["observe", "approve", "auto"]  # AutomationMode, as pydantic reads config
 
 
 class ActionSettings(BaseModel):
@@ -34,7 +32,7 @@ class ActionSettings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     enabled: bool = True
-    automation: Mode | None = None  # None: decision.automation
+    automation: AutomationMode | None = None  # None: decision.automation
     cooldown_seconds: float = Field(60.0, ge=0)
     max_concurrent: int = Field(1, ge=1)
     max_per_hour: int = Field(30, ge=1)

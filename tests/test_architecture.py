@@ -170,6 +170,22 @@ def test_a_front_end_reads_no_internal_or_private_state(path: Path):
     assert not reached, reached
 
 
+@pytest.mark.parametrize(
+    "path", sources("control", "ui", "plugins", "ml"), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_no_module_outside_the_daemon_reads_another_objects_private_state(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    private = [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+    assert not private, private
+
+
 def test_the_thin_client_loads_neither_the_daemon_nor_its_libraries():
     for path in THIN_CLIENT:
         assert not {m for m in imports_of(path) if m.startswith("helios.daemon")}, path

@@ -94,7 +94,7 @@ class Truth:
         """Events that must be declared MISSING: a dropped or a late copy."""
         return set(self.dropped) | set(self.delayed)
 
-    def _forget_oldest(self) -> None:
+    def forget_oldest(self) -> None:
         event_id, _ = self.events.popitem(last=False)
         tables = (self.dropped, self.delayed, self.duplicated, self.corrupted, self.inconsistent)
         for table in tables:
@@ -194,7 +194,7 @@ class Traffic:
         truth = self.truth
         truth.events[event_id] = produced_at
         if len(truth.events) > opts.truth_limit:
-            truth._forget_oldest()
+            truth.forget_oldest()
         expected = self.expected_sources(event_type)
         late_at = produced_at + (
             opts.delay_seconds
@@ -239,6 +239,23 @@ class Traffic:
                 truth.duplicated.setdefault(event_id, set()).add(source)
         if delivered >= 2 and event_id in truth.corrupted:
             truth.inconsistent[event_id] = truth.corrupted[event_id]
+
+    def begin(self, now: float) -> None:
+        """Start the scenario's clock (its minutes count from here) and production."""
+        self.start = self._next_event = now
+
+    def replay(self, source: str, copies: Sequence[CopyIn], now: float) -> int:
+        """Deliver copies again through `source`, each after its usual latency; the
+        ground truth records every replayed copy, and whether it had been withheld."""
+        minute = (now - self.start) / 60.0
+        truth = self.truth
+        for copy in copies:
+            key = (copy[0], source)
+            truth.replayed[key] = truth.replayed.get(key, 0) + 1
+            truth.withheld.pop(key, None)
+            replayed: CopyIn = (copy[0], source, copy[2], copy[3], copy[4])
+            self._push(now + self._latency(source, minute, self.replay_rng), replayed)
+        return len(copies)
 
     def _push(self, arrival: float, copy: CopyIn) -> None:
         self._seq += 1
@@ -307,21 +324,11 @@ class SimulatorSource:
         """Re-publish copies through `source`, as its bus would on a replay request:
         each arrives after the source's usual delivery latency. The ground truth records
         every replayed copy, and whether the simulator had withheld it."""
-        now = self.context.clock.now()
-        minute = (now - self.traffic.start) / 60.0
-        truth = self.traffic.truth
-        for copy in copies:
-            key = (copy[0], source)
-            truth.replayed[key] = truth.replayed.get(key, 0) + 1
-            truth.withheld.pop(key, None)
-            replayed: CopyIn = (copy[0], source, copy[2], copy[3], copy[4])
-            latency = self.traffic._latency(source, minute, self.traffic.replay_rng)
-            self.traffic._push(now + latency, replayed)
-        return len(copies)
+        return self.traffic.replay(source, copies, self.context.clock.now())
 
     async def start(self) -> None:
         if not self.started:  # a restart keeps the scenario schedule where it was
-            self.traffic.start = self.traffic._next_event = self.context.clock.now()
+            self.traffic.begin(self.context.clock.now())
             self.started = True
         self._task = asyncio.create_task(self._run(), name=f"helios-sim-{self.context.name}")
 
