@@ -219,3 +219,42 @@ prefix = "ext"
         assert actions["example_page"]["plugin"] == "example"
     finally:
         stop_daemon_process(daemon)
+
+
+def test_an_outside_action_or_source_missing_a_declared_member_fails_at_build_naming_it():
+    from helios.daemon.app import Daemon
+    from helios.daemon.config import ConfigError
+    from helios.daemon.plugins import Registered, load
+
+    from tests.helpers import make_config
+
+    class OldAction:  # written before policy_defaults and follows_up were declared
+        name = "old"
+        issue_kinds = ("*",)
+        description = "an action of the old contract"
+
+        def __init__(self, options):
+            from helios.daemon.types import Criteria
+
+            self.defaults = Criteria(1.0, 0.0, 0.5, 1.0)
+
+    config = make_config()
+    manager, registry = load()
+    registry.actions["old"] = Registered("old", OldAction, "outside")
+    with pytest.raises(ConfigError, match="'old' of plugin 'outside' lacks policy_defaults"):
+        Daemon.build(config, manager, registry)
+
+    class OldSource:  # start, stop, pause, resume only
+        def __init__(self, context, options):
+            pass
+
+        async def start(self): ...
+        async def stop(self): ...
+        def pause(self, source): ...
+        def resume(self, source): ...
+
+    config = make_config('[sources.inputs.old]\nplugin = "old_source"\n')
+    manager, registry = load()
+    registry.sources["old_source"] = Registered("old_source", OldSource, "outside")
+    with pytest.raises(ConfigError, match="lacks delivers, replays, replay"):
+        Daemon.build(config, manager, registry)
