@@ -24,6 +24,7 @@ _PB_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
     grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
 }
 STATUS = {
     ErrorCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -31,6 +32,7 @@ STATUS = {
     ErrorCode.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.BLAST_RADIUS: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 

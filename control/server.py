@@ -7,8 +7,9 @@ RequestError into one status, with google.rpc.BadRequest field violations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
@@ -52,6 +53,9 @@ def _rejections_pb(result: PublishResult) -> list[pb.Rejection]:
     ]
 
 
+STREAM_IN_FLIGHT = 64  # batches of one stream admitted but not yet acknowledged
+
+
 class IngestServicer:
     def __init__(self, services: Services) -> None:
         self.admission = services.admission
@@ -75,23 +79,45 @@ class IngestServicer:
     async def PublishStream(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> AsyncIterator[pb.PublishStreamResponse]:
-        admit = self.admission.admit
+        """Reads and admits batches while earlier ones are being stored, and sends the
+        acknowledgements in order, each once its batch is stored."""
+        submit = self.admission.submit
         parse = pb.PublishStreamRequest.FromString
-        async for raw in requests:
-            received = time.perf_counter()
+        acks: asyncio.Queue[tuple[int, PublishResult, Awaitable[None]] | None] = asyncio.Queue(
+            STREAM_IN_FLIGHT
+        )
+
+        async def read() -> None:
             try:
-                request = parse(raw)
-            except DecodeError as exc:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"request is not a valid helios.v1.PublishStreamRequest: {exc}",
+                async for raw in requests:
+                    received = time.perf_counter()
+                    try:
+                        request = parse(raw)
+                    except DecodeError as exc:
+                        raise RequestError(
+                            "request", f"not a valid helios.v1.PublishStreamRequest: {exc}"
+                        ) from None
+                    result, stored = await submit(copies_from(request.events), received, True)
+                    await acks.put((request.batch_id, result, stored))
+            finally:
+                await acks.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await acks.get()) is not None:
+                batch_id, result, stored = item
+                await stored
+                yield pb.PublishStreamResponse(
+                    batch_id=batch_id,
+                    accepted=result.accepted,
+                    rejections=_rejections_pb(result) if result.rejections else None,
                 )
-            result = await admit(copies_from(request.events), received, wait=True)
-            yield pb.PublishStreamResponse(
-                batch_id=request.batch_id,
-                accepted=result.accepted,
-                rejections=_rejections_pb(result) if result.rejections else None,
-            )
+            await reader  # a refused batch ends the stream, after the earlier acks
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
 
 
 class QueryServicer:

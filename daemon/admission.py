@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 
-from helios.daemon.errors import RequestError
+from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.model import CopyIn
 from helios.daemon.pipeline import Pipeline
 from helios.daemon.types import PublishResult, QueueFull, Rejected
@@ -29,11 +29,24 @@ class Admission:
     async def admit(
         self, copies: Sequence[CopyIn], received: float | None = None, wait: bool = False
     ) -> PublishResult:
-        """Validate and enqueue a batch; each bad copy is reported by its index.
+        """Validate and enqueue a batch, and return once it is stored (with a durable
+        index; at once otherwise): the acknowledgement. Each bad copy is reported by its
+        index.
 
-        Raises RequestError for a batch over `max_batch` and QueueFull (code EXHAUSTED)
+        Raises RequestError for a batch over `max_batch`, QueueFull (code EXHAUSTED)
         when the queue has no room (after up to `wait_seconds` with `wait`) or a
-        throttled source is over its rate: the batch is then refused whole."""
+        throttled source is over its rate, the batch then refused whole; and
+        RequestError (code UNAVAILABLE) when the index could not store it."""
+        result, stored = await self.submit(copies, received, wait)
+        await stored
+        return result
+
+    async def submit(
+        self, copies: Sequence[CopyIn], received: float | None = None, wait: bool = False
+    ) -> tuple[PublishResult, Awaitable[None]]:
+        """admit() without waiting for the store: the result, and what completes when
+        the batch is stored. PublishStream reads its next batch meanwhile and sends the
+        acknowledgements in order as they complete."""
         pipeline = self.pipeline
         count = len(copies)
         if count > self.max_batch:
@@ -42,7 +55,7 @@ class Admission:
                 "events", f"batch has {count} events; at most {self.max_batch} per batch"
             )
         if not count:
-            return PublishResult(0)
+            return PublishResult(0), _stored()
         if received is None:
             received = time.perf_counter()
         if pipeline.throttles:
@@ -57,16 +70,41 @@ class Admission:
             raise
         accepted = 0
         rejections: list[Rejected] = []
+        stored: list[asyncio.Future[None]] = []
         try:
             for start in range(0, count, SLICE):
                 good, result = pipeline.check(copies[start : start + SLICE])
                 for r in result.rejections:
                     rejections.append(replace(r, index=r.index + start) if start else r)
                 if good:
-                    pipeline.enqueue_reserved(good, received)
+                    future = pipeline.enqueue_reserved(good, received)
+                    if future is not None:
+                        stored.append(future)
                     accepted += len(good)
                     if start + SLICE < count:
                         await asyncio.sleep(0)  # let the reconciler take this slice
         finally:
             pipeline.release(count - accepted)
-        return PublishResult(accepted, rejections)
+        if not stored:  # an index in memory: nothing to wait for
+            return PublishResult(accepted, rejections), _stored()
+        return PublishResult(accepted, rejections), asyncio.ensure_future(_all_stored(stored))
+
+
+def _stored() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+async def _all_stored(stored: list[asyncio.Future[None]]) -> None:
+    for future in stored:
+        try:
+            await future
+        except RequestError:
+            raise
+        except Exception as exc:
+            raise RequestError(
+                "events",
+                f"the batch was not stored ({exc}); nothing of it is acknowledged: retry",
+                ErrorCode.UNAVAILABLE,
+            ) from exc

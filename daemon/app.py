@@ -13,6 +13,7 @@ from helios.daemon.admission import Admission
 from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
+from helios.daemon.files import DataDirLock
 from helios.daemon.housekeeping import Rates, schedule
 from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
@@ -52,7 +53,12 @@ class Daemon:
                 f"index.backend: unknown index backend {config.index.backend!r}; "
                 f"loaded: {', '.join(sorted(registry.index_backends)) or 'none'}"
             )
-        self.index = backend.factory(IndexContext(config.index, config.daemon.data_dir, self.clock))
+        try:
+            self.index = backend.factory(
+                IndexContext(config.index, config.daemon.data_dir, self.clock)
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"index ({config.index.backend}): {exc}") from exc
         self.metrics = MetricsRollup(
             config.sources.names, config.reconcile.metrics_retention_minutes
         )
@@ -138,6 +144,7 @@ class Daemon:
         reads = ReadModels(self)
         self.services = Services(self.admission, reads, Operator(self, reads))
         self.refused = self.services.refused
+        self.lock = DataDirLock(config.daemon.data_dir)
         schedule(self)
 
     @classmethod
@@ -158,7 +165,22 @@ class Daemon:
     async def start(self) -> None:
         """Phase two: open state (policy, audit trail, detector states, the record of
         replayed copies, the index), then start the pipeline, the sources and the jobs."""
-        await self.index.open()
+        self.lock.acquire()
+        try:
+            resume = await self.index.open()
+        except Exception:
+            self.lock.release()
+            raise
+        if resume.open_records:
+            saved = resume.saved_at
+            shift = self.clock.now() - saved if saved is not None else 0.0
+            self.reconciler.restore(resume.open_records, shift)
+            log.info(
+                "resumed %d open windows (deadlines moved by %.1f s)",
+                len(resume.open_records),
+                shift,
+            )
+        self.pipeline.sequence = max(self.pipeline.sequence, resume.last_sequence)
         self.runtime.open()
         self.detection.open()
         self.loop.open()
@@ -183,6 +205,7 @@ class Daemon:
         await self.pipeline.stop()
         self.detection.process()
         await self.index.close()
+        self.lock.release()
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:
         """On a ManualClock: move simulated time on in steps, letting the daemon's tasks

@@ -103,7 +103,7 @@ class SourcesConfig(_Section):
 
 
 class IndexConfig(_Section):
-    backend: str = "memory"
+    backend: str = "sqlite"
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_records: int = Field(2_000_000, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -330,10 +330,10 @@ window_seconds = 60.0                 # default: reconcile.window_seconds
 grace_seconds = 5.0                   # default: reconcile.grace_seconds
 
 [index]
-backend = "memory"                    # an index plugin: memory (sqlite, redis come later)
+backend = "sqlite"                    # an index plugin: sqlite (durable, under data_dir) | memory
+options = { synchronous = "full" }    # sqlite: full (fsync every commit) | normal; file
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
-options = {}                          # backend options
 
 [detectors]
 enabled = []                          # detector plugins watching per-minute metrics

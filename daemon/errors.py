@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     PRECONDITION = "precondition"  # a wrong state for this request: FAILED_PRECONDITION
     BLAST_RADIUS = "blast_radius"  # over an action's cap: FAILED_PRECONDITION
     EXHAUSTED = "exhausted"  # no room now, retry later: RESOURCE_EXHAUSTED
+    UNAVAILABLE = "unavailable"  # a store failed; nothing was acknowledged: UNAVAILABLE
 
 
 class RequestError(Exception):

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from helios.daemon.clock import Clock
@@ -21,6 +21,7 @@ from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 
 log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
+MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
 
 
 @dataclass(eq=False)
@@ -60,7 +61,11 @@ class Pipeline:
         self.watchers: set[Watcher] = set()
         self.sequence = 0
         self.lock = asyncio.Lock()
-        self._queue: deque[tuple[list[Checked], float]] = deque()
+        # Batches waiting for the reconciler: copies, receipt time, and the future the
+        # admission awaits for its acknowledgement (settled once the batch is stored).
+        self._queue: deque[tuple[list[Checked], float, asyncio.Future[None] | None]] = deque()
+        self.durable = index.durable
+        self._writing: deque[Awaitable[None]] = deque()  # writes not yet stored, oldest first
         self.queued = 0
         self.reserved = 0  # room claimed by batches that are still being validated
         self._work = asyncio.Event()
@@ -103,12 +108,15 @@ class Pipeline:
         if self.queued + self.reserved < self.capacity:
             self._room.set()
 
-    def enqueue_reserved(self, good: list[Checked], received: float) -> None:
-        """Enqueue copies whose room reserve() claimed; the reconciler takes them next."""
+    def enqueue_reserved(self, good: list[Checked], received: float) -> asyncio.Future[None] | None:
+        """Enqueue copies whose room reserve() claimed; the reconciler takes them next.
+        With a durable index, returns the future that settles when they are stored."""
         self.reserved -= len(good)
-        self._queue.append((good, received))
+        stored = asyncio.get_running_loop().create_future() if self.durable else None
+        self._queue.append((good, received, stored))
         self.queued += len(good)
         self._work.set()
+        return stored
 
     async def reserve_wait(self, count: int, timeout: float) -> None:
         """reserve(), waiting up to `timeout` seconds for room (stream backpressure)."""
@@ -159,17 +167,29 @@ class Pipeline:
             bucket[1] -= taken
 
     # ---- processing ---------------------------------------------------------------
-    async def process(self, copies: list[Checked], received: float | None = None) -> None:
-        """Reconcile one batch now (the consumer task calls this; tests may too)."""
+    async def process(
+        self,
+        copies: list[Checked],
+        received: float | None = None,
+        stored: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Reconcile one batch now (the consumer task calls this; tests may too).
+        `stored` settles once the index has stored what the batch changed."""
         async with self.lock:
+            open_ = self.reconciler.open
             closed = self.resident
             if closed is None:  # fetch the closed records this batch touches
-                open_ = self.reconciler.open
                 unknown = {c[0] for c in copies if c[0] not in open_}
                 closed = await self.index.get_many(unknown) if unknown else {}
             self.reconciler.apply(copies, self.clock.now(), closed)
             completes = self.reconciler.completed_in_batch
-            await self._flush()
+            touched: list[EventRecord] = []
+            if self.durable:  # the open windows this batch changed are stored too
+                touched = [open_[e] for e in dict.fromkeys(c[0] for c in copies) if e in open_]
+            written = self._flush(touched)
+        if stored is not None:
+            _chain(written, stored)
+        await self._bound_writes(written)
         if received is not None and completes:
             latency = (time.perf_counter() - received) * 1000.0
             self.latencies_ms.extend([latency] * completes)
@@ -177,30 +197,44 @@ class Pipeline:
     async def sweep(self) -> int:
         async with self.lock:
             declared = self.reconciler.sweep(self.clock.now())
-            await self._flush()
+            written = self._flush([])
+        await self._bound_writes(written)
         return declared
 
     async def drain(self) -> None:
-        """Process everything queued so far (tests and shutdown)."""
+        """Process everything queued so far and wait until it is stored (tests and
+        shutdown)."""
         while self._queue:
-            copies, received = self._queue.popleft()
+            copies, received, stored = self._queue.popleft()
             self.queued -= len(copies)
-            await self.process(copies, received)
+            await self.process(copies, received, stored)
         self._room.set()
+        while self._writing:
+            await _quietly(self._writing.popleft())
 
-    async def _flush(self) -> None:
+    def _flush(self, touched: list[EventRecord]) -> Awaitable[None]:
+        """Hand what changed to the index (it takes the records now) and the outcomes to
+        the watchers; returns the index's write, done once stored."""
         outcomes, dirty = self.reconciler.drain()
-        if dirty:
-            await self.index.put_many(dirty)
-        if not outcomes:
-            return
         sequence = self.sequence
         for outcome in outcomes:
             sequence += 1
             outcome.sequence = sequence
         self.sequence = sequence
-        await self.index.add_outcomes(outcomes)
-        self._fan_out(outcomes)
+        written = self.index.write(dirty + touched if touched else dirty, outcomes)
+        if outcomes:
+            self._fan_out(outcomes)
+        return written
+
+    async def _bound_writes(self, written: Awaitable[None]) -> None:
+        """Let the index's writes run behind the reconciler, but not unboundedly: wait
+        for the oldest when more than MAX_WRITES_IN_FLIGHT are outstanding."""
+        if not self.durable:
+            return
+        writing = self._writing
+        writing.append(written)
+        while writing and (len(writing) > MAX_WRITES_IN_FLIGHT or _done(writing[0])):
+            await _quietly(writing.popleft())
 
     def _fan_out(self, outcomes: list[Outcome]) -> None:
         notable: list[Outcome] | None = None  # all but COMPLETE: a small share of outcomes
@@ -243,14 +277,16 @@ class Pipeline:
         while True:
             await self._work.wait()
             while self._queue:
-                copies, received = self._queue.popleft()
+                copies, received, stored = self._queue.popleft()
                 self.queued -= len(copies)
                 if self.queued + self.reserved < self.capacity:
                     self._room.set()
                 try:
-                    await self.process(copies, received)
-                except Exception:
+                    await self.process(copies, received, stored)
+                except Exception as exc:
                     log.exception("reconciling a batch of %d copies failed", len(copies))
+                    if stored is not None and not stored.done():
+                        stored.set_exception(exc)
             self._work.clear()
 
     def start(self) -> None:
@@ -284,3 +320,32 @@ class Pipeline:
     def outcome_counts(self) -> dict[str, int]:
         counts = self.reconciler.outcome_counts
         return {kind.name: counts.get(kind, 0) for kind in OutcomeKind}
+
+
+def _done(written: Awaitable[None]) -> bool:
+    return isinstance(written, asyncio.Future) and written.done()
+
+
+async def _quietly(written: Awaitable[None]) -> None:
+    """Wait for a write; its failure reaches the batch's own acknowledgement (and the
+    log), not the reconciler."""
+    try:
+        await written
+    except Exception as exc:
+        log.error("storing a flush failed: %s", exc)
+
+
+def _chain(written: Awaitable[None], stored: asyncio.Future[None]) -> None:
+    """Settle `stored` as `written` settles."""
+    future = asyncio.ensure_future(written)
+
+    def settle(done: asyncio.Future[None]) -> None:
+        if stored.done():
+            return
+        error = done.exception()
+        if error is None:
+            stored.set_result(None)
+        else:
+            stored.set_exception(error)
+
+    future.add_done_callback(settle)

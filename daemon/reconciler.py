@@ -340,6 +340,17 @@ class Reconciler:
                 declared += 1
         return declared
 
+    def restore(self, records: Iterable[EventRecord], shift: float) -> int:
+        """Resume open windows read back from a store, each deadline moved by `shift`
+        (the time heliosd was away), so that a window keeps the time it had left and
+        no source is declared MISSING for the time no copy could arrive."""
+        restored = sorted(records, key=lambda r: r.deadline)
+        for rec in restored:
+            rec.deadline += shift
+            self.open[rec.event_id] = rec
+            self.route(rec.event_type).queue.append(rec)
+        return len(restored)
+
     def drain(self) -> tuple[list[Outcome], list[EventRecord]]:
         """Hand over what changed since the last drain."""
         outcomes, dirty = self.outcomes, list(self.dirty.values())

@@ -105,24 +105,41 @@ class SourceContext:
 SourceFactory = Callable[[SourceContext, Mapping[str, Any]], Source]
 
 
-class IndexBackend(Protocol):
-    """Stores closed event records and the outcome log; ages both out by TTL.
+@dataclass(frozen=True)
+class Resume:
+    """What a durable index read back at open: the records whose windows were open, the
+    daemon clock's time of its last write, and the last outcome sequence it stored."""
 
-    `resident`: an index that keeps its records in this process lends them as a
+    open_records: list[EventRecord] = field(default_factory=list)
+    saved_at: float | None = None
+    last_sequence: int = 0
+
+
+class IndexBackend(Protocol):
+    """Stores event records and the outcome log; ages both out by TTL.
+
+    `resident`: an index that keeps its closed records in this process lends them as a
     mapping, and the pipeline looks records up there in place instead of calling
-    `get_many` for every batch; an index elsewhere (a file, a server) says None."""
+    `get_many` for every batch; an index elsewhere (a server) says None.
+    `durable`: the index keeps state across restarts. The pipeline then also hands it
+    the open records each batch changed, acknowledges a batch only once `write` has
+    returned for it, and resumes the open windows `open()` returns."""
 
     resident: Mapping[str, EventRecord] | None
+    durable: bool
 
-    async def open(self) -> None:
-        """Open or create the store (at start, never when built: check-config builds)."""
+    async def open(self) -> Resume:
+        """Open or create the store (at start, never when built: check-config builds);
+        return what to resume."""
+        ...
+
+    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+        """Take changed records (closed, and open ones for a durable index) and new
+        outcomes now, as they are at the call; the awaitable completes once they are
+        stored (a durable index commits both in one transaction)."""
         ...
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...
-
-    async def put_many(self, records: Sequence[EventRecord]) -> None: ...
-
-    async def add_outcomes(self, outcomes: Sequence[Outcome]) -> None: ...
 
     async def list_outcomes(
         self, query: OutcomeQuery, page_size: int, before: int | None
@@ -131,6 +148,10 @@ class IndexBackend(Protocol):
     async def expire(self, now: float) -> int: ...
 
     async def count(self) -> int: ...
+
+    def describe(self) -> dict[str, str]:
+        """What the Storage view shows: backend, durability, file, size..."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -34,6 +34,8 @@ data_dir = "{tempfile.mkdtemp(prefix="helios-test-")}"
 [reconcile]
 window_seconds = 10.0
 grace_seconds = 2.0
+[index]
+backend = "memory"
 """
     return config_mod.parse(base + text, "test.toml", {f"HELIOS_{k}": v for k, v in env.items()})
 

@@ -155,7 +155,7 @@ async def test_per_pair_latency_and_minute_metrics(clock):
 
 
 async def test_records_age_out_of_the_index_after_the_ttl(clock):
-    daemon = make_daemon(make_config("[index]\nttl_seconds = 100.0\n"), clock)
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="100.0"), clock)
     await feed(daemon, copy("e1", "aws"), copy("e1", "gcp"), copy("e1", "azure"))
     assert await daemon.runtime.get_event("e1") is not None
     clock.advance(101)
@@ -164,7 +164,7 @@ async def test_records_age_out_of_the_index_after_the_ttl(clock):
 
 
 async def test_the_index_keeps_at_most_max_records(clock):
-    daemon = make_daemon(make_config("[index]\nmax_records = 5\n"), clock)
+    daemon = make_daemon(make_config(INDEX__MAX_RECORDS="5"), clock)
     for i in range(8):
         await feed(daemon, *(copy(f"e{i}", s) for s in ("aws", "gcp", "azure")))
     assert await daemon.index.count() == 5

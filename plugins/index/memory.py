@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
-from helios.daemon.types import IndexBackend, IndexContext, IndexFactory
+from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
 
 SCAN_LIMIT = 1_000_000  # outcomes looked at per ListOutcomes page before handing back a token
+
+
+class _Stored:
+    """An awaitable that is already done: what an index in memory returns from write."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield
+
+
+_STORED = _Stored()
 
 
 class MemoryIndex:
@@ -25,15 +36,40 @@ class MemoryIndex:
         self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
         self._log: list[Outcome] = []
         self._head = 0  # outcomes before this position have expired
+        self._dropped: list[str] = []  # evicted by the size bound, for a store to delete
+        self.track_evictions = False
 
-    async def open(self) -> None:
-        return None  # nothing on disk
+    durable = False
+
+    async def open(self) -> Resume:
+        return Resume()  # nothing on disk, nothing to resume
+
+    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+        self.store(records, outcomes)
+        return _STORED
+
+    def store(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> None:
+        """Keep closed records and outcomes, at once."""
+        if records:
+            self._put(records)
+        if outcomes:
+            self._add(outcomes)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "backend": "memory",
+            "durability": "none: records and outcomes are lost when heliosd stops",
+            "records": f"{len(self.records):,} of at most {self.max_records:,}",
+        }
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
         records = self.records
         return {i: records[i] for i in event_ids if i in records}
 
     async def put_many(self, records: Sequence[EventRecord]) -> None:
+        self._put(records)
+
+    def _put(self, records: Sequence[EventRecord]) -> None:
         stored = self.records
         order = self._order
         for rec in records:
@@ -41,9 +77,14 @@ class MemoryIndex:
                 order.append((rec.first_seen, rec.event_id))
             stored[rec.event_id] = rec
         while len(stored) > self.max_records and order:
-            stored.pop(order.popleft()[1], None)
+            event_id = order.popleft()[1]
+            if stored.pop(event_id, None) is not None and self.track_evictions:
+                self._dropped.append(event_id)
 
     async def add_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        self._add(outcomes)
+
+    def _add(self, outcomes: Sequence[Outcome]) -> None:
         self._log.extend(outcomes)
         excess = len(self._log) - self._head - 2 * self.max_records
         if excess > 0:
@@ -98,6 +139,21 @@ class MemoryIndex:
     async def close(self) -> None:
         self.records.clear()
         self._log.clear()
+
+    def load(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> None:
+        """Take records (oldest first) and outcomes (in sequence order) read back from a
+        store, without writing them anywhere."""
+        stored, order = self.records, self._order
+        for rec in records:
+            if rec.event_id not in stored:
+                order.append((rec.first_seen, rec.event_id))
+            stored[rec.event_id] = rec
+        self._log.extend(outcomes)
+
+    def evicted_since(self) -> list[str]:
+        """Event ids dropped by the size bound since the last call (a store deletes them)."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
 
 
 def _factory(context: IndexContext) -> IndexBackend:
