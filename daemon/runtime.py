@@ -7,6 +7,7 @@ It is built with the daemon and touches no file until `open()`."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from helios.daemon.clock import Clock
 from helios.daemon.errors import ErrorCode, RequestError
-from helios.daemon.files import write_atomic
+from helios.daemon.files import write_atomic, write_json
 from helios.daemon.model import CopyIn, EventRecord, OutcomeKind
 from helios.daemon.pipeline import Pipeline
 from helios.daemon.query import OutcomeQuery
@@ -59,13 +60,16 @@ class ActionRuntime:
         self.quarantined: OrderedDict[str, str] = OrderedDict()
         self.notifications: deque[tuple[float, str, str]] = deque(maxlen=500)
         self._replayed_path = Path(data_dir) / "decisions" / "replayed.log"
+        self._state_path = Path(data_dir) / "decisions" / "operator.json"
+        self.state_note = ""  # why the saved operator state was not restored
         # Replayed copies by source, oldest first (a dict as an ordered set), bounded: a
         # copy older than the index TTL cannot be replayed anyway.
         self.replayed: dict[str, dict[str, None]] = {s: {} for s in self.sources}
         self._replayed_lines = 0
 
     def open(self) -> None:
-        """Read the record of replayed copies back (start-up)."""
+        """Read the operator state and the record of replayed copies back (start-up)."""
+        self._load_state()
         try:
             with self._replayed_path.open(encoding="utf-8") as handle:
                 for line in handle:
@@ -76,6 +80,56 @@ class ActionRuntime:
         except FileNotFoundError:
             return
         self._trim_replayed()
+
+    # ---- operator state: survives restarts ------------------------------------------------
+    def _save_state(self) -> None:
+        """Forced breakers, pauses, throttles, failover and quarantine, durably: a
+        breaker opened for maintenance stays open after a restart."""
+        forced = {
+            s: {"state": b.state.value, "reason": b.reason, "since": b.since, "trips": b.trips}
+            for s, b in self.breakers.breakers.items()
+            if b.forced
+        }
+        write_json(
+            self._state_path,
+            {
+                "paused": sorted(self.pipeline.paused),
+                "throttles": {s: b[0] for s, b in self.pipeline.throttles.items()},
+                "failed_over": sorted(self.failed_over),
+                "breakers": forced,
+                "quarantined": list(self.quarantined.items()),
+            },
+        )
+
+    def _load_state(self) -> None:
+        path = self._state_path
+        if not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            known = set(self.sources)
+            paused = [s for s in data.get("paused", []) if s in known]
+            throttles = {
+                s: float(r) for s, r in data.get("throttles", {}).items() if s in known | {"all"}
+            }
+            failed = {s for s in data.get("failed_over", []) if s in known}
+            breakers = {s: b for s, b in data.get("breakers", {}).items() if s in known}
+            quarantined = [(str(e), str(r)) for e, r in data.get("quarantined", [])]
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            self.state_note = f"{path} not restored ({exc}); operator state starts clean"
+            log.warning("%s", self.state_note)
+            return
+        now = self.clock.now()
+        for source in paused:
+            self.pause_source(source, save=False)
+        for source, rate in throttles.items():
+            self.pipeline.set_throttle(source, rate)
+        self.failed_over = failed
+        self.reconciler.set_excluded(failed)
+        for source, b in breakers.items():
+            breaker = self.breakers.set(source, str(b.get("state")), str(b.get("reason")), now)
+            breaker.since, breaker.trips = float(b.get("since", now)), int(b.get("trips", 0))
+        self.quarantined.update(quarantined)
 
     def check_source(self, source: str) -> None:
         if source not in self.sources:
@@ -127,17 +181,20 @@ class ActionRuntime:
             restarted.append(name)
         return restarted
 
-    def pause_source(self, source: str) -> None:
+    def pause_source(self, source: str, save: bool = True) -> None:
         self.check_source(source)
         self.pipeline.paused.add(source)
         for instance in self.inputs.values():
             instance.pause(source)
+        if save:
+            self._save_state()
 
     def resume_source(self, source: str) -> None:
         self.check_source(source)
         self.pipeline.paused.discard(source)
         for instance in self.inputs.values():
             instance.resume(source)
+        self._save_state()
 
     # ---- the record of replayed copies ---------------------------------------------------
     def _trim_replayed(self) -> None:
@@ -212,6 +269,7 @@ class ActionRuntime:
         self.check_source(source)
         (self.failed_over.add if failed else self.failed_over.discard)(source)
         self.reconciler.set_excluded(self.failed_over)
+        self._save_state()
         self.notify("warning", f"{source} {'failed over' if failed else 'restored'}")
 
     def set_breaker(self, source: str, state: str, reason: str) -> None:
@@ -220,10 +278,12 @@ class ActionRuntime:
             b = self.breakers.set(source, state, reason, self.clock.now())
         except ValueError as exc:
             raise RequestError("state", str(exc)) from None
+        self._save_state()
         self.notify("warning", f"breaker of {source} set to {state}: {reason} (now {b.state})")
 
     def set_throttle(self, source: str, per_second: float | None) -> None:
         self.pipeline.set_throttle(source, per_second)
+        self._save_state()
 
     def quarantine(self, event_ids: Sequence[str], reason: str) -> int:
         added = 0
@@ -233,6 +293,8 @@ class ActionRuntime:
             self.quarantined[event_id] = reason
         while len(self.quarantined) > QUARANTINE_KEPT:
             self.quarantined.popitem(last=False)
+        if added:
+            self._save_state()
         return added
 
     def notify(self, level: str, message: str) -> None:
