@@ -46,7 +46,7 @@ async def main(events: int) -> None:
         t4 = time.perf_counter()
         reconciler.apply(good, daemon.clock.now(), closed)
         t5 = time.perf_counter()
-        await pipeline._flush()
+        await pipeline._flush([])
         t6 = time.perf_counter()
         for name, a, b in (
             ("parse", t0, t1),

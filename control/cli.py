@@ -61,6 +61,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"reconcile latency ms: p50 {lat.p50_ms:.2f}  p90 {lat.p90_ms:.2f}  "
         f"p99 {lat.p99_ms:.2f}  max {lat.max_ms:.2f}  ({lat.count:,} samples)"
     )
+    store = stats.storage
+    print(
+        f"storage {store.backend}: {store.durability}\n"
+        f"  open windows {store.open_windows:,} of at most {store.max_open_windows:,}; "
+        f"data dir {store.data_dir}{' (locked)' if store.data_dir_locked else ''}"
+    )
+    for key, value in sorted(store.details.items()):
+        print(f"  {key}: {value}")
     print()
     table([("OUTCOME", "COUNT")] + [(k, f"{v:,}") for k, v in sorted(stats.outcomes.items())])
     print()

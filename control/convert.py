@@ -337,6 +337,15 @@ def stats_pb(s: Stats) -> pb.GetStatsResponse:
         uptime_seconds=s.uptime_seconds,
         version=s.version,
         now=ts(s.now),
+        storage=pb.StorageStats(
+            backend=s.storage.backend,
+            durability=s.storage.durability,
+            details=s.storage.details,
+            open_windows=s.storage.open_windows,
+            max_open_windows=s.storage.max_open_windows,
+            data_dir=s.storage.data_dir,
+            data_dir_locked=s.storage.data_dir_locked,
+        ),
     )
 
 

@@ -58,6 +58,16 @@ class Admission:
             return PublishResult(0), _stored()
         if received is None:
             received = time.perf_counter()
+        open_ = pipeline.reconciler.open
+        if len(open_) + count > pipeline.max_open_windows:  # near the bound: count exactly
+            opening = len({c[0] for c in copies if c[0] not in open_})
+            if opening and len(open_) + opening > pipeline.max_open_windows:
+                pipeline.rejections["open_windows_full"] += count
+                raise QueueFull(
+                    f"{len(open_):,} windows are open and this batch would open {opening:,} "
+                    f"more; reconcile.max_open_windows is {pipeline.max_open_windows:,}: "
+                    "retry when some have closed"
+                )
         if pipeline.throttles:
             pipeline.throttle([c[1] for c in copies])  # counts "throttled" itself
         try:

@@ -68,6 +68,7 @@ class Daemon:
             config.reconcile.window_seconds,
             config.reconcile.grace_seconds,
             self.metrics,
+            config.reconcile.max_routes_cached,
         )
         self.pipeline = Pipeline(config, self.clock, self.reconciler, self.index, manager)
         self.admission = Admission(

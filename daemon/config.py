@@ -59,6 +59,8 @@ class IngestConfig(_Section):
     queue_capacity_events: int = Field(200_000, gt=0)
     stream_wait_seconds: float = Field(5.0, ge=0)
     max_message_bytes: int = Field(64 * 1_048_576, gt=0)
+    max_event_id_length: int = Field(512, gt=0)
+    max_event_type_length: int = Field(256, gt=0)
 
 
 class ReconcileConfig(_Section):
@@ -67,6 +69,8 @@ class ReconcileConfig(_Section):
     sweep_interval_seconds: float = Field(0.2, gt=0)
     metrics_retention_minutes: int = Field(1440, ge=1)
     latency_samples: int = Field(100_000, ge=100)
+    max_open_windows: int = Field(1_000_000, gt=0)
+    max_routes_cached: int = Field(10_000, ge=0)
 
 
 class RouteConfig(_Section):
@@ -294,6 +298,8 @@ max_batch_events = 10000              # a larger batch is refused with INVALID_A
 queue_capacity_events = 200000        # copies waiting for the reconciler; beyond: RESOURCE_EXHAUSTED
 stream_wait_seconds = 5.0             # how long PublishStream waits for queue room first
 max_message_bytes = 67108864          # the largest gRPC message accepted
+max_event_id_length = 512             # a longer event_id is rejected (field "event_id")
+max_event_type_length = 256           # a longer event_type is rejected (field "event_type")
 
 [reconcile]
 window_seconds = 60.0                 # default window, from the first copy's arrival
@@ -301,6 +307,8 @@ grace_seconds = 5.0                   # extra wait before MISSING is declared
 sweep_interval_seconds = 0.2          # how often closed windows are looked for
 metrics_retention_minutes = 1440      # per-minute metrics kept (24 h)
 latency_samples = 100000              # reconcile-latency samples kept for percentiles
+max_open_windows = 1000000            # beyond: new batches get RESOURCE_EXHAUSTED (~0.85 KB each)
+max_routes_cached = 10000             # distinct event types whose route is remembered
 
 [sources]
 names = ["aws", "gcp", "azure"]       # every source a copy may name; others are rejected

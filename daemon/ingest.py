@@ -11,6 +11,7 @@ from helios.daemon.model import Checked, CopyIn, EventRecord
 from helios.daemon.types import Rejected
 
 MAX_ID_LENGTH = 512
+MAX_TYPE_LENGTH = 256
 _SORT = orjson.OPT_SORT_KEYS
 
 
@@ -29,6 +30,8 @@ def validate(
     max_payload_bytes: int,
     counts: Counter[str] | None = None,
     open_records: Mapping[str, EventRecord] | None = None,
+    max_id_length: int = MAX_ID_LENGTH,
+    max_type_length: int = MAX_TYPE_LENGTH,
 ) -> tuple[list[Checked], list[Rejected]]:
     """Split a batch into good copies (with payload digests) and rejections by index.
 
@@ -43,10 +46,10 @@ def validate(
         digest = b""
         if not event_id:
             problem = ("event_id", "event_id is empty", "empty_event_id")
-        elif len(event_id) > MAX_ID_LENGTH:
+        elif len(event_id) > max_id_length:
             problem = (
                 "event_id",
-                f"event_id is {len(event_id)} characters; at most {MAX_ID_LENGTH}",
+                f"event_id is {len(event_id)} characters; at most {max_id_length}",
                 "event_id_too_long",
             )
         elif source not in sources:
@@ -59,6 +62,12 @@ def validate(
             problem = ("source", f"source {source!r} is paused", "source_paused")
         elif not event_type:
             problem = ("event_type", "event_type is empty", "empty_event_type")
+        elif len(event_type) > max_type_length:
+            problem = (
+                "event_type",
+                f"event_type is {len(event_type)} characters; at most {max_type_length}",
+                "event_type_too_long",
+            )
         elif len(payload) > max_payload_bytes:
             problem = (
                 "payload",

@@ -56,6 +56,9 @@ class Pipeline:
         self.paused: set[str] = set()
         self.capacity = config.ingest.queue_capacity_events
         self.max_payload = config.ingest.max_payload_bytes
+        self.max_id_length = config.ingest.max_event_id_length
+        self.max_type_length = config.ingest.max_event_type_length
+        self.max_open_windows = config.reconcile.max_open_windows
         self.rejections: Counter[str] = Counter()
         self.latencies_ms: deque[float] = deque(maxlen=config.reconcile.latency_samples)
         self.watchers: set[Watcher] = set()
@@ -85,6 +88,8 @@ class Pipeline:
             self.max_payload,
             self.rejections,
             self.reconciler.open,
+            self.max_id_length,
+            self.max_type_length,
         )
         return good, PublishResult(len(good), bad)
 

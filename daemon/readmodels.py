@@ -27,6 +27,7 @@ from helios.daemon.views import (
     Notification,
     SourceStatus,
     Stats,
+    Storage,
     Trace,
 )
 
@@ -128,6 +129,20 @@ class ReadModels:
             uptime_seconds=time.monotonic() - d.started_at,
             version=d.version,
             now=d.clock.now(),
+            storage=self.storage(),
+        )
+
+    def storage(self) -> Storage:
+        d = self._d
+        details = dict(d.index.describe())
+        return Storage(
+            backend=details.pop("backend", d.config.index.backend),
+            durability=details.pop("durability", ""),
+            details=details,
+            open_windows=len(d.reconciler.open),
+            max_open_windows=d.config.reconcile.max_open_windows,
+            data_dir=d.config.daemon.data_dir,
+            data_dir_locked=d.lock.held,
         )
 
     async def stats(self) -> Stats:
@@ -363,5 +378,6 @@ __all__ = [
     "ReadModels",
     "SourceStatus",
     "Stats",
+    "Storage",
     "Trace",
 ]

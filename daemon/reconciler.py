@@ -56,6 +56,7 @@ class Reconciler:
         window: float,
         grace: float,
         metrics: MetricsRollup,
+        max_routes_cached: int = 10_000,
     ) -> None:
         self.sources = list(sources)
         self.source_index = {name: i for i, name in enumerate(self.sources)}
@@ -72,6 +73,7 @@ class Reconciler:
         ]
         self.default_route = Route("*", all_mask, window, grace)
         self._route_cache: dict[str, Route] = {}
+        self.max_routes_cached = max_routes_cached
         self.metrics = metrics
         self.open: dict[str, EventRecord] = {}
         self.now = 0.0
@@ -118,7 +120,7 @@ class Reconciler:
                 (r for r in self.routes if fnmatch.fnmatchcase(event_type, r.pattern)),
                 self.default_route,
             )
-            if len(self._route_cache) < 100_000:
+            if len(self._route_cache) < self.max_routes_cached:
                 self._route_cache[event_type] = route
         return route
 

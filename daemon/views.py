@@ -42,6 +42,17 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Storage:
+    backend: str
+    durability: str
+    details: dict[str, str]  # file, size, commits...: what the backend says of itself
+    open_windows: int
+    max_open_windows: int
+    data_dir: str
+    data_dir_locked: bool
+
+
+@dataclass(frozen=True)
 class Stats:
     copies_received: int
     events_seen: int
@@ -60,6 +71,7 @@ class Stats:
     uptime_seconds: float
     version: str
     now: float
+    storage: Storage
 
 
 @dataclass(frozen=True)

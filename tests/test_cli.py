@@ -226,6 +226,7 @@ def test_heliosd_names_a_taken_port_and_exits_1(tmp_path):
             config = tmp_path / "taken.toml"
             config.write_text(
                 f'[daemon]\ngrpc_address = "127.0.0.1:{grpc_port}"\nconsole_address = {console}\n'
+                f'data_dir = "{tmp_path / "data"}"\n'
             )
             result = subprocess.run(
                 [heliosd_bin(), "-c", str(config), "run"],

@@ -308,6 +308,23 @@ def test_jobs_view_counts_down(console_daemon, browser):
     browser.save_screenshot(str(ARTIFACTS / "console-jobs.png"))
 
 
+def test_storage_view_shows_the_durable_index_and_the_open_windows(console_daemon, browser):
+    browser.get(f"http://127.0.0.1:{console_daemon.console_port}/storage")
+    wait_for(
+        lambda: text_of(browser, ".helios-storage-backend") == "index: sqlite",
+        what="the sqlite backend",
+    )
+    assert "fsynced" in text_of(browser, ".helios-storage-durability")
+    assert "of at most 1,000,000" in text_of(browser, ".helios-storage-windows")
+    assert "locked by this heliosd" in text_of(browser, ".helios-storage-dir")
+    details = wait_for(
+        lambda: "commits" in (t := text_of(browser, ".helios-storage-details")) and t,
+        what="the index's details",
+    )
+    assert "index.sqlite3" in details
+    browser.save_screenshot(str(ARTIFACTS / "console-storage.png"))
+
+
 def click(browser, css: str) -> None:
     """Click what `css` finds once it is there (retrying while the page rebuilds)."""
     from selenium.webdriver.common.by import By

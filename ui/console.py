@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse
 from helios.daemon.errors import RequestError
 from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
-from helios.ui import decisions, detection, prometheus, recovery
+from helios.ui import decisions, detection, prometheus, recovery, storage
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
@@ -45,6 +45,7 @@ def _header(active: str) -> None:
             ("Detection", "/detection"),
             ("Decisions", "/decisions"),
             ("Recovery", "/recovery"),
+            ("Storage", "/storage"),
             ("Jobs", "/jobs"),
         ):
             link = ui.link(name, path).classes("text-white no-underline px-2")
@@ -319,6 +320,10 @@ class Console:
         @ui.page("/detection")
         def detection_view() -> None:
             detection.detection_page(reads, _header)
+
+        @ui.page("/storage")
+        def storage_view() -> None:
+            storage.storage_page(reads, _header)
 
 
 class _QuietServer(uvicorn.Server):

@@ -55,6 +55,12 @@ def render(stats: Stats) -> str:
     metric("open_windows", "gauge", "Events whose window is open.", [({}, stats.open_windows)])
     metric("index_records", "gauge", "Records the index holds.", [({}, stats.index_records)])
     metric(
+        "max_open_windows",
+        "gauge",
+        "The bound on open windows (reconcile.max_open_windows).",
+        [({}, stats.storage.max_open_windows)],
+    )
+    metric(
         "ingest_queue_depth",
         "gauge",
         "Copies waiting for the reconciler.",

@@ -36,7 +36,8 @@ class MemoryIndex:
         self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
         self._log: list[Outcome] = []
         self._head = 0  # outcomes before this position have expired
-        self._dropped: list[str] = []  # evicted by the size bound, for a store to delete
+        # Evicted by the size bound, for a store to delete: (first_seen, event_id).
+        self._dropped: list[tuple[float, str]] = []
         self.track_evictions = False
 
     durable = False
@@ -77,9 +78,9 @@ class MemoryIndex:
                 order.append((rec.first_seen, rec.event_id))
             stored[rec.event_id] = rec
         while len(stored) > self.max_records and order:
-            event_id = order.popleft()[1]
+            first_seen, event_id = order.popleft()
             if stored.pop(event_id, None) is not None and self.track_evictions:
-                self._dropped.append(event_id)
+                self._dropped.append((first_seen, event_id))
 
     async def add_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         self._add(outcomes)
@@ -150,7 +151,7 @@ class MemoryIndex:
             stored[rec.event_id] = rec
         self._log.extend(outcomes)
 
-    def evicted_since(self) -> list[str]:
+    def evicted_since(self) -> list[tuple[float, str]]:
         """Event ids dropped by the size bound since the last call (a store deletes them)."""
         dropped, self._dropped = self._dropped, []
         return dropped

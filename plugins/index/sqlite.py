@@ -10,8 +10,12 @@ The pipeline acknowledges a batch only when its write has committed. With
 survives a power cut. With "normal" the WAL is fsynced only at checkpoints: it survives
 kill -9 of heliosd, not a power cut, and commits cost less.
 
-Records and outcomes are stored with `marshal` (plain tuples of strings, numbers and
-bytes): fast, and unlike pickle it cannot run code from a tampered file."""
+Each write is one row (a segment): the versions of the records it changed, each with its
+outcomes, as `marshal` data (plain tuples of strings, numbers and bytes: fast, and unlike
+pickle it cannot run code from a tampered file). Reading the segments back in order, the
+last version of each record wins, and the outcome log is rebuilt from the records. A
+COMPLETE record is stored without its payload, which only a replay of a missing copy
+needs."""
 
 from __future__ import annotations
 
@@ -35,53 +39,54 @@ from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
 from helios.plugins.index.memory import MemoryIndex
 
 log = logging.getLogger("helios.index.sqlite")
-FORMAT = 1  # of the encoded rows; a store written by another format is refused
+FORMAT = 3  # of the tables and rows; a store written in another format is refused
+# One row per flush: the versions of the records it changed and its outcomes, in write
+# order. Reading them back in that order, the last version of each record wins. A row is
+# one B-tree append and one lock of the GIL-free SQLite call, however many records it
+# holds: per-record rows cost 7-15 µs each in the writer thread, which shares the GIL
+# with the event loop (benchmarks/durable_stages.py). Rows are deleted oldest first once
+# written before the TTL cutoff: a record's later versions are in later rows.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    event_id TEXT PRIMARY KEY, first_seen REAL NOT NULL, open INTEGER NOT NULL,
-    data BLOB NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_first_seen ON records (first_seen);
-CREATE TABLE IF NOT EXISTS outcomes (sequence INTEGER PRIMARY KEY, time REAL NOT NULL,
-    data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (seq INTEGER PRIMARY KEY, written REAL NOT NULL,
+    records BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 PENDING = Status.PENDING
-PUT_RECORD = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)"
-PUT_OUTCOME = "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?)"
-DELETE_RECORD = "DELETE FROM records WHERE event_id = ?"
-EXPIRE_RECORDS = "DELETE FROM records WHERE first_seen < ? AND open = 0"
-EXPIRE_OUTCOMES = "DELETE FROM outcomes WHERE time < ?"
+COMPLETE = Status.COMPLETE
+PAGE_SIZE = 65536  # rows are 50-150 KB blobs: fewer, larger pages (measured)
+CHECKPOINT_PAGES = 2000  # checkpoint the WAL into the database every ~128 MB
+PUT_SEGMENT = "INSERT INTO segments (written, records) VALUES (?, ?)"
+EXPIRE = "DELETE FROM segments WHERE written < ?"
 SAVED_AT = "INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)"
+LAST_SEQUENCE = "INSERT OR REPLACE INTO meta VALUES ('last_sequence', ?)"
 
 
 class StoreError(OSError):
     """The database cannot be used; the message says which file and what to do."""
 
 
-def encode_record(r: EventRecord) -> bytes:
-    return marshal.dumps(
-        (
-            r.event_id,
-            r.event_type,
-            r.expected,
-            r.seen,
-            r.missing,
-            tuple(r.copies),
-            r.first_seen,
-            r.deadline,
-            int(r.status),
-            r.inconsistent,
-            r.late_mask,
-            r.counts,
-            r.payload,
-            r.digest,
-            r.differs,
-            tuple((int(o.kind), o.sources, o.time, o.late_by, o.sequence) for o in r.outcomes),
-        )
+def record_tuple(r: EventRecord) -> tuple[Any, ...]:
+    return (
+        r.event_id,
+        r.event_type,
+        r.expected,
+        r.seen,
+        r.missing,
+        tuple(r.copies),
+        r.first_seen,
+        r.deadline,
+        int(r.status),
+        r.inconsistent,
+        r.late_mask,
+        r.counts,
+        r.payload,
+        r.digest,
+        r.differs,
+        tuple((int(o.kind), o.sources, o.time, o.late_by, o.sequence) for o in r.outcomes),
     )
 
 
-def decode_record(data: bytes) -> EventRecord:
+def record_from(values: tuple[Any, ...]) -> EventRecord:
     (
         event_id,
         event_type,
@@ -99,7 +104,7 @@ def decode_record(data: bytes) -> EventRecord:
         digest,
         differs,
         outcomes,
-    ) = marshal.loads(data)
+    ) = values
     r = EventRecord(event_id, event_type, expected, len(copies), first_seen, deadline)
     r.seen, r.missing, r.copies = seen, missing, list(copies)
     r.status, r.inconsistent, r.late_mask = Status(status), inconsistent, late_mask
@@ -111,22 +116,10 @@ def decode_record(data: bytes) -> EventRecord:
     return r
 
 
-def encode_outcome(o: Outcome) -> bytes:
-    return marshal.dumps((int(o.kind), o.event_id, o.event_type, o.sources, o.late_by))
-
-
-def decode_outcome(sequence: int, at: float, data: bytes) -> Outcome:
-    kind, event_id, event_type, sources, late_by = marshal.loads(data)
-    o = Outcome(OutcomeKind(kind), event_id, event_type, tuple(sources), at, late_by)
-    o.sequence = sequence
-    return o
-
-
 Job = tuple[
-    list[tuple[str, float, int, bytes]],  # records: event_id, first_seen, open, data
-    list[tuple[int, float, bytes]],  # outcomes: sequence, time, data
-    list[str],  # event ids to delete (evicted)
-    float,  # expire before this time (0: no expiry)
+    bytes,  # the records' versions (marshal), with their outcomes, or b"" for none
+    int,  # the last outcome sequence so far
+    float,  # expire segments written before this time (0: no expiry)
     float,  # the daemon clock's time of the write (restored windows resume from it)
     asyncio.Future[None],
     asyncio.AbstractEventLoop,
@@ -147,6 +140,8 @@ class SqliteIndex(MemoryIndex):
         self.synchronous = synchronous
         self.commits = 0
         self.committed_rows = 0
+        self.committed_bytes = 0
+        self._last_sequence = 0
         self.commit_seconds = 0.0
         self.skipped = 0  # unreadable rows found at open
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -159,7 +154,9 @@ class SqliteIndex(MemoryIndex):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: blobs of 100+ KB a row
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             db.executescript(SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
@@ -179,30 +176,26 @@ class SqliteIndex(MemoryIndex):
         return db
 
     def _load(self, db: sqlite3.Connection, cutoff: float) -> list[EventRecord]:
-        closed: list[EventRecord] = []
-        open_: list[EventRecord] = []
-        for event_id, data in db.execute(
-            "SELECT event_id, data FROM records WHERE first_seen >= ? ORDER BY first_seen",
-            (cutoff,),
-        ):
+        latest: dict[str, EventRecord] = {}
+        for seq, records in db.execute("SELECT seq, records FROM segments ORDER BY seq"):
             try:
-                rec = decode_record(data)
-            except (ValueError, TypeError, EOFError) as exc:
+                versions = [record_from(v) for v in marshal.loads(records)]
+            except (ValueError, TypeError, EOFError, KeyError) as exc:
                 self.skipped += 1
-                log.warning("record %r in %s is unreadable, skipped: %s", event_id, self.path, exc)
+                log.warning("segment %d of %s is unreadable, skipped: %s", seq, self.path, exc)
                 continue
-            (open_ if rec.status is PENDING else closed).append(rec)
-        outcomes: list[Outcome] = []
-        for sequence, at, data in db.execute(
-            "SELECT sequence, time, data FROM outcomes WHERE time >= ? ORDER BY sequence",
-            (cutoff,),
-        ):
-            try:
-                outcomes.append(decode_outcome(sequence, at, data))
-            except (ValueError, TypeError, EOFError):
-                self.skipped += 1
-        self.load(closed[-self.max_records :], outcomes)
-        return open_
+            for rec in versions:  # a later version replaces an earlier one
+                latest.pop(rec.event_id, None)
+                latest[rec.event_id] = rec
+        live = [r for r in latest.values() if r.first_seen >= cutoff]
+        closed = [r for r in live if r.status is not PENDING]
+        closed.sort(key=lambda r: r.first_seen)
+        closed = closed[-self.max_records :]
+        # The outcome log, rebuilt from the records that carry each outcome.
+        outcomes = [o for r in (*closed, *live) for o in r.outcomes if o.time >= cutoff]
+        outcomes = sorted({o.sequence: o for o in outcomes}.values(), key=lambda o: o.sequence)
+        self.load(closed, outcomes)
+        return [r for r in live if r.status is PENDING]
 
     async def open(self) -> Resume:
         loop = asyncio.get_running_loop()
@@ -222,32 +215,28 @@ class SqliteIndex(MemoryIndex):
             len(self._log),
             f"; {self.skipped} unreadable rows skipped" if self.skipped else "",
         )
-        last = self._db.execute("SELECT MAX(sequence) FROM outcomes").fetchone()[0]
-        return Resume(open_, self.saved_at, int(last or 0))
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'last_sequence'").fetchone()
+        self._last_sequence = int(row[0]) if row else 0
+        return Resume(open_, self.saved_at, self._last_sequence)
 
     # ---- writing -------------------------------------------------------------------
     def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
         self.store([r for r in records if r.status is not PENDING], outcomes)
         # Encoded here, on the event loop: the records go on changing after this call.
-        job_records = [
-            (r.event_id, r.first_seen, 1 if r.status is PENDING else 0, encode_record(r))
-            for r in records
-        ]
-        job_outcomes = [(o.sequence, o.time, encode_outcome(o)) for o in outcomes]
-        return self._submit(job_records, job_outcomes, self.evicted_since(), 0.0)
+        self.evicted_since()  # evicted records leave the store with their segments
+        if outcomes:
+            self._last_sequence = outcomes[-1].sequence
+        # Outcomes travel inside their records' versions.
+        return self._submit(
+            marshal.dumps(tuple(map(record_tuple, records))) if records else b"", 0.0
+        )
 
     async def expire(self, now: float) -> int:
         removed = await super().expire(now)
-        await self._submit([], [], self.evicted_since(), now - self.ttl)
+        await self._submit(b"", now - self.ttl)
         return removed
 
-    def _submit(
-        self,
-        records: list[tuple[str, float, int, bytes]],
-        outcomes: list[tuple[int, float, bytes]],
-        delete: list[str],
-        cutoff: float,
-    ) -> asyncio.Future[None]:
+    def _submit(self, records: bytes, cutoff: float) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if self._failed is not None:
@@ -256,10 +245,11 @@ class SqliteIndex(MemoryIndex):
             )
         elif self._writer is None:
             done.set_exception(StoreError(f"the index {self.path} is not open (start() opens it)"))
-        elif not (records or outcomes or delete or cutoff):
+        elif not (records or cutoff):
             done.set_result(None)
         else:
-            self._jobs.put((records, outcomes, delete, cutoff, self.clock.now(), done, loop))
+            job = (records, self._last_sequence, cutoff, self.clock.now(), done, loop)
+            self._jobs.put(job)
         return done
 
     def _write_loop(self) -> None:
@@ -289,7 +279,8 @@ class SqliteIndex(MemoryIndex):
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             self.commits += 1
-            self.committed_rows += sum(len(j[0]) + len(j[1]) for j in jobs)
+            self.committed_rows += sum(1 for j in jobs if j[0])
+            self.committed_bytes += sum(len(j[0]) for j in jobs)
             self.commit_seconds += time.perf_counter() - started
             for *_, done, loop in jobs:
                 loop.call_soon_threadsafe(_settle, done, error)
@@ -310,7 +301,8 @@ class SqliteIndex(MemoryIndex):
             ),
             "file": f"{self.path} ({size / 1_048_576:.1f} MiB with its WAL)",
             "records": f"{len(self.records):,} closed in memory, at most {self.max_records:,}",
-            "commits": f"{self.commits:,} ({per_commit:.2f} ms each on average)",
+            "commits": f"{self.commits:,} ({per_commit:.2f} ms each on average), "
+            f"{self.committed_rows:,} segments, {self.committed_bytes / 1_048_576:,.1f} MiB",
             **({"unreadable rows skipped": str(self.skipped)} if self.skipped else {}),
         }
 
@@ -328,17 +320,13 @@ class SqliteIndex(MemoryIndex):
 def _commit(db: sqlite3.Connection, jobs: list[Job]) -> None:
     """Every queued write in one transaction (group commit)."""
     db.execute("BEGIN")
-    for records, outcomes, delete, cutoff, _, _, _ in jobs:
+    for records, _, cutoff, written, _, _ in jobs:
         if records:
-            db.executemany(PUT_RECORD, records)
-        if outcomes:
-            db.executemany(PUT_OUTCOME, outcomes)
-        if delete:
-            db.executemany(DELETE_RECORD, ((e,) for e in delete))
+            db.execute(PUT_SEGMENT, (written, records))
         if cutoff:
-            db.execute(EXPIRE_RECORDS, (cutoff,))
-            db.execute(EXPIRE_OUTCOMES, (cutoff,))
-    db.execute(SAVED_AT, (repr(jobs[-1][4]),))
+            db.execute(EXPIRE, (cutoff,))
+    db.execute(SAVED_AT, (repr(jobs[-1][3]),))
+    db.execute(LAST_SEQUENCE, (str(jobs[-1][1]),))
     db.execute("COMMIT")
 
 

@@ -842,6 +842,7 @@ class GetStatsResponse(_message.Message):
     NOW_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     DETECTORS_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     copies_received: _builtins.int
     events_seen: _builtins.int
     open_windows: _builtins.int
@@ -874,6 +875,8 @@ class GetStatsResponse(_message.Message):
 
     @_builtins.property
     def detectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetectorStatus]: ...
+    @_builtins.property
+    def storage(self) -> Global___StorageStats: ...
     def __init__(
         self,
         *,
@@ -894,14 +897,80 @@ class GetStatsResponse(_message.Message):
         now: _timestamp_pb2.Timestamp | None = ...,
         errors: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         detectors: _abc.Iterable[Global___DetectorStatus] | None = ...,
+        storage: Global___StorageStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "reconcile_latency", b"reconcile_latency"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "reconcile_latency", b"reconcile_latency", "storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "detectors", b"detectors", "errors", b"errors", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies_per_second", b"copies_per_second", "copies_received", b"copies_received", "detectors", b"detectors", "errors", b"errors", "events_per_second", b"events_per_second", "events_seen", b"events_seen", "index_records", b"index_records", "ingest_queue_capacity", b"ingest_queue_capacity", "ingest_queue_depth", b"ingest_queue_depth", "now", b"now", "open_windows", b"open_windows", "outcomes", b"outcomes", "reconcile_latency", b"reconcile_latency", "rejections", b"rejections", "sources", b"sources", "storage", b"storage", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatsResponse: _TypeAlias = GetStatsResponse  # noqa: Y015
+
+@_typing.final
+class StorageStats(_message.Message):
+    """Where state lives and how safe it is: the Storage view of the console and `helios status`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DetailsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BACKEND_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    OPEN_WINDOWS_FIELD_NUMBER: _builtins.int
+    MAX_OPEN_WINDOWS_FIELD_NUMBER: _builtins.int
+    DATA_DIR_FIELD_NUMBER: _builtins.int
+    DATA_DIR_LOCKED_FIELD_NUMBER: _builtins.int
+    backend: _builtins.str
+    """The index plugin: sqlite, memory, ..."""
+    durability: _builtins.str
+    """What an acknowledgement means for this backend, in words."""
+    open_windows: _builtins.int
+    max_open_windows: _builtins.int
+    data_dir: _builtins.str
+    data_dir_locked: _builtins.bool
+    """True while the data directory is locked by this heliosd."""
+    @_builtins.property
+    def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Backend-specific facts for people: file, size, commits, ..."""
+
+    def __init__(
+        self,
+        *,
+        backend: _builtins.str = ...,
+        durability: _builtins.str = ...,
+        details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        open_windows: _builtins.int = ...,
+        max_open_windows: _builtins.int = ...,
+        data_dir: _builtins.str = ...,
+        data_dir_locked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "data_dir", b"data_dir", "data_dir_locked", b"data_dir_locked", "details", b"details", "durability", b"durability", "max_open_windows", b"max_open_windows", "open_windows", b"open_windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageStats: _TypeAlias = StorageStats  # noqa: Y015
 
 @_typing.final
 class DetectorStatus(_message.Message):

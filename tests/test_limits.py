@@ -1,0 +1,53 @@
+"""Bounded memory: over-long ids and types are rejected by index, open windows have a
+bound past which whole batches are refused (never dropped), and the route cache stops
+growing."""
+
+from __future__ import annotations
+
+import pytest
+from helios.daemon.types import QueueFull
+
+from tests.helpers import copy, make_config, make_daemon
+
+
+async def test_over_long_event_ids_and_types_are_rejected_by_index_and_counted():
+    daemon = make_daemon(make_config(INGEST__MAX_EVENT_TYPE_LENGTH="16"))
+    result = await daemon.admission.admit(
+        [
+            copy("ok", "aws"),
+            copy("x" * 513, "aws"),
+            copy("t", "aws", event_type="order." + "x" * 20),
+        ]
+    )
+    assert result.accepted == 1
+    assert [(r.index, r.field, r.code) for r in result.rejections] == [
+        (1, "event_id", "event_id_too_long"),
+        (2, "event_type", "event_type_too_long"),
+    ]
+    assert "at most 16" in result.rejections[1].reason
+    rejections = daemon.services.reads.counters().rejections
+    assert rejections["event_id_too_long"] == rejections["event_type_too_long"] == 1
+
+
+async def test_at_max_open_windows_a_batch_is_refused_whole_and_nothing_is_dropped():
+    daemon = make_daemon(make_config(RECONCILE__MAX_OPEN_WINDOWS="10"))
+    await daemon.admission.admit([copy(f"e{i}", "aws") for i in range(10)])
+    await daemon.pipeline.drain()
+    assert len(daemon.reconciler.open) == 10
+    with pytest.raises(QueueFull, match=r"10 windows are open and this batch would open 1"):
+        await daemon.admission.admit([copy("e10", "aws"), copy("e0", "gcp")])
+    assert daemon.services.reads.counters().rejections["open_windows_full"] == 2
+    assert "e10" not in daemon.reconciler.open  # refused whole: not half taken
+    # copies of open windows still come in (they close windows, they open none)
+    await daemon.admission.admit([copy(f"e{i}", s) for i in range(10) for s in ("gcp", "azure")])
+    await daemon.pipeline.drain()
+    assert not daemon.reconciler.open
+    assert (await daemon.admission.admit([copy("e10", "aws")])).accepted == 1
+
+
+async def test_the_route_cache_stops_growing_at_its_bound():
+    daemon = make_daemon(make_config(RECONCILE__MAX_ROUTES_CACHED="5"))
+    await daemon.admission.admit([copy(f"e{i}", "aws", event_type=f"type.{i}") for i in range(50)])
+    await daemon.pipeline.drain()
+    assert len(daemon.reconciler._route_cache) == 5
+    assert len(daemon.reconciler.open) == 50  # every event still found its route
