@@ -64,7 +64,10 @@ def schedule(d: Daemon) -> None:
         return f"{await d.pipeline.sweep()} windows declared MISSING"
 
     async def expire() -> str:
-        return f"{await d.index.expire(d.clock.now())} records expired"
+        now = d.clock.now()
+        oldest = d.reconciler.oldest_open()
+        removed = await d.index.expire(now, now if oldest is None else oldest)
+        return f"{removed} records expired"
 
     async def detect() -> str:
         found = d.detection.process()

@@ -342,6 +342,12 @@ class Reconciler:
                 declared += 1
         return declared
 
+    def oldest_open(self) -> float | None:
+        """A lower bound of the first copy's time of every open window (the head of each
+        route's FIFO, which may be a record closed early: never later than an open one)."""
+        heads = [r.queue[0].first_seen for r in (*self.routes, self.default_route) if r.queue]
+        return min(heads) if heads else None
+
     def restore(self, records: Iterable[EventRecord], shift: float) -> int:
         """Resume open windows read back from a store, each deadline moved by `shift`
         (the time heliosd was away), so that a window keeps the time it had left and

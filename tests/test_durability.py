@@ -235,3 +235,33 @@ async def test_a_restart_in_the_middle_decides_what_an_uninterrupted_run_decides
     kinds = {k for _, k, _, _ in memory}
     assert kinds == {"COMPLETE", "MISSING", "DUPLICATE", "INCONSISTENT", "LATE"}, kinds
     assert durable == memory
+
+
+async def test_the_store_holds_what_memory_holds_not_a_ttl_of_writes(tmp_path: Path):
+    config = make_config(
+        INDEX__BACKEND='"sqlite"', INDEX__MAX_RECORDS="50", DAEMON__DATA_DIR=f'"{tmp_path}"'
+    )
+    clock = ManualClock()
+    daemon = make_daemon(config, clock)
+    await daemon.start()
+    for i in range(500):  # 500 complete events, one batch a second
+        await daemon.admission.admit([copy(f"e{i}", s) for s in ("aws", "gcp", "azure")])
+        await daemon.advance(1.0, step=1.0)
+    await daemon.admission.admit([copy("open-1", "aws")])  # an open window to keep
+    await daemon.advance(1.0, step=1.0)
+    await daemon.index.expire(clock.now(), daemon.reconciler.oldest_open() or clock.now())
+    segments = daemon.index.describe()
+    await daemon.stop()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+        rows = db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+    assert rows <= 60, (rows, segments)  # about one per kept record, not 500
+    again = make_daemon(config, clock)
+    await again.start()
+    try:
+        assert await again.index.count() == 50
+        assert (await again.index.get_many(["e499", "e450", "e449"])).keys() == {"e499", "e450"}
+        assert "open-1" in again.reconciler.open
+    finally:
+        await again.stop()

@@ -173,3 +173,12 @@ def test_the_small_topsis_fast_path_agrees_with_numpy(case):
     assert fast is not None
     np.testing.assert_allclose(fast, expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(topsis(matrix, weights, types), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_topsis_tells_apart_alternatives_that_differ_only_under_a_tiny_weight():
+    """Found by hypothesis: the numpy path squared a 1e-309 difference to zero and called
+    the alternatives identical, where the fast path (math.dist) separated them."""
+    from helios.plugins.mcdm import _topsis_numpy
+
+    matrix, weights, types = [[1.0, 1.0], [2.0, 1.0]], [2.225073858507203e-309, 1.0], [1.0, 1.0]
+    assert list(_topsis_numpy(matrix, weights, types)) == [0.0, 1.0]

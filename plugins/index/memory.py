@@ -119,7 +119,7 @@ class MemoryIndex:
         more = len(page) == page_size and position > self._head
         return page, (page[-1].sequence if more else None)
 
-    async def expire(self, now: float) -> int:
+    async def expire(self, now: float, keep_after: float = 0.0) -> int:
         cutoff = now - self.ttl
         stored = self.records
         order = self._order

@@ -231,9 +231,14 @@ class SqliteIndex(MemoryIndex):
             marshal.dumps(tuple(map(record_tuple, records))) if records else b"", 0.0
         )
 
-    async def expire(self, now: float) -> int:
-        removed = await super().expire(now)
-        await self._submit(b"", now - self.ttl)
+    async def expire(self, now: float, keep_after: float = 0.0) -> int:
+        """Segments go once nothing live needs them: a segment written before the
+        oldest record still kept (TTL and size bound) and before `keep_after` (the
+        oldest open window) holds only versions of records that are gone. So the file
+        holds about what memory holds, not a TTL's worth of writes."""
+        removed = await super().expire(now, keep_after)
+        oldest_kept = self._order[0][0] if self._order else now
+        await self._submit(b"", min(max(now - self.ttl, oldest_kept), keep_after or now))
         return removed
 
     def _submit(self, records: bytes, cutoff: float) -> asyncio.Future[None]:

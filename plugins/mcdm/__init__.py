@@ -148,6 +148,15 @@ def _topsis_vector_small(matrix: ArrayLike, weights: ArrayLike, types: ArrayLike
         return None
 
 
+def _row_norms(d: Array) -> Array:
+    """Euclidean norm of each row, scaled first so that tiny differences (a weight of
+    1e-300) do not square to zero: what math.dist does in the small fast path."""
+    scale = np.abs(d).max(axis=1)
+    safe = np.where(scale > 0, scale, 1.0)
+    scaled = d / safe[:, None]
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", scaled, scaled)) * scale)
+
+
 def _topsis_numpy(
     matrix: ArrayLike,
     weights: ArrayLike,
@@ -170,10 +179,8 @@ def _topsis_numpy(
         ideal, anti = v.max(axis=0), v.min(axis=0)
     else:
         raise ValueError(f"normalization must be 'vector' or 'minmax', got {normalization!r}")
-    d = v - ideal
-    d_best = np.sqrt(np.einsum("ij,ij->i", d, d))
-    d = v - anti
-    d_worst = np.sqrt(np.einsum("ij,ij->i", d, d))
+    d_best = _row_norms(v - ideal)
+    d_worst = _row_norms(v - anti)
     total = d_best + d_worst
     if not total.all():
         raise ValueError("every alternative is identical: TOPSIS cannot separate them")

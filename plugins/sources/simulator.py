@@ -139,6 +139,7 @@ class Traffic:
         self._heap: list[tuple[float, int, CopyIn]] = []
         self._seq = 0
         self._count = 0
+        self.run = f"{int(start):x}"  # in event ids; begin() sets it again
         self._expected: dict[str, list[str]] = {}
 
     def expected_sources(self, event_type: str) -> list[str]:
@@ -186,7 +187,7 @@ class Traffic:
         opts = self.options
         rng = self.rng
         self._count += 1
-        event_id = f"{opts.id_prefix}-{opts.seed}-{self._count:09d}"
+        event_id = f"{opts.id_prefix}-{opts.seed}-{self.run}-{self._count:09d}"
         event_type = opts.event_types[self._count % len(opts.event_types)]
         body = self._payload(event_id, event_type, self._count)
         plain = _dumps(body)
@@ -241,8 +242,11 @@ class Traffic:
             truth.inconsistent[event_id] = truth.corrupted[event_id]
 
     def begin(self, now: float) -> None:
-        """Start the scenario's clock (its minutes count from here) and production."""
+        """Start the scenario's clock (its minutes count from here) and production.
+        Event ids carry the start time, so that a restarted heliosd, which keeps what it
+        stored, does not see this run's events as duplicates of the last run's."""
         self.start = self._next_event = now
+        self.run = f"{int(now):x}"
 
     def replay(self, source: str, copies: Sequence[CopyIn], now: float) -> int:
         """Deliver copies again through `source`, each after its usual latency; the
