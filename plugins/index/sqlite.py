@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 PENDING = Status.PENDING
 COMPLETE = Status.COMPLETE
 PAGE_SIZE = 65536  # rows are 50-150 KB blobs: fewer, larger pages (measured)
-CHECKPOINT_PAGES = 2000  # checkpoint the WAL into the database every ~128 MB
+CHECKPOINT_PAGES = 512  # checkpoint the WAL into the database every 32 MiB...
+WAL_LIMIT = 32 * 1_048_576  # ...and keep the WAL file at about that size after one
 PUT_SEGMENT = "INSERT INTO segments (written, records) VALUES (?, ?)"
 EXPIRE = "DELETE FROM segments WHERE written < ?"
 SAVED_AT = "INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)"
@@ -157,6 +158,7 @@ class SqliteIndex(MemoryIndex):
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL: blobs of 100+ KB a row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             db.executescript(SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
