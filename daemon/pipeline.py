@@ -22,6 +22,7 @@ from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
 MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
+SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the event loop
 
 
 @dataclass(eq=False)
@@ -200,11 +201,19 @@ class Pipeline:
             self.latencies_ms.extend([latency] * completes)
 
     async def sweep(self) -> int:
-        async with self.lock:
-            declared = self.reconciler.sweep(self.clock.now())
-            written = self._flush([])
-        await self._bound_writes(written)
-        return declared
+        """Decide every window past its deadline, SWEEP_CHUNK at a time, letting the
+        event loop serve others between chunks: 400,000 windows expiring together held
+        it 1.3 s in one piece (benchmarks/sweep_stalls.py)."""
+        total = 0
+        while True:
+            async with self.lock:
+                declared = self.reconciler.sweep(self.clock.now(), SWEEP_CHUNK)
+                written = self._flush([])
+            await self._bound_writes(written)
+            total += declared
+            if declared < SWEEP_CHUNK:
+                return total
+            await asyncio.sleep(0)
 
     async def drain(self) -> None:
         """Process everything queued so far and wait until it is stored (tests and

@@ -313,14 +313,15 @@ class Reconciler:
                 self._emit(COMPLETE, rec, ())
         self.dirty[rec.event_id] = rec
 
-    def sweep(self, now: float) -> int:
-        """Declare MISSING for every open window whose deadline has passed; returns how many."""
+    def sweep(self, now: float, limit: int = 0) -> int:
+        """Declare MISSING for open windows whose deadline has passed, at most `limit`
+        of them (0: all); returns how many were decided."""
         self.now = now = max(now, self.now)
         acc = self.metrics.at(now)
         declared = 0
         for route in (*self.routes, self.default_route):
             queue = route.queue
-            while queue and queue[0].deadline <= now:
+            while queue and queue[0].deadline <= now and not (limit and declared >= limit):
                 rec = queue.popleft()
                 if rec.status is not PENDING:
                     continue

@@ -24,7 +24,7 @@ from tests.helpers import copy, make_config, make_daemon
 
 WINDOW = """
 [reconcile]
-window_seconds = 6.0
+window_seconds = 10.0
 grace_seconds = 0.5
 """
 
@@ -112,7 +112,7 @@ def test_every_acknowledged_copy_survives_and_no_outcome_is_fabricated(tmp_path:
             for start in range(0, len(even), 500):
                 chunk = [event(e, "azure") for e in even[start : start + 500]]
                 ingest.Publish(pb.PublishRequest(events=chunk), timeout=10)
-        time.sleep(6.0 + 0.5 + 1.5)  # the odd windows close
+        time.sleep(10.0 + 0.5 + 1.5)  # the odd windows close
         found = outcomes_of(daemon.address)
     finally:
         stop_daemon_process(daemon)

@@ -4,7 +4,10 @@ growing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from helios.daemon.model import OutcomeKind
 from helios.daemon.types import QueueFull
 
 from tests.helpers import copy, make_config, make_daemon
@@ -51,3 +54,27 @@ async def test_the_route_cache_stops_growing_at_its_bound():
     await daemon.pipeline.drain()
     assert len(daemon.reconciler._route_cache) == 5
     assert len(daemon.reconciler.open) == 50  # every event still found its route
+
+
+async def test_a_sweep_of_many_windows_decides_them_all_in_chunks_that_let_the_loop_run():
+    from helios.daemon import pipeline as pipeline_mod
+
+    daemon = make_daemon()
+    n = pipeline_mod.SWEEP_CHUNK * 2 + 7
+    await daemon.admission.admit([copy(f"e{i}", "aws") for i in range(n)])
+    await daemon.pipeline.drain()
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    daemon.clock.advance(60.0)
+    assert await daemon.pipeline.sweep() == n
+    counter.cancel()
+    assert not daemon.reconciler.open
+    assert daemon.reconciler.outcome_counts[OutcomeKind.MISSING] == n
+    assert turns >= 1  # the loop ran between the chunks (0 when swept in one piece)
