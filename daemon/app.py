@@ -205,6 +205,7 @@ class Daemon:
         await self.pipeline.drain()
         await self.pipeline.stop()
         self.detection.process()
+        self.detection.save()
         await self.index.close()
         self.lock.release()
 

@@ -3,8 +3,10 @@ kept, announced to plugins, and detector state is saved so that it survives a re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -128,6 +130,10 @@ class Detection:
         self.anomalies: deque[Anomaly] = deque(maxlen=retention)
         self._by_id: dict[str, Anomaly] = {}
         self.history: deque[StepRecord] = deque(maxlen=HISTORY_MINUTES)
+        self.minutes_seen = 0  # closed minutes fed to the detectors since start
+        self._write_lock = threading.Lock()
+        self._written = -1  # the generation (minutes_seen) of the last snapshot written
+        self._saving: set[asyncio.Future[None]] = set()
         self.sequence = 0
         self.counts: dict[str, int] = dict.fromkeys(self.detectors, 0)
 
@@ -148,13 +154,40 @@ class Detection:
 
     def save(self) -> None:
         """Write each detector's state (atomically: a crash leaves the old file)."""
-        if not self.detectors:
-            return
-        for name, detector in self.detectors.items():
-            write_json(self._path(name), detector.state())
+        self.write(self.snapshot())
+
+    def snapshot(self) -> tuple[int, dict[Path, Any]]:
+        """Each detector's state as it is now, by file, with the number of minutes it
+        has learnt: taken on the event loop, written by write() from any thread."""
+        states = {self._path(name): d.state() for name, d in self.detectors.items()}
+        return self.minutes_seen, states
+
+    def save_soon(self) -> None:
+        """save(), with the files written from a thread while the loop goes on."""
+        task = asyncio.ensure_future(asyncio.to_thread(self.write, self.snapshot()))
+        self._saving.add(task)
+        task.add_done_callback(self._saved)
+
+    def _saved(self, task: asyncio.Future[None]) -> None:
+        self._saving.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("saving detector state failed: %s", task.exception())
+
+    def write(self, snapshot: tuple[int, dict[Path, Any]]) -> None:
+        """Write a snapshot, unless a newer one was written already (writes from the
+        detection job's thread and from stop() may overlap)."""
+        generation, states = snapshot
+        with self._write_lock:
+            if generation < self._written:
+                return
+            for path, state in states.items():
+                write_json(path, state)
+            self._written = generation
 
     def process(self) -> list[Anomaly]:
-        """Feed every minute closed since the last call to every detector."""
+        """Feed every minute closed since the last call to every detector (their state
+        is saved by whoever calls: the detection job after each new minute, from a
+        thread, and Daemon.stop)."""
         found: list[Anomaly] = []
         while self._queue:
             minute = self._queue.popleft()
@@ -179,8 +212,7 @@ class Detection:
                         )
                     )
             self.history.append(record)
-        if found or self.history:
-            self.save()
+            self.minutes_seen += 1
         for anomaly in found:
             if self.plugins is not None:
                 self.plugins.on_anomaly(anomaly)

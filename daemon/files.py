@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ def write_atomic(path: Path, text: str) -> None:
     of either. The file and then its directory are fsynced, so the rename itself
     survives a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # Each writer its own temporary file: two writes of one file may run at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

@@ -70,8 +70,11 @@ def schedule(d: Daemon) -> None:
         return f"{removed} records expired"
 
     async def detect() -> str:
+        seen = d.detection.minutes_seen
         found = d.detection.process()
         d.loop.submit(found)
+        if d.detection.minutes_seen != seen:  # a new minute learnt: save it, off the loop
+            d.detection.save_soon()
         return f"{len(found)} anomalies" if found else "no anomaly"
 
     async def model_health() -> str:

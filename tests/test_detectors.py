@@ -149,6 +149,7 @@ async def _run_traffic(daemon, clock, minutes: int, outage_from: int | None) -> 
         await daemon.pipeline.sweep()
         if second % 60 == 0:
             daemon.detection.process()
+            daemon.detection.save()  # what the detection job does after a new minute
 
 
 async def test_the_daemon_detects_an_outage_keeps_the_anomaly_and_restores_state():
@@ -229,3 +230,30 @@ def test_options_of_a_disabled_detector_are_kept_but_a_typo_is_an_error():
         make_daemon(
             make_config("[detectors]\nenabled = []\noptions = { ewmaa = { warmup = 5 } }\n")
         )
+
+
+async def test_the_detection_job_saves_state_after_each_new_minute_off_the_loop():
+    import json
+
+    clock = ManualClock()
+    config = make_config(
+        DETECTING + '\n[sources.inputs.simulator]\nplugin = "simulator"\nrate_per_second = 5.0\n'
+    )
+    daemon = make_daemon(config, clock)
+    await daemon.start()
+    try:
+        path = daemon.detection.state_dir / "ewma.json"
+        await daemon.advance(150.0, step=1.0)  # two closed minutes
+        for _ in range(50):  # the write runs in a thread
+            if path.exists():
+                break
+            await asyncio.sleep(0.02)
+        first = json.loads(path.read_text())["steps"]
+        await daemon.advance(60.0, step=1.0)
+        for _ in range(50):
+            if json.loads(path.read_text())["steps"] > first:
+                break
+            await asyncio.sleep(0.02)
+        assert json.loads(path.read_text())["steps"] > first >= 1
+    finally:
+        await daemon.stop()
