@@ -265,7 +265,14 @@ class ControlServicer:
     ) -> pb.SetAutomationModeResponse:
         mode = request.mode
         if request.automation_mode:
-            name = pb.AutomationMode.Name(request.automation_mode)
+            values = {v.number: v.name for v in pb.AutomationMode.DESCRIPTOR.values}
+            name = values.get(request.automation_mode)
+            if name is None:
+                raise RequestError(
+                    "automation_mode",
+                    f"automation_mode {request.automation_mode} is not a helios.v1.AutomationMode; "
+                    f"use one of {', '.join(n for n in values.values() if 'UNSPECIFIED' not in n)}",
+                )
             mode = AutomationMode[name.removeprefix("AUTOMATION_MODE_")].value
         default, per_action = self.operator.set_mode(mode, request.action)
         return pb.SetAutomationModeResponse(automation_mode=default, action_modes=per_action)

@@ -118,3 +118,21 @@ def test_without_any_config_file_heliosd_uses_the_built_in_defaults(tmp_path, mo
     assert "built-in defaults: OK" in capsys.readouterr().out
     # A file that is named must exist.
     assert heliosd(["-c", str(tmp_path / "named.toml"), "check-config"]) == 2
+
+
+def test_bad_sqlite_index_options_are_named_by_check_config(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        f'[daemon]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[index]\noptions = { synchronous = "sometimes" }\n'
+    )
+    assert heliosd(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "index.options.synchronous must be full or normal, got 'sometimes'" in err
+    assert not (tmp_path / "data").exists()
+    config.write_text(
+        f'[daemon]\ndata_dir = "{tmp_path / "data"}"\n[index]\noptions = {{ x = 1 }}\n'
+    )
+    assert heliosd(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "index.options: unknown keys ['x'] (sqlite: file, synchronous)" in err

@@ -343,3 +343,13 @@ async def test_statuses_come_as_enums_beside_their_strings(h: Healing):
         "closed",
         pb.BREAKER_STATE_CLOSED,
     )
+
+
+async def test_an_unknown_automation_mode_number_is_invalid_argument_naming_the_field(h: Healing):
+    bad = await refused(
+        h.control.SetAutomationMode(pb.SetAutomationModeRequest(automation_mode=99)),  # type: ignore[arg-type]
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "not a helios.v1.AutomationMode" in bad["automation_mode"]
+    actions = await h.query.ListActions(pb.ListActionsRequest())
+    assert actions.automation_mode == "observe"  # nothing changed
