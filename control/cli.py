@@ -69,6 +69,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for key, value in sorted(store.details.items()):
         print(f"  {key}: {value}")
+    if store.HasField("bloom"):
+        b = store.bloom
+        print(
+            f"  bloom: {b.slices} slices of {b.capacity_per_filter:,} ids per source, "
+            f"{b.bytes / 1e6:,.1f} MB; current fill {b.fill:.1%}, false positives "
+            f"{b.false_positive_rate:.4%} per filter (configured {b.configured_error_rate:.2%} "
+            f"at capacity), {b.lookup_false_positive_rate:.4%} per lookup; recognised past "
+            f"the TTL: {b.aged_late:,} late, {b.aged_duplicates:,} duplicates"
+        )
     print()
     table([("OUTCOME", "COUNT")] + [(k, f"{v:,}") for k, v in sorted(stats.outcomes.items())])
     print()

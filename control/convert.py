@@ -1,4 +1,7 @@
-"""Conversions between the daemon's objects and helios.v1 messages."""
+"""Conversions between the daemon's objects and helios.v1 messages.
+
+Long because it is one function per message of the API, each a field-by-field copy;
+split by topic, servicers would import from several places for one response."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from helios.daemon.readmodels import (
     Trace,
 )
 from helios.daemon.types import CRITERIA, Criteria
+from helios.daemon.views import BloomView
 from helios.v1 import helios_pb2 as pb
 
 
@@ -345,6 +349,7 @@ def stats_pb(s: Stats) -> pb.GetStatsResponse:
             max_open_windows=s.storage.max_open_windows,
             data_dir=s.storage.data_dir,
             data_dir_locked=s.storage.data_dir_locked,
+            bloom=_bloom(s.storage.bloom),
         ),
     )
 
@@ -385,4 +390,20 @@ def trace_pb(t: Trace) -> pb.GetTraceResponse:
         decisions=[decision_pb(d) for d in t.decisions],
         executions=[execution_pb(x) for x in t.executions],
         spans=[pb.TraceSpan(at=ts(s.at), stage=s.stage, text=s.text) for s in t.spans],
+    )
+
+
+def _bloom(view: BloomView | None) -> pb.BloomStats | None:
+    if view is None:
+        return None
+    return pb.BloomStats(
+        slices=view.slices,
+        capacity_per_filter=view.capacity_per_filter,
+        fill=view.fill,
+        configured_error_rate=view.configured_error_rate,
+        false_positive_rate=view.false_positive_rate,
+        lookup_false_positive_rate=view.lookup_false_positive_rate,
+        bytes=view.bytes,
+        aged_late=view.aged_late,
+        aged_duplicates=view.aged_duplicates,
     )

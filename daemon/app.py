@@ -10,6 +10,7 @@ import time
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
+from helios.daemon.bloom import DeliveryFilters, FilterStore
 from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
@@ -70,6 +71,18 @@ class Daemon:
             self.metrics,
             config.reconcile.max_routes_cached,
         )
+        bloom = config.index.bloom
+        self.filter_store: FilterStore | None = None
+        if bloom.enabled:
+            self.reconciler.filters = DeliveryFilters(
+                tuple(config.sources.names),
+                bloom.capacity,
+                bloom.error_rate,
+                bloom.rotate_seconds,
+                bloom.keep,
+            )
+            self.reconciler.aged_late_by = config.index.ttl_seconds
+            self.filter_store = FilterStore(self.reconciler.filters, config.daemon.data_dir)
         self.pipeline = Pipeline(config, self.clock, self.reconciler, self.index, manager)
         self.admission = Admission(
             self.pipeline, config.ingest.max_batch_events, config.ingest.stream_wait_seconds
@@ -182,6 +195,8 @@ class Daemon:
                 shift,
             )
         self.pipeline.sequence = max(self.pipeline.sequence, resume.last_sequence)
+        if self.filter_store is not None:
+            self._load_filters(self.filter_store)
         self.runtime.open()
         self.detection.open()
         self.loop.open()
@@ -196,6 +211,34 @@ class Daemon:
         self.started_at = time.monotonic()
         self.ready = True
 
+    def _load_filters(self, store: FilterStore) -> None:
+        """Read the saved Bloom slices; records the index still holds that closed after
+        the newest save (a kill -9 lost them from the filters) go in again."""
+        saved_at = store.load()
+        records = self.index.resident
+        if records is None or not self.index.durable:
+            return
+        since = float("-inf") if saved_at is None else saved_at - 3600.0
+        filters = store.filters
+        now = self.clock.now()
+        again = 0
+        for rec in records.values():
+            if rec.first_seen >= since:
+                filters.add(rec.event_id, rec.seen, now)
+                again += 1
+        if again:
+            log.info("Bloom filters: %d records of the index added again", again)
+
+    async def save_filters(self) -> str:
+        """Write the Bloom slices changed since the last save, from a thread."""
+        store = self.filter_store
+        if store is None:
+            return "off"
+        blobs = store.filters.snapshots(self.clock.now())
+        if blobs:
+            await asyncio.to_thread(store.save, blobs)
+        return f"{len(blobs)} slices saved"
+
     async def stop(self) -> None:
         self.ready = False
         for source in self.inputs.values():
@@ -206,6 +249,7 @@ class Daemon:
         await self.pipeline.stop()
         self.detection.process()
         self.detection.save()
+        await self.save_filters()
         await self.index.close()
         self.lock.release()
 

@@ -106,11 +106,22 @@ class SourcesConfig(_Section):
         return names
 
 
+class BloomConfig(_Section):
+    """Per-source Bloom filters that remember deliveries past the index TTL."""
+
+    enabled: bool = True
+    capacity: int = Field(10_000_000, gt=0)  # event ids per source across the slices kept
+    error_rate: float = Field(0.001, gt=0, lt=1)  # of one filter at its capacity
+    rotate_seconds: float = Field(3600.0, gt=0)
+    keep: int = Field(48, ge=1)
+
+
 class IndexConfig(_Section):
     backend: str = "sqlite"
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_records: int = Field(2_000_000, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    bloom: BloomConfig = Field(default_factory=BloomConfig)
 
 
 class DetectorsConfig(_Section):
@@ -342,6 +353,13 @@ backend = "sqlite"                    # an index plugin: sqlite (durable, under 
 options = { synchronous = "full" }    # sqlite: full (fsync every commit) | normal; file
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
+
+[index.bloom]                         # who delivered what, remembered past ttl_seconds (docs/storage.md)
+enabled = true                        # a copy of a forgotten event is then LATE or DUPLICATE, not a new window
+capacity = 10000000                   # event ids per source across the slices kept (~18 MB per source)
+error_rate = 0.001                    # of one filter at its capacity
+rotate_seconds = 3600.0               # a new time slice this often...
+keep = 48                             # ...and this many kept (48 hourly: a day past the default TTL)
 
 [detectors]
 enabled = []                          # detector plugins watching per-minute metrics

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Replace `path` with `text`: a crash leaves the old file or the new one, never half
     of either. The file and then its directory are fsynced, so the rename itself
     survives a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Each writer its own temporary file: two writes of one file may run at once.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
+    data = text.encode() if isinstance(text, str) else text
+    with tmp.open("wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -106,6 +106,14 @@ def schedule(d: Daemon) -> None:
         "declare MISSING for windows past window + grace; close metrics minutes",
     )
     jobs.add("index-ttl", 10.0, expire, "age records and outcomes out of the index")
+    if d.filter_store is not None:
+        jobs.add(
+            "bloom-save",
+            60.0,
+            d.save_filters,
+            "write the Bloom filter slices changed since the last save (from a thread)",
+            wall_clock=True,
+        )
     if d.detection.detectors:
         jobs.add("detection", 1.0, detect, "feed closed minutes to the detectors")
         jobs.add(

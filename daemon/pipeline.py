@@ -235,6 +235,9 @@ class Pipeline:
             sequence += 1
             outcome.sequence = sequence
         self.sequence = sequence
+        filters = self.reconciler.filters
+        if filters is not None and dirty:
+            filters.add_records([(r.event_id, r.seen) for r in dirty], self.clock.now())
         written = self.index.write(dirty + touched if touched else dirty, outcomes)
         if outcomes:
             self._fan_out(outcomes)

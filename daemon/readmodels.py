@@ -143,6 +143,7 @@ class ReadModels:
             max_open_windows=d.config.reconcile.max_open_windows,
             data_dir=d.config.daemon.data_dir,
             data_dir_locked=d.lock.held,
+            bloom=None if d.reconciler.filters is None else d.reconciler.filters.stats(),
         )
 
     async def stats(self) -> Stats:

@@ -4,6 +4,10 @@ Windows open at an event's first copy and close when every expected source deliv
 (COMPLETE or INCONSISTENT, at once) or when window + grace pass (MISSING). Deadlines of
 one route only ever grow, so each route keeps a FIFO of open records: expiry is a pop
 from the left, with no timer or task per event.
+
+Long because the per-copy path is one inlined loop and every way a copy can end
+(new, duplicate, late, aged out past the index, complete, missing) changes the same
+counters: split, they would be reached through attribute lookups on the hot path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from helios.daemon.bloom import DeliveryFilters
 from helios.daemon.config import RouteConfig
 from helios.daemon.metrics import MetricsRollup, MinuteAccumulator
 from helios.daemon.model import Checked, EventRecord, Outcome, OutcomeKind, Status
@@ -90,6 +95,9 @@ class Reconciler:
         # Events closed with every expected copy, by expected mask, not yet counted per source.
         self._closed_full: Counter[int] = Counter()
         self.excluded = 0  # sources failed over: not expected until restored
+        # Who delivered what, past the index TTL (daemon/bloom.py); None: not kept.
+        self.filters: DeliveryFilters | None = None
+        self.aged_late_by = 0.0  # the LATE of an aged-out event: late by at least the TTL
 
     def set_excluded(self, names: Iterable[str]) -> None:
         """Stop expecting these sources (failover): new events do not wait for them and
@@ -172,6 +180,10 @@ class Reconciler:
                 rec = dirty.get(event_id) or closed_get(event_id)
                 if rec is None:
                     route = self.route(event_type)
+                    if self.filters is not None and self._aged(
+                        route, event_id, event_type, si, source, produced_at, payload, digest
+                    ):
+                        continue
                     rec = EventRecord(
                         event_id,
                         event_type,
@@ -294,6 +306,48 @@ class Reconciler:
         self._close_metrics(rec, 0, acc)
         del self.open[rec.event_id]
         self.dirty[rec.event_id] = rec
+
+    def _aged(
+        self,
+        route: Route,
+        event_id: str,
+        event_type: str,
+        si: int,
+        source: str,
+        produced_at: float,
+        payload: bytes,
+        digest: bytes,
+    ) -> bool:
+        """A copy of an event the index forgot, if the filters say every other expected
+        source delivered it: LATE (this source never did) or DUPLICATE. Its record comes
+        back closed, so the next copy is judged against it. A route of one source is
+        never judged so: one filter's false positive would hide a new event."""
+        filters = self.filters
+        assert filters is not None
+        others = route.expected & ~(1 << si)
+        if not others or filters.delivered(event_id, others) != others:
+            return False
+        now = self.now
+        rec = EventRecord(event_id, event_type, route.expected, self.n, now, now)
+        rec.payload = payload
+        rec.digest = digest
+        rec.copies[si] = (now, produced_at, digest, len(payload))
+        rec.seen = route.expected
+        rec.status = Status.COMPLETE
+        if filters.delivered(event_id, 1 << si):
+            rec.counts = {si: 2}
+            self.by_source[si].duplicates += 1
+            acc = self.metrics.at(now)
+            acc.duplicates += 1
+            acc.duplicates_by_source[si] += 1
+            filters.aged_duplicates += 1
+            self._emit(DUPLICATE, rec, (source,))
+        else:
+            rec.late_mask = 1 << si
+            filters.aged_late += 1
+            self._emit(LATE, rec, (source,), self.aged_late_by)
+        self.dirty[event_id] = rec
+        return True
 
     def _late_copy(self, rec: EventRecord, si: int, bit: int, acc: MinuteAccumulator) -> None:
         """A copy for a closed record: LATE if MISSING named it; it heals the record."""

@@ -42,6 +42,21 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class BloomView:
+    """The per-source Bloom filters that remember deliveries past the index TTL."""
+
+    slices: int  # time slices held (at most `keep`)
+    capacity_per_filter: int
+    fill: float  # of the current slice's fullest filter, 0..1 of its capacity
+    configured_error_rate: float
+    false_positive_rate: float  # of one filter at its current fill
+    lookup_false_positive_rate: float  # "delivered?" across every slice kept
+    bytes: int
+    aged_late: int  # copies recognised as LATE after their record left the index
+    aged_duplicates: int
+
+
+@dataclass(frozen=True)
 class Storage:
     backend: str
     durability: str
@@ -50,6 +65,7 @@ class Storage:
     max_open_windows: int
     data_dir: str
     data_dir_locked: bool
+    bloom: BloomView | None = None
 
 
 @dataclass(frozen=True)

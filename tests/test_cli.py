@@ -126,6 +126,7 @@ def test_events_get_outcomes_list_and_status(daemon_process):
     assert listed.returncode == 0 and "cli-3" in listed.stdout
     status = helios(daemon_process, "status")
     assert status.returncode == 0 and "COMPLETENESS" in status.stdout
+    assert "bloom: 1 slices" in status.stdout and "per lookup" in status.stdout
     unknown = helios(daemon_process, "events", "get", "no-such-event")
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
     bad = helios(daemon_process, "outcomes", "list", "--kind", "PURPLE")

@@ -238,6 +238,9 @@ async def test_get_stats_and_get_metrics(served):
         ("azure", 1.0),
     ]
     assert stats.reconcile_latency.count == 1
+    bloom = stats.storage.bloom  # g1 closed: its three sources are in the filters
+    assert bloom.slices == 1 and bloom.configured_error_rate == 0.001
+    assert 0 < bloom.fill < 1e-5 and bloom.bytes > 0
     metrics = await query.GetMetrics(pb.GetMetricsRequest())
     assert len(metrics.minutes) >= 1
     assert metrics.minutes[0].features["event_rate_per_minute"] == 1.0

@@ -75,6 +75,7 @@ async def test_the_daemons_jobs_are_listed_over_grpc():
         assert names == [
             "window-sweep",
             "index-ttl",
+            "bloom-save",
             "detection",
             "model-health",
             "mape-k",

@@ -28,6 +28,11 @@ def storage_page(reads: ReadModels, header: Callable[[str], None]) -> None:
             rows=[],
             row_key="key",
         ).classes("w-full helios-storage-details")
+    with ui.card().classes("w-full"):
+        ui.label("Bloom filters: deliveries remembered past the index TTL").classes("font-semibold")
+        bloom = ui.label("-").classes("text-sm helios-storage-bloom")
+        bloom_bar = ui.linear_progress(value=0.0, show_value=False, size="14px").classes("w-96")
+        bloom_fp = ui.label("-").classes("text-sm helios-storage-bloom-fp")
 
     def refresh() -> None:
         s = reads.storage()
@@ -44,6 +49,23 @@ def storage_page(reads: ReadModels, header: Callable[[str], None]) -> None:
         data_dir.set_text(f"data directory {s.data_dir} ({lock})")
         table.rows = [{"key": k, "value": v} for k, v in sorted(s.details.items())]
         table.update()
+        b = s.bloom
+        if b is None:
+            bloom.set_text("off (index.bloom.enabled = false)")
+            return
+        bloom.set_text(
+            f"{b.slices} time slices, one filter per source each, {b.capacity_per_filter:,} "
+            f"event ids per filter, {b.bytes / 1e6:,.1f} MB; current slice {b.fill:.1%} full"
+        )
+        bloom_bar.set_value(min(b.fill, 1.0))
+        bloom_bar.props(f"color={'green' if b.fill < 0.8 else 'orange' if b.fill < 1 else 'red'}")
+        bloom_fp.set_text(
+            f"estimated false positives: {b.false_positive_rate:.4%} per filter "
+            f"(configured {b.configured_error_rate:.2%} at capacity), "
+            f"{b.lookup_false_positive_rate:.4%} per lookup across slices; recognised "
+            f"after their record left the index: {b.aged_late:,} LATE, "
+            f"{b.aged_duplicates:,} DUPLICATE"
+        )
 
     refresh()
     ui.timer(2.0, refresh)

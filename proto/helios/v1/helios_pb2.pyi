@@ -940,6 +940,7 @@ class StorageStats(_message.Message):
     MAX_OPEN_WINDOWS_FIELD_NUMBER: _builtins.int
     DATA_DIR_FIELD_NUMBER: _builtins.int
     DATA_DIR_LOCKED_FIELD_NUMBER: _builtins.int
+    BLOOM_FIELD_NUMBER: _builtins.int
     backend: _builtins.str
     """The index plugin: sqlite, memory, ..."""
     durability: _builtins.str
@@ -953,6 +954,12 @@ class StorageStats(_message.Message):
     def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Backend-specific facts for people: file, size, commits, ..."""
 
+    @_builtins.property
+    def bloom(self) -> Global___BloomStats:
+        """The per-source Bloom filters that remember deliveries past the index TTL; unset
+        when index.bloom.enabled is false.
+        """
+
     def __init__(
         self,
         *,
@@ -963,14 +970,65 @@ class StorageStats(_message.Message):
         max_open_windows: _builtins.int = ...,
         data_dir: _builtins.str = ...,
         data_dir_locked: _builtins.bool = ...,
+        bloom: Global___BloomStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bloom", b"bloom"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "data_dir", b"data_dir", "data_dir_locked", b"data_dir_locked", "details", b"details", "durability", b"durability", "max_open_windows", b"max_open_windows", "open_windows", b"open_windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "bloom", b"bloom", "data_dir", b"data_dir", "data_dir_locked", b"data_dir_locked", "details", b"details", "durability", b"durability", "max_open_windows", b"max_open_windows", "open_windows", b"open_windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StorageStats: _TypeAlias = StorageStats  # noqa: Y015
+
+@_typing.final
+class BloomStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLICES_FIELD_NUMBER: _builtins.int
+    CAPACITY_PER_FILTER_FIELD_NUMBER: _builtins.int
+    FILL_FIELD_NUMBER: _builtins.int
+    CONFIGURED_ERROR_RATE_FIELD_NUMBER: _builtins.int
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _builtins.int
+    LOOKUP_FALSE_POSITIVE_RATE_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    AGED_LATE_FIELD_NUMBER: _builtins.int
+    AGED_DUPLICATES_FIELD_NUMBER: _builtins.int
+    slices: _builtins.int
+    """Time slices held (at most index.bloom.keep), each one filter per source."""
+    capacity_per_filter: _builtins.int
+    """Event ids one filter is sized for: index.bloom.capacity / keep."""
+    fill: _builtins.float
+    """The current slice's fullest filter, as a share of its capacity (0..1, may pass 1)."""
+    configured_error_rate: _builtins.float
+    """index.bloom.error_rate: one filter's false-positive rate at its capacity."""
+    false_positive_rate: _builtins.float
+    """One filter's estimated false-positive rate at its current fill."""
+    lookup_false_positive_rate: _builtins.float
+    """A "did source X deliver event Y?" lookup asks every slice: its estimated rate."""
+    bytes: _builtins.int
+    aged_late: _builtins.int
+    """Copies recognised after their record left the index: LATE and DUPLICATE."""
+    aged_duplicates: _builtins.int
+    def __init__(
+        self,
+        *,
+        slices: _builtins.int = ...,
+        capacity_per_filter: _builtins.int = ...,
+        fill: _builtins.float = ...,
+        configured_error_rate: _builtins.float = ...,
+        false_positive_rate: _builtins.float = ...,
+        lookup_false_positive_rate: _builtins.float = ...,
+        bytes: _builtins.int = ...,
+        aged_late: _builtins.int = ...,
+        aged_duplicates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aged_duplicates", b"aged_duplicates", "aged_late", b"aged_late", "bytes", b"bytes", "capacity_per_filter", b"capacity_per_filter", "configured_error_rate", b"configured_error_rate", "false_positive_rate", b"false_positive_rate", "fill", b"fill", "lookup_false_positive_rate", b"lookup_false_positive_rate", "slices", b"slices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BloomStats: _TypeAlias = BloomStats  # noqa: Y015
 
 @_typing.final
 class DetectorStatus(_message.Message):

@@ -1,0 +1,147 @@
+"""The Bloom filters: a copy of an event whose record left the index is LATE or
+DUPLICATE, not a new window that would close MISSING; their measured false-positive
+rate is the configured one; they survive a restart, and a damaged file costs only
+itself."""
+
+from __future__ import annotations
+
+import random
+
+from helios.daemon.bloom import DeliveryFilters, FilterStore
+
+from tests.helpers import copy, feed, make_config, make_daemon
+
+SOURCES = ("aws", "gcp", "azure")
+
+
+async def _forget(daemon, seconds: float) -> None:
+    """Move time on, close what is due and age the index past its TTL."""
+    daemon.clock.advance(seconds)
+    await daemon.pipeline.sweep()
+    now = daemon.clock.now()
+    await daemon.index.expire(now, now)
+
+
+def _outcomes(daemon, event_id: str) -> list[str]:
+    record = daemon.index.records.get(event_id) or daemon.reconciler.open.get(event_id)
+    return [o.kind.name for o in record.outcomes] if record else []
+
+
+async def test_copies_of_forgotten_events_are_late_or_duplicate_not_new_windows():
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    await feed(daemon, copy("half", "aws"), copy("half", "gcp"))  # azure never comes
+    await feed(daemon, *(copy("whole", s) for s in SOURCES))
+    await _forget(daemon, 15)  # the window of "half" closes MISSING azure
+    assert _outcomes(daemon, "half") == ["MISSING"]
+    await _forget(daemon, 120)
+    assert await daemon.index.count() == 0  # both records aged out of the index
+
+    await feed(daemon, copy("half", "azure"), copy("whole", "gcp"), copy("new", "aws"))
+    assert "half" not in daemon.reconciler.open and "whole" not in daemon.reconciler.open
+    assert _outcomes(daemon, "half") == ["LATE"]
+    assert _outcomes(daemon, "whole") == ["DUPLICATE"]
+    assert "new" in daemon.reconciler.open  # a new event still opens its window
+    late = daemon.index.records["half"].outcomes[0]
+    assert late.sources == ("azure",) and late.late_by == 60.0  # at least the TTL
+    view = daemon.services.reads.storage().bloom
+    assert view is not None and (view.aged_late, view.aged_duplicates) == (1, 1)
+
+    # Nothing is fabricated later: no window of them closes MISSING.
+    await _forget(daemon, 15)
+    assert _outcomes(daemon, "half") == ["LATE"]
+    assert _outcomes(daemon, "new") == ["MISSING"]
+
+
+async def test_without_the_filters_a_forgotten_event_opens_a_window_that_closes_missing():
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60", INDEX__BLOOM__ENABLED="false"))
+    await feed(daemon, *(copy("whole", s) for s in SOURCES))
+    await _forget(daemon, 120)
+    await feed(daemon, copy("whole", "gcp"))
+    assert "whole" in daemon.reconciler.open
+    await _forget(daemon, 15)
+    assert _outcomes(daemon, "whole") == ["MISSING"]  # what the filters prevent
+    assert daemon.services.reads.storage().bloom is None
+
+
+async def test_a_route_of_one_source_is_never_judged_by_the_filters():
+    daemon = make_daemon(
+        make_config(
+            '[[routes]]\nevent_type = "solo.*"\nsources = ["aws"]\n', INDEX__TTL_SECONDS="60"
+        )
+    )
+    await feed(daemon, copy("s", "aws", event_type="solo.x"))
+    await _forget(daemon, 120)
+    await feed(daemon, copy("s", "aws", event_type="solo.x"))
+    assert _outcomes(daemon, "s") == ["COMPLETE"]  # judged afresh, as without filters
+
+
+def test_the_measured_false_positive_rate_is_the_configured_one():
+    capacity = 100_000
+    filters = DeliveryFilters(SOURCES, capacity, 0.001, 3600.0, 1)
+    filters.add_records([(f"known-{i}", 0b001) for i in range(capacity)], 0.0)
+    assert all(filters.delivered(f"known-{i}", 0b001) for i in range(0, capacity, 97))
+    strangers = 400_000
+    false = sum(1 for i in range(strangers) if filters.delivered(f"other-{i}", 0b001))
+    assert 0.0008 < false / strangers < 0.0012, false / strangers  # 0.1% +- 5 sigma
+    view = filters.stats()
+    assert abs(view.false_positive_rate - 0.001) < 0.0001
+    assert abs(view.fill - 1.0) < 0.02
+    # Another source's filter did not take these ids.
+    assert sum(1 for i in range(10_000) if filters.delivered(f"known-{i}", 0b010)) < 30
+
+
+def test_ten_million_ids_at_a_tenth_of_a_percent_take_at_most_18_mb():
+    filters = DeliveryFilters(("aws",), 10_000_000, 0.001, 3600.0, 1)
+    filters.add_records([("one", 1)], 0.0)
+    assert filters.stats().bytes <= 18_000_000
+
+
+def test_slices_rotate_and_the_oldest_leave():
+    filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
+    for minute in range(5):
+        filters.add_records([(f"m{minute}", 0b001)], minute * 60.0 + 1)
+    assert sorted(filters.slices) == [2, 3, 4]
+    assert not filters.delivered("m0", 0b001) and not filters.delivered("m1", 0b001)
+    assert all(filters.delivered(f"m{m}", 0b001) for m in (2, 3, 4))
+
+
+def test_filters_survive_a_save_and_a_damaged_slice_costs_only_itself(tmp_path):
+    filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
+    store = FilterStore(filters, str(tmp_path))
+    rng = random.Random(1)
+    ids = [f"e{rng.random()}" for _ in range(200)]
+    filters.add_records([(i, 0b101) for i in ids[:100]], 10.0)
+    filters.add_records([(i, 0b010) for i in ids[100:]], 70.0)
+    store.save(filters.snapshots(70.0))
+    assert filters.snapshots(71.0) == {}  # nothing changed since
+
+    again = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
+    assert FilterStore(again, str(tmp_path)).load() == 70.0
+    assert all(again.delivered(i, 0b101) == 0b101 for i in ids[:100])
+    assert all(again.delivered(i, 0b010) == 0b010 for i in ids[100:])
+
+    (tmp_path / "bloom" / "slice-0.bin").write_bytes(b"not a filter")
+    damaged = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
+    FilterStore(damaged, str(tmp_path)).load()
+    assert (tmp_path / "bloom" / "slice-0.damaged").exists()
+    assert all(damaged.delivered(i, 0b010) == 0b010 for i in ids[100:])  # slice 1 intact
+
+
+async def test_the_filters_are_saved_on_stop_and_back_after_a_restart(tmp_path):
+    config = make_config(
+        INDEX__BACKEND='"sqlite"', INDEX__TTL_SECONDS="60", DAEMON__DATA_DIR=f'"{tmp_path}"'
+    )
+    daemon = make_daemon(config)
+    await daemon.start()
+    await feed(daemon, *(copy("whole", s) for s in SOURCES))
+    await daemon.pipeline.drain()
+    await daemon.stop()
+    assert list((tmp_path / "bloom").glob("slice-*.bin"))
+
+    again = make_daemon(config)
+    await again.start()
+    try:
+        assert again.reconciler.filters is not None
+        assert again.reconciler.filters.delivered("whole", 0b111) == 0b111
+    finally:
+        await again.stop()
