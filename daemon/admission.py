@@ -68,6 +68,10 @@ class Admission:
                     f"more; reconcile.max_open_windows is {pipeline.max_open_windows:,}: "
                     "retry when some have closed"
                 )
+        refusal = pipeline.index.pushback()
+        if refusal is not None:
+            pipeline.rejections["index_backlog_full"] += count
+            raise QueueFull(refusal)
         if pipeline.throttles:
             pipeline.throttle([c[1] for c in copies])  # counts "throttled" itself
         try:

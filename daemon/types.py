@@ -153,6 +153,11 @@ class IndexBackend(Protocol):
 
     async def count(self) -> int: ...
 
+    def pushback(self) -> str | None:
+        """Why admission should refuse new batches now (RESOURCE_EXHAUSTED), or None: an
+        index buffering for a store that is away says so when its budget is spent."""
+        ...
+
     def describe(self) -> dict[str, str]:
         """What the Storage view shows: backend, durability, file, size..."""
         ...

@@ -117,3 +117,73 @@ grace_seconds = 0.5
     )
     yield process
     stop_daemon_process(process)
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 and a free port, its data in a temporary
+    directory with appendonly on, so that stop() then start() keeps what it held."""
+
+    def __init__(self, directory: Path) -> None:
+        found = shutil.which("redis-server")
+        assert found, "redis-server is missing: scripts/test.sh installs the Debian package"
+        self.binary = found
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=(self.directory / "redis.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"redis-server did not start: {(self.directory / 'redis.log').read_text()}"
+        )
+
+    def cli(self, *args: str) -> str:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                parts = [f"*{len(args)}\r\n"] + [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
+                s.sendall("".join(parts).encode())
+                return s.recv(65536).decode(errors="replace").lstrip("+:$-")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

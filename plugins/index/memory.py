@@ -187,6 +187,9 @@ class MemoryIndex:
     async def count(self) -> int:
         return len(self.records)
 
+    def pushback(self) -> str | None:
+        return None
+
     async def close(self) -> None:
         self.records.clear()
         self._log.clear()

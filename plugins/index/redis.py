@@ -1,0 +1,492 @@
+"""The Redis index: records, open windows and outcomes in Redis (redis-py asyncio with
+hiredis), so that several heliosd processes can share them and a window can move from
+one process to another.
+
+Key layout (`<p>` is `index.options.prefix`, "helios" by default):
+
+    <p>:{<event_id>}     the record, open or closed (marshal), with a TTL of
+                         index.ttl_seconds; the braces are a hash tag, so Redis
+                         Cluster puts each event on the slot of its id
+    <p>:open             sorted set: event ids of open windows, scored by deadline
+    <p>:outcomes:<m>     stream of outcomes written by member <m> (index.options.member),
+                         entry id "<sequence>-0", field "o"; trimmed to 2 x max_records
+    <p>:meta:<m>         hash: last_sequence, saved_at (the daemon clock) of member <m>
+
+Writes go in order through one writer task, several flushes per Redis pipeline (group
+commit); a batch is acknowledged once Redis answered for it. When Redis cannot be
+reached or answers errors, writes go to a local spill file (SQLite, fsynced) instead:
+ingest goes on, and a batch is still acknowledged only once stored (spilled). Every
+second the writer tries Redis again; when it answers, the spill is replayed in order
+and deleted. Past `spill_max_bytes` admission pushes back (RESOURCE_EXHAUSTED): nothing
+is dropped. While Redis is away, lookups of closed records see only what this process
+wrote since; older events are recognised by the Bloom filters (docs/storage.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from helios.daemon.clock import Clock
+from helios.daemon.hookspecs import hookimpl
+from helios.daemon.model import EventRecord, Outcome, OutcomeKind, Status
+from helios.daemon.query import OutcomeQuery
+from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
+from helios.plugins.index.sqlite import record_from, record_tuple
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("helios.index.redis")
+PENDING = Status.PENDING
+RETRY_SECONDS = 1.0
+SCAN_LIMIT = 100_000  # outcomes read per ListOutcomes page before handing back a token
+# A write: the records' versions, the outcomes, the last sequence, the clock's time.
+Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float]
+
+
+class RedisIndex:
+    # Records live in Redis: the pipeline asks get_many per batch.
+    resident: Mapping[str, EventRecord] | None = None
+    durable = True
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        member: str,
+        ttl: float,
+        max_records: int,
+        spill_path: Path,
+        spill_max_bytes: int,
+        timeout: float,
+        clock: Clock,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.member = member
+        self.ttl = ttl
+        self.max_records = max_records
+        self.spill = Spill(spill_path)
+        self.spill_max_bytes = spill_max_bytes
+        self.timeout = timeout
+        self.clock = clock
+        self.redis: Redis | None = None
+        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
+        self._work = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.down_since: float | None = None  # wall time Redis was first found away
+        self.last_error = ""
+        self.outages = 0
+        self.writes = 0
+        self.write_seconds = 0.0
+        self.replayed = 0  # spilled writes sent to Redis after it came back
+        # Records written while Redis was away, until replayed: get_many sees them.
+        self._unsent: dict[str, EventRecord] = {}
+        self._last_sequence = 0
+        self._next_try = 0.0  # monotonic time of the next attempt to reach Redis
+
+    # ---- keys ----------------------------------------------------------------------
+    def _key(self, event_id: str) -> str:
+        return f"{self.prefix}:{{{event_id}}}"
+
+    @property
+    def _open_key(self) -> str:
+        return f"{self.prefix}:open"
+
+    @property
+    def _stream(self) -> str:
+        return f"{self.prefix}:outcomes:{self.member}"
+
+    @property
+    def _meta(self) -> str:
+        return f"{self.prefix}:meta:{self.member}"
+
+    # ---- opening -------------------------------------------------------------------
+    async def open(self) -> Resume:
+        self.redis = Redis.from_url(
+            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+        )
+        self.spill.open()
+        try:
+            if self.spill.rows:  # a previous run spilled: replay before reading back
+                self._went_down(OSError("writes spilled by the previous run"))
+                await self._try_catch_up()
+                if self.down_since is not None:
+                    raise OSError(self.last_error)
+            resume = await self._resume(self.redis)
+        except (RedisError, OSError) as exc:
+            # Start anyway: serve, spill, and catch up once Redis answers.
+            self._went_down(exc)
+            resume = await asyncio.to_thread(self._resume_from_spill)
+            log.error(
+                "Redis at %s unreachable at start (%s): %d open windows from the spill; "
+                "spilling until it answers",
+                self.url,
+                exc,
+                len(resume.open_records),
+            )
+        self._writer = asyncio.create_task(self._write_loop(), name="redis-index-writer")
+        return resume
+
+    async def _resume(self, redis: Redis) -> Resume:
+        meta = await redis.hgetall(self._meta)
+        last = int(meta.get(b"last_sequence", 0))
+        saved = meta.get(b"saved_at")
+        members: list[bytes] = await redis.zrange(self._open_key, 0, -1)  # type: ignore[assignment]
+        ids = [i.decode() for i in members]
+        records = [r for r in (await self._fetch(redis, ids)).values() if r.status is PENDING]
+        self._last_sequence = last
+        log.info("index %s: %d open windows, last outcome %d", self.url, len(records), last)
+        return Resume(records, float(saved) if saved is not None else None, last)
+
+    def _resume_from_spill(self) -> Resume:
+        """Redis is away at start: the open windows and last sequence the spill holds
+        (the newest version of each record wins)."""
+        latest: dict[str, tuple[Any, ...]] = {}
+        last, saved = 0, None
+        for _, (records, _, sequence, saved_at) in self.spill.oldest(None):
+            for values in records:
+                latest[values[0]] = values
+            last, saved = sequence, saved_at
+        for values in latest.values():
+            self._unsent[values[0]] = record_from(values)
+        opened = [r for r in self._unsent.values() if r.status is PENDING]
+        self._last_sequence = last
+        return Resume(opened, saved, last)
+
+    async def _fetch(self, redis: Redis, ids: Sequence[str]) -> dict[str, EventRecord]:
+        found: dict[str, EventRecord] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            async with redis.pipeline(transaction=False) as pipe:
+                for event_id in chunk:
+                    pipe.get(self._key(event_id))
+                values = await pipe.execute()
+            for event_id, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    found[event_id] = record_from(marshal.loads(value))
+        return found
+
+    # ---- writing -------------------------------------------------------------------
+    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+        done = asyncio.get_running_loop().create_future()
+        if outcomes:
+            self._last_sequence = outcomes[-1].sequence
+        # Encoded now, on the event loop: the records go on changing after this call.
+        job: Write = (
+            [record_tuple(r) for r in records],
+            [
+                (o.sequence, int(o.kind), o.event_id, o.event_type, o.sources, o.time, o.late_by)
+                for o in outcomes
+            ],
+            self._last_sequence,
+            self.clock.now(),
+        )
+        if self.down_since is not None:
+            for r in records:
+                self._unsent[r.event_id] = r
+        self._queue.append((job, done))
+        self._work.set()
+        return done
+
+    def pushback(self) -> str | None:
+        if self.spill.bytes >= self.spill_max_bytes:
+            return (
+                f"Redis at {self.url} is unreachable and the local spill holds "
+                f"{self.spill.bytes:,} bytes, its budget (index.options.spill_max_bytes): "
+                "retry when Redis is back"
+            )
+        return None
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._queue:
+                self._work.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._work.wait(), RETRY_SECONDS)
+            if self.down_since is not None or self.spill.rows:
+                await self._try_catch_up()
+            jobs, self._queue = self._queue, []
+            if not jobs:
+                continue
+            writes = [job for job, _ in jobs]
+            error: BaseException | None = None
+            if self.down_since is None and not self.spill.rows:
+                try:
+                    await self._send(writes)
+                except (RedisError, OSError) as exc:
+                    self._went_down(exc)
+            if self.down_since is not None or self.spill.rows:
+                try:
+                    await asyncio.to_thread(self.spill.append, writes)
+                except (sqlite3.Error, OSError) as exc:
+                    error = exc
+            for _, done in jobs:
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(
+                        OSError(f"Redis is away and the spill file failed too: {error}")
+                    )
+
+    async def _send(self, writes: list[Write]) -> None:
+        redis = self.redis
+        assert redis is not None
+        started = time.perf_counter()
+        ttl = max(1, int(self.ttl))
+        maxlen = 2 * self.max_records
+        async with redis.pipeline(transaction=False) as pipe:
+            for records, outcomes, last, saved_at in writes:
+                for values in records:
+                    event_id = values[0]
+                    pipe.set(self._key(event_id), marshal.dumps(values), ex=ttl)
+                    if values[8] == PENDING:
+                        pipe.zadd(self._open_key, {event_id: values[7]})
+                    else:
+                        pipe.zrem(self._open_key, event_id)
+                for o in outcomes:
+                    pipe.xadd(
+                        self._stream,
+                        {b"o": marshal.dumps(o)},
+                        id=f"{o[0]}-0",
+                        maxlen=maxlen,
+                        approximate=True,
+                    )
+                pipe.hset(self._meta, mapping={"last_sequence": last, "saved_at": repr(saved_at)})
+            await pipe.execute(raise_on_error=True)
+        self.writes += len(writes)
+        self.write_seconds += time.perf_counter() - started
+
+    def _went_down(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.down_since is None:
+            self.down_since = time.time()
+            self.outages += 1
+            log.error("Redis at %s failed (%s): spilling writes locally", self.url, exc)
+
+    async def _try_catch_up(self) -> None:
+        """Redis was away: when it answers again, replay the spill in order, then go
+        back to writing to Redis."""
+        redis = self.redis
+        assert redis is not None
+        if time.monotonic() < self._next_try:
+            return
+        self._next_try = time.monotonic() + RETRY_SECONDS
+        try:
+            await redis.ping()
+            while True:
+                batch = await asyncio.to_thread(self.spill.oldest, 64)
+                if not batch:
+                    break
+                await self._send([w for _, w in batch])
+                await asyncio.to_thread(self.spill.remove, batch[-1][0])
+                self.replayed += len(batch)
+        except (RedisError, OSError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        if self.down_since is not None:
+            log.info(
+                "Redis at %s is back after %.1f s; spill replayed",
+                self.url,
+                time.time() - self.down_since,
+            )
+        self.down_since = None
+        self._unsent.clear()
+
+    # ---- reading -------------------------------------------------------------------
+    async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
+        unsent = self._unsent
+        found = {i: unsent[i] for i in event_ids if i in unsent} if unsent else {}
+        rest = [i for i in event_ids if i not in found]
+        if rest and self.down_since is None and self.redis is not None:
+            try:
+                fetched = await self._fetch(self.redis, rest)
+            except (RedisError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                # A record written but not yet sent is newer than Redis's.
+                for event_id, rec in fetched.items():
+                    found.setdefault(event_id, rec)
+        return found
+
+    async def list_outcomes(
+        self, query: OutcomeQuery, page_size: int, before: int | None
+    ) -> tuple[list[Outcome], int | None]:
+        redis = self.redis
+        if redis is None or self.down_since is not None:
+            raise OSError(f"Redis at {self.url} is unreachable: outcomes cannot be listed now")
+        page: list[Outcome] = []
+        high = "+" if before is None else f"({before}-0"
+        scanned = 0
+        while len(page) < page_size:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrevrange(  # type: ignore[assignment]
+                self._stream, max=high, min="-", count=1000
+            )
+            if not entries:
+                return page, None
+            for entry_id, fields in entries:
+                values = marshal.loads(fields[b"o"])
+                seq, kind, event_id, event_type, sources, at, late_by = values
+                outcome = Outcome(
+                    OutcomeKind(kind), event_id, event_type, tuple(sources), at, late_by
+                )
+                outcome.sequence = seq
+                scanned += 1
+                if query.matches(outcome):
+                    page.append(outcome)
+                    if len(page) == page_size:
+                        return page, seq
+                high = f"({entry_id.decode()}"
+            if scanned >= SCAN_LIMIT:
+                return page, int(high[1:].split("-")[0])
+        return page, None
+
+    async def expire(self, now: float, keep_after: float) -> int:
+        return 0  # records carry a TTL; the outcome stream is trimmed as it grows
+
+    async def count(self) -> int:
+        if self.redis is None or self.down_since is not None:
+            return 0
+        try:
+            return int(await self.redis.dbsize())
+        except (RedisError, OSError):
+            return 0
+
+    def describe(self) -> dict[str, str]:
+        per_write = self.write_seconds / self.writes * 1000 if self.writes else 0.0
+        if self.down_since is None:
+            health = "up" if not self.spill.rows else "catching up"
+        else:
+            health = (
+                f"DOWN for {time.time() - self.down_since:.0f} s ({self.last_error}); "
+                "writes spill locally"
+            )
+        return {
+            "backend": "redis",
+            "durability": (
+                "every acknowledged batch is in Redis (what survives a Redis crash is "
+                "Redis's appendonly/appendfsync setting) or, while Redis is away, "
+                "committed and fsynced to the local spill file"
+            ),
+            "redis": f"{self.url} (prefix {self.prefix!r}, member {self.member!r})",
+            "health": health,
+            "writes": f"{self.writes:,} ({per_write:.2f} ms each on average); "
+            f"{self.outages} outages, {self.replayed:,} spilled writes replayed",
+            "spill": f"{self.spill.rows:,} writes, {self.spill.bytes:,} of at most "
+            f"{self.spill_max_bytes:,} bytes ({self.spill.path})",
+        }
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            while self._queue:
+                await asyncio.sleep(0.01)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        self.spill.close()
+
+
+class Spill:
+    """Writes made while Redis was away, in order, in a local SQLite file (fsynced)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self.bytes = 0
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS spill (seq INTEGER PRIMARY KEY, job BLOB NOT NULL)")
+        self.rows, size = db.execute(
+            "SELECT count(*), coalesce(sum(length(job)), 0) FROM spill"
+        ).fetchone()
+        self.bytes = int(size)
+        self._db = db
+
+    def append(self, writes: list[Write]) -> None:
+        db = self._db
+        assert db is not None
+        blobs = [marshal.dumps(w) for w in writes]
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO spill (job) VALUES (?)", [(b,) for b in blobs])
+        db.execute("COMMIT")
+        self.rows += len(blobs)
+        self.bytes += sum(map(len, blobs))
+
+    def oldest(self, limit: int | None) -> list[tuple[int, Write]]:
+        db = self._db
+        assert db is not None
+        rows = db.execute(
+            "SELECT seq, job FROM spill ORDER BY seq LIMIT ?", (-1 if limit is None else limit,)
+        ).fetchall()
+        return [(seq, marshal.loads(job)) for seq, job in rows]
+
+    def remove(self, up_to: int) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("DELETE FROM spill WHERE seq <= ?", (up_to,))
+        self._measure()
+
+    def _measure(self) -> None:
+        db = self._db
+        assert db is not None
+        rows, size = db.execute(
+            "SELECT count(*), coalesce(sum(length(job)), 0) FROM spill"
+        ).fetchone()
+        self.rows, self.bytes = int(rows), int(size)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+OPTIONS = ("url", "prefix", "member", "spill_max_bytes", "timeout_seconds")
+
+
+def _factory(context: IndexContext) -> IndexBackend:
+    options: dict[str, Any] = dict(context.config.options)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"index.options: unknown keys {unknown} (redis: {', '.join(OPTIONS)})")
+    url = str(options.get("url", "redis://127.0.0.1:6379/0"))
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"index.options.url must be redis://, rediss:// or unix://, got {url!r}")
+    spill_max = int(options.get("spill_max_bytes", 256 * 1_048_576))
+    timeout = float(options.get("timeout_seconds", 2.0))
+    if spill_max <= 0 or timeout <= 0:
+        raise ValueError("index.options.spill_max_bytes and timeout_seconds must be > 0")
+    member = str(options.get("member", "main"))
+    return RedisIndex(
+        url=url,
+        prefix=str(options.get("prefix", "helios")),
+        member=member,
+        ttl=context.config.ttl_seconds,
+        max_records=context.config.max_records,
+        spill_path=Path(context.data_dir) / f"redis-spill-{member}.sqlite3",
+        spill_max_bytes=spill_max,
+        timeout=timeout,
+        clock=context.clock,
+    )
+
+
+@hookimpl(trylast=True)
+def register_index_backends(register: Callable[[str, IndexFactory], None]) -> None:
+    register("redis", _factory)

@@ -1,0 +1,189 @@
+"""The Redis index against a real redis-server: records, open windows and outcomes in
+Redis; a restart resumes from it; an outage (Redis stopped, or answering errors) is
+survived by spilling locally, shown while it lasts, and caught up with nothing lost;
+past the spill budget admission pushes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from helios.daemon.config import ConfigError
+from helios.daemon.query import OutcomeQuery
+from helios.daemon.types import QueueFull
+
+from tests.helpers import copy, make_config, make_daemon
+
+SOURCES = ("aws", "gcp", "azure")
+
+
+def redis_config(url: str, data_dir, **extra: str):
+    options = f'{{ url = "{url}", timeout_seconds = 0.5 }}'
+    env = {"INDEX__BACKEND": '"redis"', "INDEX__OPTIONS": options}
+    env["DAEMON__DATA_DIR"] = f'"{data_dir}"'
+    env.update(extra)
+    return make_config(**env)
+
+
+async def admit(daemon, *copies) -> None:
+    result = await daemon.admission.admit(list(copies))
+    assert result.accepted == len(copies), result.rejections
+
+
+async def records(daemon, ids) -> dict:
+    await daemon.pipeline.drain()
+    return await daemon.index.get_many(ids)
+
+
+async def test_records_windows_and_outcomes_live_in_redis_and_a_restart_resumes(
+    redis_server, tmp_path
+):
+    config = redis_config(redis_server.url, tmp_path)
+    daemon = make_daemon(config)
+    await daemon.start()
+    await admit(daemon, *(copy("done", s) for s in SOURCES), copy("open", "aws"))
+    found = await records(daemon, ["done", "open"])
+    assert found["done"].status.name == "COMPLETE" and found["open"].status.name == "PENDING"
+    assert redis_server.cli("ZCARD", "helios:open").split()[0] == "1"
+    assert int(redis_server.cli("TTL", "helios:{done}").split()[0]) > 86_000
+    page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 10, None)
+    assert [(o.kind.name, o.event_id) for o in page] == [("COMPLETE", "done")]
+    await daemon.stop()
+
+    again = make_daemon(config)  # another process would read the same
+    await again.start()
+    try:
+        assert "open" in again.reconciler.open  # the window resumed from Redis
+        await admit(again, copy("open", "gcp"), copy("open", "azure"), copy("done", "aws"))
+        found = await records(again, ["open", "done"])
+        assert [o.kind.name for o in found["open"].outcomes] == ["COMPLETE"]
+        assert [o.kind.name for o in found["done"].outcomes] == ["COMPLETE", "DUPLICATE"]
+        page, _ = await again.index.list_outcomes(OutcomeQuery(), 10, None)
+        assert [o.sequence for o in page] == [3, 2, 1]  # numbering went on
+        view = again.services.reads.storage()
+        assert view.backend == "redis" and view.details["health"] == "up"
+    finally:
+        await again.stop()
+
+
+async def test_redis_stopped_for_20_s_during_ingest_loses_nothing(redis_server, tmp_path):
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    try:
+        events = [f"e{i}" for i in range(300)]
+        # Before the outage: the aws copy of every event.
+        await admit(daemon, *(copy(e, "aws") for e in events))
+        await daemon.pipeline.drain()
+        redis_server.stop()
+        down_at = time.monotonic()
+        # During it: the gcp copies, acknowledged all the same (spilled, fsynced).
+        for start in range(0, 300, 30):
+            await admit(daemon, *(copy(e, "gcp") for e in events[start : start + 30]))
+            await asyncio.sleep(0.5)
+        health = daemon.services.reads.storage().details["health"]
+        assert health.startswith("DOWN"), health  # the outage shows while it lasts
+        assert "writes spill locally" in health
+        await asyncio.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+        redis_server.start()
+        deadline = time.monotonic() + 30
+        while daemon.services.reads.storage().details["health"] != "up":
+            assert time.monotonic() < deadline, daemon.services.reads.storage().details
+            await asyncio.sleep(0.2)
+        # After it: the azure copies close every window COMPLETE, none MISSING.
+        await admit(daemon, *(copy(e, "azure") for e in events))
+        found = await records(daemon, events)
+        assert len(found) == 300
+        assert {tuple(o.kind.name for o in r.outcomes) for r in found.values()} == {("COMPLETE",)}
+        assert daemon.index.replayed > 0 and daemon.index.spill.rows == 0
+        assert redis_server.cli("ZCARD", "helios:open").split()[0] == "0"
+    finally:
+        await daemon.stop()
+
+
+async def test_past_the_spill_budget_admission_pushes_back_and_drops_nothing(
+    redis_server, tmp_path
+):
+    config = redis_config(
+        redis_server.url,
+        tmp_path,
+        INDEX__OPTIONS=f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, '
+        "spill_max_bytes = 2000 }",
+    )
+    daemon = make_daemon(config)
+    await daemon.start()
+    try:
+        redis_server.stop()
+        accepted: list[str] = []
+        with pytest.raises(QueueFull, match="spill_max_bytes"):
+            for i in range(200):
+                await admit(daemon, copy(f"p{i}", "aws"))
+                accepted.append(f"p{i}")
+        assert daemon.services.reads.counters().rejections["index_backlog_full"] == 1
+        redis_server.start()
+        deadline = time.monotonic() + 30
+        while daemon.index.pushback() is not None or daemon.index.spill.rows:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        found = await records(daemon, accepted)
+        assert sorted(found) == sorted(accepted)  # every acknowledged copy reached Redis
+    finally:
+        await daemon.stop()
+
+
+async def test_a_redis_that_answers_errors_is_shown_and_caught_up(redis_server, tmp_path):
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    try:
+        redis_server.cli("CONFIG", "SET", "maxmemory", "1")  # every write: OOM error
+        await admit(daemon, *(copy("oom", s) for s in SOURCES))
+        health = daemon.services.reads.storage().details["health"]
+        assert "OOM" in health or "maxmemory" in health, health
+        redis_server.cli("CONFIG", "SET", "maxmemory", "0")
+        deadline = time.monotonic() + 30
+        while daemon.services.reads.storage().details["health"] != "up":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        found = await records(daemon, ["oom"])
+        assert [o.kind.name for o in found["oom"].outcomes] == ["COMPLETE"]
+    finally:
+        await daemon.stop()
+
+
+async def test_a_restart_while_redis_is_away_resumes_from_the_spill(redis_server, tmp_path):
+    config = redis_config(redis_server.url, tmp_path)
+    daemon = make_daemon(config)
+    await daemon.start()
+    redis_server.stop()
+    await admit(daemon, copy("w", "aws"))
+    await daemon.stop()
+
+    again = make_daemon(config)
+    await again.start()  # Redis still away: it starts, from the spill
+    try:
+        assert "w" in again.reconciler.open
+        assert again.services.reads.storage().details["health"].startswith("DOWN")
+        redis_server.start()
+        await admit(again, copy("w", "gcp"), copy("w", "azure"))
+        deadline = time.monotonic() + 30
+        while again.index.spill.rows or again.services.reads.storage().details["health"] != "up":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        found = await records(again, ["w"])
+        assert [o.kind.name for o in found["w"].outcomes] == ["COMPLETE"]
+    finally:
+        await again.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ('{ host = "x" }', "unknown keys ['host']"),
+        ('{ url = "http://x" }', "redis://"),
+        ("{ spill_max_bytes = 0 }", "must be > 0"),
+    ],
+)
+def test_bad_redis_options_are_named_at_build(options, named, tmp_path):
+    config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS=options)
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        make_daemon(config)
