@@ -349,8 +349,9 @@ window_seconds = 60.0                 # default: reconcile.window_seconds
 grace_seconds = 5.0                   # default: reconcile.grace_seconds
 
 [index]
-backend = "sqlite"                    # an index plugin: sqlite (durable, under data_dir) | memory
+backend = "sqlite"                    # an index plugin: sqlite (durable, under data_dir) | redis | memory
 options = { synchronous = "full" }    # sqlite: full (fsync every commit) | normal; file
+                                      # redis: url, prefix, member, spill_max_bytes, timeout_seconds
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
 

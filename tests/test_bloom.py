@@ -145,3 +145,17 @@ async def test_the_filters_are_saved_on_stop_and_back_after_a_restart(tmp_path):
         assert again.reconciler.filters.delivered("whole", 0b111) == 0b111
     finally:
         await again.stop()
+
+
+def test_the_sources_filters_err_independently():
+    """Every source delivered the same ids, so with one hash the three filters would be
+    one bit array: a stranger hitting one would hit all (a new event taken for an old
+    one). With a seed per source, a stranger hitting two filters is about p squared."""
+    capacity = 50_000
+    filters = DeliveryFilters(SOURCES, capacity, 0.01, 3600.0, 1)
+    filters.add_records([(f"known-{i}", 0b111) for i in range(capacity)], 0.0)
+    strangers = 200_000
+    one = sum(1 for i in range(strangers) if filters.delivered(f"s-{i}", 0b010))
+    both = sum(1 for i in range(strangers) if filters.delivered(f"s-{i}", 0b110) == 0b110)
+    assert 0.008 < one / strangers < 0.012  # 1% per filter, as configured
+    assert both / strangers < 0.0005, both  # ~0.01%; one shared hash gave ~1%
