@@ -76,7 +76,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{b.bytes / 1e6:,.1f} MB; current fill {b.fill:.1%}, false positives "
             f"{b.false_positive_rate:.4%} per filter (configured {b.configured_error_rate:.2%} "
             f"at capacity), {b.lookup_false_positive_rate:.4%} per lookup; recognised past "
-            f"the TTL: {b.aged_late:,} late, {b.aged_duplicates:,} duplicates"
+            f"the TTL: {b.aged_late:,} late, {b.aged_duplicates:,} duplicates; remembers "
+            f"events closed since {_when(b.oldest_slice_started)}"
         )
     print()
     table([("OUTCOME", "COUNT")] + [(k, f"{v:,}") for k, v in sorted(stats.outcomes.items())])

@@ -406,4 +406,5 @@ def _bloom(view: BloomView | None) -> pb.BloomStats | None:
         bytes=view.bytes,
         aged_late=view.aged_late,
         aged_duplicates=view.aged_duplicates,
+        oldest_slice_started=ts(view.oldest_slice_started) if view.slices else None,
     )

@@ -27,7 +27,8 @@ from helios.daemon.reconciler import Reconciler
 from helios.daemon.runtime import ActionRuntime
 from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.services import Services
-from helios.daemon.types import IndexContext, Source, SourceContext
+from helios.daemon.shards import ShardedIndex
+from helios.daemon.types import IndexBackend, IndexContext, Source, SourceContext
 
 log = logging.getLogger("helios.daemon")
 SOURCE_MEMBERS = ("start", "stop", "pause", "resume", "delivers", "replays", "replay")
@@ -55,9 +56,14 @@ class Daemon:
                 f"loaded: {', '.join(sorted(registry.index_backends)) or 'none'}"
             )
         try:
-            self.index = backend.factory(
-                IndexContext(config.index, config.daemon.data_dir, self.clock)
-            )
+            shards = config.index.shards
+            made = [
+                backend.factory(
+                    IndexContext(config.index, config.daemon.data_dir, self.clock, k, shards)
+                )
+                for k in range(shards)
+            ]
+            self.index: IndexBackend = made[0] if shards == 1 else ShardedIndex(made)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"index ({config.index.backend}): {exc}") from exc
         self.metrics = MetricsRollup(
@@ -230,14 +236,15 @@ class Daemon:
             log.info("Bloom filters: %d records of the index added again", again)
 
     async def save_filters(self) -> str:
-        """Write the Bloom slices changed since the last save, from a thread."""
+        """Write the Bloom filters if they changed since the last save, from a thread."""
         store = self.filter_store
         if store is None:
             return "off"
-        blobs = store.filters.snapshots(self.clock.now())
-        if blobs:
-            await asyncio.to_thread(store.save, blobs)
-        return f"{len(blobs)} slices saved"
+        blob = store.filters.snapshot(self.clock.now())
+        if blob is None:
+            return "unchanged"
+        await asyncio.to_thread(store.save, blob)
+        return f"{len(blob):,} bytes saved"
 
     async def stop(self) -> None:
         self.ready = False

@@ -113,7 +113,7 @@ class BloomConfig(_Section):
     capacity: int = Field(10_000_000, gt=0)  # event ids per source across the slices kept
     error_rate: float = Field(0.001, gt=0, lt=1)  # of one filter at its capacity
     rotate_seconds: float = Field(3600.0, gt=0)
-    keep: int = Field(48, ge=1)
+    keep: int = Field(64, ge=1, le=64)
 
 
 class IndexConfig(_Section):
@@ -121,6 +121,7 @@ class IndexConfig(_Section):
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_records: int = Field(2_000_000, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    shards: int = Field(1, ge=1, le=256)
     bloom: BloomConfig = Field(default_factory=BloomConfig)
 
 
@@ -354,13 +355,14 @@ options = { synchronous = "full" }    # sqlite: full (fsync every commit) | norm
                                       # redis: url, prefix, member, spill_max_bytes, timeout_seconds
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
+shards = 1                            # event ids spread over this many indexes by jump hash (docs/storage.md)
 
 [index.bloom]                         # who delivered what, remembered past ttl_seconds (docs/storage.md)
 enabled = true                        # a copy of a forgotten event is then LATE or DUPLICATE, not a new window
 capacity = 10000000                   # event ids per source across the slices kept (~18 MB per source)
 error_rate = 0.001                    # of one filter at its capacity
 rotate_seconds = 3600.0               # a new time slice this often...
-keep = 48                             # ...and this many kept (48 hourly: a day past the default TTL)
+keep = 64                             # ...and this many kept, at most 64 (hourly: 2.7 days)
 
 [detectors]
 enabled = []                          # detector plugins watching per-minute metrics

@@ -109,9 +109,10 @@ def schedule(d: Daemon) -> None:
     if d.filter_store is not None:
         jobs.add(
             "bloom-save",
-            60.0,
+            300.0,
             d.save_filters,
-            "write the Bloom filter slices changed since the last save (from a thread)",
+            "write the Bloom filters if they changed (from a thread); a restart adds back "
+            "what the index holds that closed after the save",
             wall_clock=True,
         )
     if d.detection.detectors:

@@ -325,7 +325,7 @@ class Reconciler:
         filters = self.filters
         assert filters is not None
         others = route.expected & ~(1 << si)
-        if not others or filters.delivered(event_id, others) != others:
+        if not others or not filters.aged(event_id, others):
             return False
         now = self.now
         rec = EventRecord(event_id, event_type, route.expected, self.n, now, now)

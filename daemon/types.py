@@ -170,6 +170,8 @@ class IndexContext:
     config: IndexConfig
     data_dir: str
     clock: Clock
+    shard: int = 0  # which of `shards` this index is (index.shards; 1: not sharded)
+    shards: int = 1
 
 
 IndexFactory = Callable[[IndexContext], IndexBackend]

@@ -54,6 +54,7 @@ class BloomView:
     bytes: int
     aged_late: int  # copies recognised as LATE after their record left the index
     aged_duplicates: int
+    oldest_slice_started: float = 0.0  # daemon clock: the filters remember from then on
 
 
 @dataclass(frozen=True)

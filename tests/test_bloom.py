@@ -91,7 +91,7 @@ def test_the_measured_false_positive_rate_is_the_configured_one():
 
 
 def test_ten_million_ids_at_a_tenth_of_a_percent_take_at_most_18_mb():
-    filters = DeliveryFilters(("aws",), 10_000_000, 0.001, 3600.0, 1)
+    filters = DeliveryFilters(("aws",), 10_000_000, 0.001, 3600.0, 64)  # the default ring
     filters.add_records([("one", 1)], 0.0)
     assert filters.stats().bytes <= 18_000_000
 
@@ -100,31 +100,36 @@ def test_slices_rotate_and_the_oldest_leave():
     filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
     for minute in range(5):
         filters.add_records([(f"m{minute}", 0b001)], minute * 60.0 + 1)
-    assert sorted(filters.slices) == [2, 3, 4]
+    assert filters.slices == 3
     assert not filters.delivered("m0", 0b001) and not filters.delivered("m1", 0b001)
     assert all(filters.delivered(f"m{m}", 0b001) for m in (2, 3, 4))
 
 
-def test_filters_survive_a_save_and_a_damaged_slice_costs_only_itself(tmp_path):
+def test_filters_survive_a_save_and_a_damaged_or_resized_file_is_set_aside(tmp_path):
     filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
     store = FilterStore(filters, str(tmp_path))
     rng = random.Random(1)
     ids = [f"e{rng.random()}" for _ in range(200)]
     filters.add_records([(i, 0b101) for i in ids[:100]], 10.0)
     filters.add_records([(i, 0b010) for i in ids[100:]], 70.0)
-    store.save(filters.snapshots(70.0))
-    assert filters.snapshots(71.0) == {}  # nothing changed since
+    store.save(filters.snapshot(70.0))
+    assert filters.snapshot(71.0) is None  # nothing changed since
 
     again = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
     assert FilterStore(again, str(tmp_path)).load() == 70.0
-    assert all(again.delivered(i, 0b101) == 0b101 for i in ids[:100])
-    assert all(again.delivered(i, 0b010) == 0b010 for i in ids[100:])
+    assert all(again.delivered(i, 0b111) == 0b101 for i in ids[:100])
+    assert all(again.delivered(i, 0b111) == 0b010 for i in ids[100:])
+    assert again.slices == 2 and again.stats().fill == filters.stats().fill
 
-    (tmp_path / "bloom" / "slice-0.bin").write_bytes(b"not a filter")
+    resized = DeliveryFilters(SOURCES, 2_000, 0.01, 60.0, 3)
+    assert FilterStore(resized, str(tmp_path)).load() is None  # capacity changed
+    assert (tmp_path / "bloom" / "filters.damaged").exists()
+    assert resized.slices == 0
+
+    (tmp_path / "bloom" / "filters.bin").write_bytes(b"not a filter")
     damaged = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
-    FilterStore(damaged, str(tmp_path)).load()
-    assert (tmp_path / "bloom" / "slice-0.damaged").exists()
-    assert all(damaged.delivered(i, 0b010) == 0b010 for i in ids[100:])  # slice 1 intact
+    assert FilterStore(damaged, str(tmp_path)).load() is None
+    assert not (tmp_path / "bloom" / "filters.bin").exists()
 
 
 async def test_the_filters_are_saved_on_stop_and_back_after_a_restart(tmp_path):
@@ -136,7 +141,7 @@ async def test_the_filters_are_saved_on_stop_and_back_after_a_restart(tmp_path):
     await feed(daemon, *(copy("whole", s) for s in SOURCES))
     await daemon.pipeline.drain()
     await daemon.stop()
-    assert list((tmp_path / "bloom").glob("slice-*.bin"))
+    assert (tmp_path / "bloom" / "filters.bin").exists()
 
     again = make_daemon(config)
     await again.start()
@@ -159,3 +164,17 @@ def test_the_sources_filters_err_independently():
     both = sum(1 for i in range(strangers) if filters.delivered(f"s-{i}", 0b110) == 0b110)
     assert 0.008 < one / strangers < 0.012  # 1% per filter, as configured
     assert both / strangers < 0.0005, both  # ~0.01%; one shared hash gave ~1%
+
+
+def test_a_full_slice_is_followed_by_a_new_one_and_an_old_event_is_judged_within_one():
+    filters = DeliveryFilters(SOURCES, 1_000, 0.01, 3600.0, 10)  # 100 ids per slice
+    filters.add_records([(f"a{i}", 0b011) for i in range(250)], 5.0)
+    assert filters.slices == 3  # 100 + 100 + 50: no filter past its capacity
+    assert filters.stats().fill == 0.5
+    assert all(filters.aged(f"a{i}", 0b011) for i in range(250))
+    # aws in one slice and gcp in another is not one old event's record.
+    filters.add_records([("split", 0b001)], 5.0)
+    filters.add_records([(f"b{i}", 0b100) for i in range(60)], 5.0)  # fills the slice
+    filters.add_records([("split", 0b010)], 5.0)
+    assert filters.delivered("split", 0b011) == 0b011
+    assert not filters.aged("split", 0b011)

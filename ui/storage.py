@@ -64,7 +64,8 @@ def storage_page(reads: ReadModels, header: Callable[[str], None]) -> None:
             f"(configured {b.configured_error_rate:.2%} at capacity), "
             f"{b.lookup_false_positive_rate:.4%} per lookup across slices; recognised "
             f"after their record left the index: {b.aged_late:,} LATE, "
-            f"{b.aged_duplicates:,} DUPLICATE"
+            f"{b.aged_duplicates:,} DUPLICATE; remembers events closed in the last "
+            f"{max(0.0, reads.counters().now - b.oldest_slice_started) / 3600:,.1f} h"
         )
 
     refresh()

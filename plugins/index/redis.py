@@ -458,7 +458,7 @@ class Spill:
             self._db = None
 
 
-OPTIONS = ("url", "prefix", "member", "spill_max_bytes", "timeout_seconds")
+OPTIONS = ("url", "urls", "prefix", "member", "spill_max_bytes", "timeout_seconds")
 
 
 def _factory(context: IndexContext) -> IndexBackend:
@@ -467,6 +467,13 @@ def _factory(context: IndexContext) -> IndexBackend:
     if unknown:
         raise ValueError(f"index.options: unknown keys {unknown} (redis: {', '.join(OPTIONS)})")
     url = str(options.get("url", "redis://127.0.0.1:6379/0"))
+    urls = options.get("urls")
+    if urls is not None:  # one server per shard (index.shards)
+        if not isinstance(urls, list) or len(urls) != context.shards:
+            raise ValueError(
+                f"index.options.urls must list one URL per shard ({context.shards}), got {urls!r}"
+            )
+        url = str(urls[context.shard])
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"index.options.url must be redis://, rediss:// or unix://, got {url!r}")
     spill_max = int(options.get("spill_max_bytes", 256 * 1_048_576))
@@ -474,13 +481,15 @@ def _factory(context: IndexContext) -> IndexBackend:
     if spill_max <= 0 or timeout <= 0:
         raise ValueError("index.options.spill_max_bytes and timeout_seconds must be > 0")
     member = str(options.get("member", "main"))
+    shard = f"-{context.shard}" if context.shards > 1 else ""
     return RedisIndex(
         url=url,
-        prefix=str(options.get("prefix", "helios")),
+        # Shards on one server (no `urls`) keep apart by prefix: helios-0, helios-1, ...
+        prefix=str(options.get("prefix", "helios")) + (shard if urls is None else ""),
         member=member,
         ttl=context.config.ttl_seconds,
         max_records=context.config.max_records,
-        spill_path=Path(context.data_dir) / f"redis-spill-{member}.sqlite3",
+        spill_path=Path(context.data_dir) / f"redis-spill-{member}{shard}.sqlite3",
         spill_max_bytes=spill_max,
         timeout=timeout,
         clock=context.clock,

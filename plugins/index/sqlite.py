@@ -355,6 +355,9 @@ def _factory(context: IndexContext) -> IndexBackend:
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"index.options.synchronous must be full or normal, got {synchronous!r}")
     name = str(options.pop("file", "index.sqlite3"))
+    if context.shards > 1:  # index.sqlite3 -> index-0.sqlite3, index-1.sqlite3, ...
+        stem, dot, suffix = name.rpartition(".")
+        name = f"{stem}-{context.shard}.{suffix}" if dot else f"{name}-{context.shard}"
     if options:
         raise ValueError(
             f"index.options: unknown keys {sorted(options)} (sqlite: file, synchronous)"
