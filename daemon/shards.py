@@ -72,7 +72,9 @@ class ShardedIndex:
         self.n = len(shards)
         maps = [s.resident for s in shards]
         self.resident: Mapping[str, EventRecord] | None = (
-            None if any(m is None for m in maps) else ShardedRecords([m for m in maps if m])
+            None
+            if any(m is None for m in maps)
+            else ShardedRecords([m for m in maps if m is not None])
         )
         self.durable = all(s.durable for s in shards)
         self.moved = 0  # records re-homed at open after the number of shards changed

@@ -1,6 +1,7 @@
 """The Redis index: records, open windows and outcomes in Redis (redis-py asyncio with
 hiredis), so that several heliosd processes can share them and a window can move from
-one process to another.
+one process to another. Long because the outage path (spill, catch-up, resume from the
+spill) is the writer's other half and shares its state; the spill file is spill.py.
 
 Key layout (`<p>` is `index.options.prefix`, "helios" by default):
 
@@ -39,6 +40,7 @@ from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome, OutcomeKind, Status
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
+from helios.plugins.index.spill import Spill, Write
 from helios.plugins.index.sqlite import record_from, record_tuple
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -47,8 +49,6 @@ log = logging.getLogger("helios.index.redis")
 PENDING = Status.PENDING
 RETRY_SECONDS = 1.0
 SCAN_LIMIT = 100_000  # outcomes read per ListOutcomes page before handing back a token
-# A write: the records' versions, the outcomes, the last sequence, the clock's time.
-Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float]
 
 
 class RedisIndex:
@@ -397,65 +397,6 @@ class RedisIndex:
             await self.redis.aclose()
             self.redis = None
         self.spill.close()
-
-
-class Spill:
-    """Writes made while Redis was away, in order, in a local SQLite file (fsynced)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows = 0
-        self.bytes = 0
-        self._db: sqlite3.Connection | None = None
-
-    def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE IF NOT EXISTS spill (seq INTEGER PRIMARY KEY, job BLOB NOT NULL)")
-        self.rows, size = db.execute(
-            "SELECT count(*), coalesce(sum(length(job)), 0) FROM spill"
-        ).fetchone()
-        self.bytes = int(size)
-        self._db = db
-
-    def append(self, writes: list[Write]) -> None:
-        db = self._db
-        assert db is not None
-        blobs = [marshal.dumps(w) for w in writes]
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO spill (job) VALUES (?)", [(b,) for b in blobs])
-        db.execute("COMMIT")
-        self.rows += len(blobs)
-        self.bytes += sum(map(len, blobs))
-
-    def oldest(self, limit: int | None) -> list[tuple[int, Write]]:
-        db = self._db
-        assert db is not None
-        rows = db.execute(
-            "SELECT seq, job FROM spill ORDER BY seq LIMIT ?", (-1 if limit is None else limit,)
-        ).fetchall()
-        return [(seq, marshal.loads(job)) for seq, job in rows]
-
-    def remove(self, up_to: int) -> None:
-        db = self._db
-        assert db is not None
-        db.execute("DELETE FROM spill WHERE seq <= ?", (up_to,))
-        self._measure()
-
-    def _measure(self) -> None:
-        db = self._db
-        assert db is not None
-        rows, size = db.execute(
-            "SELECT count(*), coalesce(sum(length(job)), 0) FROM spill"
-        ).fetchone()
-        self.rows, self.bytes = int(rows), int(size)
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 OPTIONS = ("url", "urls", "prefix", "member", "spill_max_bytes", "timeout_seconds")
