@@ -3,13 +3,16 @@ events are admitted in process, then a gRPC server answers LOOKUPS GetEvent call
 random known ids (and a few unknown ones, NOT_FOUND), one at a time; prints p50/p99.
 
     .venv/bin/python benchmarks/get_event.py [EVENTS] [LOOKUPS] [BACKEND]
-    (defaults: 200,000 events, 5,000 lookups, sqlite)
+    (defaults: 200,000 events, 5,000 lookups, sqlite; BACKEND redis starts a
+    redis-server on a free port, appendonly off)
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +29,22 @@ from helios.v1 import helios_pb2_grpc as pb_grpc
 
 async def main(events: int, lookups: int, backend: str) -> None:
     data = tempfile.mkdtemp(prefix="helios-get-")
+    options = "{}"
+    redis = None
+    if backend == "redis":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            cwd=data,
+        )
+        time.sleep(0.5)
+        options = f'{{ url = "redis://127.0.0.1:{port}/0" }}'
     config = parse(
-        f'[daemon]\nconsole_address = ""\ndata_dir = "{data}"\n[index]\nbackend = "{backend}"\n'
+        f'[daemon]\nconsole_address = ""\ndata_dir = "{data}"\n'
+        f'[index]\nbackend = "{backend}"\noptions = {options}\n'
     )
     daemon = Daemon.build(config, clock=ManualClock())
     server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest)
@@ -52,6 +69,8 @@ async def main(events: int, lookups: int, backend: str) -> None:
             times.append((time.perf_counter() - t0) * 1000)
     await server.stop(0)
     await daemon.stop()
+    if redis is not None:
+        redis.terminate()
     times.sort()
     print(
         f"GetEvent over gRPC, {events:,} events held ({backend}), {lookups:,} lookups: "
