@@ -27,7 +27,11 @@ class Admission:
         self.wait_seconds = wait_seconds  # how long a stream may wait for room
 
     async def admit(
-        self, copies: Sequence[CopyIn], received: float | None = None, wait: bool = False
+        self,
+        copies: Sequence[CopyIn],
+        received: float | None = None,
+        wait: bool = False,
+        positions: Sequence[tuple[str, int]] | None = None,
     ) -> PublishResult:
         """Validate and enqueue a batch, and return once it is stored (with a durable
         index; at once otherwise): the acknowledgement. Each bad copy is reported by its
@@ -36,13 +40,21 @@ class Admission:
         Raises RequestError for a batch over `max_batch`, QueueFull (code EXHAUSTED)
         when the queue has no room (after up to `wait_seconds` with `wait`) or a
         throttled source is over its rate, the batch then refused whole; and
-        RequestError (code UNAVAILABLE) when the index could not store it."""
-        result, stored = await self.submit(copies, received, wait)
+        RequestError (code UNAVAILABLE) when the index could not store it.
+
+        `positions` (one per copy: a mark name and an integer, e.g. a Kafka partition
+        and offset) are stored with the copies, the highest of each slice in the same
+        write: a source reads them back to skip what was stored already."""
+        result, stored = await self.submit(copies, received, wait, positions)
         await stored
         return result
 
     async def submit(
-        self, copies: Sequence[CopyIn], received: float | None = None, wait: bool = False
+        self,
+        copies: Sequence[CopyIn],
+        received: float | None = None,
+        wait: bool = False,
+        positions: Sequence[tuple[str, int]] | None = None,
     ) -> tuple[PublishResult, Awaitable[None]]:
         """admit() without waiting for the store: the result, and what completes when
         the batch is stored. PublishStream reads its next batch meanwhile and sends the
@@ -56,6 +68,8 @@ class Admission:
             )
         if not count:
             return PublishResult(0), _stored()
+        if positions is not None and len(positions) != count:
+            raise ValueError(f"{len(positions)} positions for {count} copies")
         if received is None:
             received = time.perf_counter()
         open_ = pipeline.reconciler.open
@@ -90,8 +104,9 @@ class Admission:
                 good, result = pipeline.check(copies[start : start + SLICE])
                 for r in result.rejections:
                     rejections.append(replace(r, index=r.index + start) if start else r)
-                if good:
-                    future = pipeline.enqueue_reserved(good, received)
+                marks = _marks(positions[start : start + SLICE]) if positions else None
+                if good or marks:
+                    future = pipeline.enqueue_reserved(good, received, marks)
                     if future is not None:
                         stored.append(future)
                     accepted += len(good)
@@ -102,6 +117,15 @@ class Admission:
         if not stored:  # an index in memory: nothing to wait for
             return PublishResult(accepted, rejections), _stored()
         return PublishResult(accepted, rejections), asyncio.ensure_future(_all_stored(stored))
+
+
+def _marks(positions: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """The highest position of each name in a slice."""
+    marks: dict[str, int] = {}
+    for name, value in positions:
+        if value > marks.get(name, -1):
+            marks[name] = value
+    return marks
 
 
 def _stored() -> asyncio.Future[None]:

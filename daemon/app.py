@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
@@ -19,8 +20,9 @@ from helios.daemon.housekeeping import Rates, schedule
 from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
+from helios.daemon.model import EventRecord
 from helios.daemon.operator import Operator
-from helios.daemon.pipeline import Pipeline
+from helios.daemon.pipeline import Pipeline, Watcher
 from helios.daemon.plugins import PluginManager, Registry, load
 from helios.daemon.readmodels import ReadModels
 from helios.daemon.reconciler import Reconciler
@@ -115,6 +117,11 @@ class Daemon:
                 grace_seconds=config.reconcile.grace_seconds,
                 clock=self.clock,
                 publish=self.admission.admit,
+                adopt=self.adopt,
+                release=self.release,
+                read_marks=self.index.read_marks,
+                watch=self._watch_all,
+                unwatch=self.pipeline.unwatch,
             )
             try:
                 instance = factory.factory(context, spec.options())
@@ -131,6 +138,7 @@ class Daemon:
         self.jobs = Scheduler(self.clock)
         self.started_at = time.monotonic()
         self.ready = False
+        self.partitioned = False  # a source shares the event ids with other members
         decision = config.decision
         self.breakers = Breakers(
             list(config.sources.names),
@@ -191,7 +199,14 @@ class Daemon:
         except Exception:
             self.lock.release()
             raise
-        if resume.open_records:
+        self.partitioned = any(getattr(s, "partitioned", False) for s in self.inputs.values())
+        if resume.open_records and self.partitioned:
+            log.info(
+                "%d open windows in the index are left to the members that own them "
+                "(a partitioned source adopts those of its partitions)",
+                len(resume.open_records),
+            )
+        elif resume.open_records:
             saved = resume.saved_at
             shift = self.clock.now() - saved if saved is not None else 0.0
             self.reconciler.restore(resume.open_records, shift)
@@ -216,6 +231,32 @@ class Daemon:
         self.jobs.start()
         self.started_at = time.monotonic()
         self.ready = True
+
+    async def adopt(self, take: Callable[[str], float | None]) -> int:
+        """SourceContext.adopt: the open windows the index holds that `take` accepts
+        join this process's reconciler, their deadlines moved as it says."""
+        records = await self.index.open_windows()
+        now = self.clock.now()
+        chosen: list[EventRecord] = []
+        for rec in records:
+            shift = take(rec.event_id)
+            if shift is None:
+                continue
+            if rec.deadline > now - shift:  # it had time left when work on it stopped
+                rec.deadline += shift
+            chosen.append(rec)
+        async with self.pipeline.lock:
+            return self.reconciler.adopt(chosen, 0.0)
+
+    async def release(self, owns: Callable[[str], bool]) -> int:
+        """SourceContext.release: open windows leave this process undecided, once
+        everything queued is reconciled and stored (the index keeps them open)."""
+        await self.pipeline.settle()
+        async with self.pipeline.lock:
+            return len(self.reconciler.release(owns))
+
+    def _watch_all(self) -> Watcher:
+        return self.pipeline.watch(None, 100_000)
 
     def _load_filters(self, store: FilterStore) -> None:
         """Read the saved Bloom slices; records the index still holds that closed after

@@ -25,6 +25,9 @@ MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
 SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the event loop
 
 
+Queued = tuple[list[Checked], float, asyncio.Future[None] | None, Mapping[str, int] | None]
+
+
 @dataclass(eq=False)
 class Watcher:
     """A subscriber to outcomes (WatchOutcomes, the console)."""
@@ -65,9 +68,10 @@ class Pipeline:
         self.watchers: set[Watcher] = set()
         self.sequence = 0
         self.lock = asyncio.Lock()
-        # Batches waiting for the reconciler: copies, receipt time, and the future the
-        # admission awaits for its acknowledgement (settled once the batch is stored).
-        self._queue: deque[tuple[list[Checked], float, asyncio.Future[None] | None]] = deque()
+        # Batches waiting for the reconciler: copies, receipt time, the future the
+        # admission awaits for its acknowledgement (settled once the batch is stored),
+        # and the marks to store with it (IndexBackend.write).
+        self._queue: deque[Queued] = deque()
         self.durable = index.durable
         self._writing: deque[Awaitable[None]] = deque()  # writes not yet stored, oldest first
         self.queued = 0
@@ -114,12 +118,15 @@ class Pipeline:
         if self.queued + self.reserved < self.capacity:
             self._room.set()
 
-    def enqueue_reserved(self, good: list[Checked], received: float) -> asyncio.Future[None] | None:
+    def enqueue_reserved(
+        self, good: list[Checked], received: float, marks: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
         """Enqueue copies whose room reserve() claimed; the reconciler takes them next.
-        With a durable index, returns the future that settles when they are stored."""
+        With a durable index, returns the future that settles when they are stored
+        (with `marks`, in the same write)."""
         self.reserved -= len(good)
         stored = asyncio.get_running_loop().create_future() if self.durable else None
-        self._queue.append((good, received, stored))
+        self._queue.append((good, received, stored, marks))
         self.queued += len(good)
         self._work.set()
         return stored
@@ -178,9 +185,11 @@ class Pipeline:
         copies: list[Checked],
         received: float | None = None,
         stored: asyncio.Future[None] | None = None,
+        marks: Mapping[str, int] | None = None,
     ) -> None:
         """Reconcile one batch now (the consumer task calls this; tests may too).
-        `stored` settles once the index has stored what the batch changed."""
+        `stored` settles once the index has stored what the batch changed, and `marks`
+        with it."""
         async with self.lock:
             open_ = self.reconciler.open
             closed = self.resident
@@ -192,7 +201,7 @@ class Pipeline:
             touched: list[EventRecord] = []
             if self.durable:  # the open windows this batch changed are stored too
                 touched = [open_[e] for e in dict.fromkeys(c[0] for c in copies) if e in open_]
-            written = self._flush(touched)
+            written = self._flush(touched, marks)
         if stored is not None:
             _chain(written, stored)
         await self._bound_writes(written)
@@ -219,14 +228,22 @@ class Pipeline:
         """Process everything queued so far and wait until it is stored (tests and
         shutdown)."""
         while self._queue:
-            copies, received, stored = self._queue.popleft()
+            copies, received, stored, marks = self._queue.popleft()
             self.queued -= len(copies)
-            await self.process(copies, received, stored)
+            await self.process(copies, received, stored, marks)
         self._room.set()
         while self._writing:
             await _quietly(self._writing.popleft())
 
-    def _flush(self, touched: list[EventRecord]) -> Awaitable[None]:
+    async def settle(self) -> None:
+        """Wait until the reconciler task has taken every queued batch (drain() does
+        the work itself: for tests and shutdown, when that task is stopped)."""
+        while self._queue:
+            await asyncio.sleep(0.005)
+
+    def _flush(
+        self, touched: list[EventRecord], marks: Mapping[str, int] | None = None
+    ) -> Awaitable[None]:
         """Hand what changed to the index (it takes the records now) and the outcomes to
         the watchers; returns the index's write, done once stored."""
         outcomes, dirty = self.reconciler.drain()
@@ -238,7 +255,12 @@ class Pipeline:
         filters = self.reconciler.filters
         if filters is not None and dirty:
             filters.add_records([(r.event_id, r.seen) for r in dirty], self.clock.now())
-        written = self.index.write(dirty + touched if touched else dirty, outcomes)
+        records = dirty + touched if touched else dirty
+        written = (
+            self.index.write(records, outcomes, marks)
+            if marks
+            else self.index.write(records, outcomes)
+        )
         if outcomes:
             self._fan_out(outcomes)
         return written
@@ -281,8 +303,8 @@ class Pipeline:
             for outcome in outcomes:
                 self.plugins.on_outcome(outcome)
 
-    def watch(self, query: OutcomeQuery | None) -> Watcher:
-        watcher = Watcher(query)
+    def watch(self, query: OutcomeQuery | None, size: int = 2000) -> Watcher:
+        watcher = Watcher(query, asyncio.Queue(size))
         self.watchers.add(watcher)
         return watcher
 
@@ -294,12 +316,12 @@ class Pipeline:
         while True:
             await self._work.wait()
             while self._queue:
-                copies, received, stored = self._queue.popleft()
+                copies, received, stored, marks = self._queue.popleft()
                 self.queued -= len(copies)
                 if self.queued + self.reserved < self.capacity:
                     self._room.set()
                 try:
-                    await self.process(copies, received, stored)
+                    await self.process(copies, received, stored, marks)
                 except Exception as exc:
                     log.exception("reconciling a batch of %d copies failed", len(copies))
                     if stored is not None and not stored.done():

@@ -135,6 +135,8 @@ class ReadModels:
     def storage(self) -> Storage:
         d = self._d
         details = dict(d.index.describe())
+        for source in d.inputs.values():  # a Kafka input: its partitions and lag
+            details.update(getattr(source, "describe", dict)())
         return Storage(
             backend=details.pop("backend", d.config.index.backend),
             durability=details.pop("durability", ""),

@@ -13,8 +13,9 @@ counters: split, they would be reached through attribute lookups on the hot path
 from __future__ import annotations
 
 import fnmatch
+import heapq
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from helios.daemon.bloom import DeliveryFilters
@@ -413,6 +414,38 @@ class Reconciler:
             self.open[rec.event_id] = rec
             self.route(rec.event_type).queue.append(rec)
         return len(restored)
+
+    def adopt(self, records: Iterable[EventRecord], shift: float) -> int:
+        """Take over open windows another member (or an earlier owner) left in a shared
+        store, each deadline moved by `shift` (the time no one worked on them); windows
+        open here already are kept. Each route's queue stays in deadline order."""
+        taken = [r for r in records if r.event_id not in self.open]
+        for rec in taken:
+            rec.deadline += shift
+            self.open[rec.event_id] = rec
+        by_route: dict[int, tuple[Route, list[EventRecord]]] = {}
+        for rec in taken:
+            route = self.route(rec.event_type)
+            by_route.setdefault(id(route), (route, []))[1].append(rec)
+        for route, recs in by_route.values():
+            recs.sort(key=lambda r: r.deadline)
+            route.queue = deque(heapq.merge(route.queue, recs, key=lambda r: r.deadline))
+        return len(taken)
+
+    def release(self, owns: Callable[[str], bool]) -> list[EventRecord]:
+        """Hand back the open windows of the event ids `owns` accepts, undecided (the
+        store keeps them open for their next owner); returns them."""
+        released = [rec for event_id, rec in self.open.items() if owns(event_id)]
+        if not released:
+            return []
+        for rec in released:
+            del self.open[rec.event_id]
+            self.dirty.pop(rec.event_id, None)
+        gone = {id(r) for r in released}
+        for route in (*self.routes, self.default_route):
+            if any(id(r) in gone for r in route.queue):
+                route.queue = deque(r for r in route.queue if id(r) not in gone)
+        return released
 
     def drain(self) -> tuple[list[Outcome], list[EventRecord]]:
         """Hand over what changed since the last drain."""

@@ -113,7 +113,14 @@ class ShardedIndex:
                     self.shards[home].write(recs, [])
                     self.moved += len(recs)
 
-    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+    def write(
+        self,
+        records: Sequence[EventRecord],
+        outcomes: Sequence[Outcome],
+        marks: Mapping[str, int] | None = None,
+    ) -> Awaitable[None]:
+        """Each shard takes its part; marks go to every shard that writes (and all
+        when none does), so that read_marks' minimum is a mark every shard holds."""
         n = self.n
         recs: list[list[EventRecord]] = [[] for _ in self.shards]
         outs: list[list[Outcome]] = [[] for _ in self.shards]
@@ -122,8 +129,23 @@ class ShardedIndex:
         for outcome in outcomes:
             outs[jump(outcome.event_id, n)].append(outcome)
         return _All(
-            [s.write(r, o) for s, r, o in zip(self.shards, recs, outs, strict=True) if r or o]
+            [
+                s.write(r, o, marks)
+                for s, r, o in zip(self.shards, recs, outs, strict=True)
+                if r or o or marks
+            ]
         )
+
+    async def read_marks(self, prefix: str) -> dict[str, int]:
+        """A mark as every shard has it: the smallest (a crash between two shards'
+        writes leaves the later shards behind; their mark is the one that holds)."""
+        parts = await asyncio.gather(*(s.read_marks(prefix) for s in self.shards))
+        keys = set().union(*parts)
+        return {k: min(p.get(k, -1) for p in parts) for k in keys}
+
+    async def open_windows(self) -> list[EventRecord]:
+        parts = await asyncio.gather(*(s.open_windows() for s in self.shards))
+        return [rec for part in parts for rec in part]
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
         parts = self._split(event_ids)

@@ -70,7 +70,16 @@ class Source(Protocol):
 
 class SourceBase:
     """Defaults for a source plugin: delivers every source, cannot replay, and pausing
-    is left to the daemon (which refuses a paused source's copies at admission)."""
+    is left to the daemon (which refuses a paused source's copies at admission).
+
+    `partitioned`: the source is one member of a group that shares the event ids
+    (Kafka): the daemon then resumes no open window at start; the source adopts the
+    windows of what it is given. `describe()`: rows for the Storage view."""
+
+    partitioned = False
+
+    def describe(self) -> dict[str, str]:
+        return {}
 
     def pause(self, source: str) -> None:
         return None
@@ -99,7 +108,20 @@ class SourceContext:
     grace_seconds: float
     clock: Clock
     # Admission.admit: validate and enqueue copies; raises QueueFull when there is no room.
-    publish: Callable[[Sequence[CopyIn]], Awaitable[PublishResult]]
+    publish: Callable[..., Awaitable[PublishResult]]
+    # For a partitioned source (Kafka): adopt(take) takes over the open windows the
+    # index holds for the event ids `take` accepts (it answers None for an id it does
+    # not take, else the seconds no member worked on that window: one whose deadline
+    # was still ahead when work stopped keeps the time it had left); release(owns)
+    # hands open windows back undecided (the shared index keeps them open for their
+    # next owner). Each returns how many windows.
+    adopt: Callable[[Callable[[str], float | None]], Awaitable[int]] | None = None
+    release: Callable[[Callable[[str], bool]], Awaitable[int]] | None = None
+    # The index's stored marks by prefix (IndexBackend.read_marks).
+    read_marks: Callable[[str], Awaitable[dict[str, int]]] | None = None
+    # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
+    watch: Callable[[], Any] | None = None
+    unwatch: Callable[[Any], None] | None = None
 
 
 SourceFactory = Callable[[SourceContext, Mapping[str, Any]], Source]
@@ -133,10 +155,26 @@ class IndexBackend(Protocol):
         return what to resume."""
         ...
 
-    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+    def write(
+        self,
+        records: Sequence[EventRecord],
+        outcomes: Sequence[Outcome],
+        marks: Mapping[str, int] | None = None,
+    ) -> Awaitable[None]:
         """Take changed records (closed, and open ones for a durable index) and new
         outcomes now, as they are at the call; the awaitable completes once they are
-        stored (a durable index commits both in one transaction)."""
+        stored (a durable index commits both in one transaction). `marks` (name ->
+        integer, e.g. a Kafka partition's offset) are stored in that same transaction:
+        a source reads them back with read_marks() to skip what it delivered already."""
+        ...
+
+    async def read_marks(self, prefix: str) -> dict[str, int]:
+        """The stored marks whose names start with `prefix`."""
+        ...
+
+    async def open_windows(self) -> list[EventRecord]:
+        """Every open window the store holds now (PENDING records), for a member of a
+        group to adopt the windows of the partitions it was given."""
         ...
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...

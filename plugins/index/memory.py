@@ -86,15 +86,29 @@ class MemoryIndex:
         # Evicted by the size bound, for a store to delete: (first_seen, event_id).
         self._dropped: list[tuple[float, str]] = []
         self.track_evictions = False
+        self.marks: dict[str, int] = {}
 
     durable = False
 
     async def open(self) -> Resume:
         return Resume()  # nothing on disk, nothing to resume
 
-    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+    def write(
+        self,
+        records: Sequence[EventRecord],
+        outcomes: Sequence[Outcome],
+        marks: Mapping[str, int] | None = None,
+    ) -> Awaitable[None]:
         self.store(records, outcomes)
+        if marks:
+            self.marks.update(marks)
         return _STORED
+
+    async def read_marks(self, prefix: str) -> dict[str, int]:
+        return {k: v for k, v in self.marks.items() if k.startswith(prefix)}
+
+    async def open_windows(self) -> list[EventRecord]:
+        return []  # open windows live in the reconciler of this process only
 
     def store(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> None:
         """Keep closed records and outcomes, at once."""

@@ -12,6 +12,10 @@ Key layout (`<p>` is `index.options.prefix`, "helios" by default):
     <p>:outcomes:<m>     stream of outcomes written by member <m> (index.options.member),
                          entry id "<sequence>-0", field "o"; trimmed to 2 x max_records
     <p>:meta:<m>         hash: last_sequence, saved_at (the daemon clock) of member <m>
+    <p>:marks            hash: marks stored with the writes (a Kafka source's offsets
+                         per partition, and when each was written)
+
+Each group of writes is one MULTI/EXEC transaction: all of it is applied or none.
 
 Writes go in order through one writer task, several flushes per Redis pipeline (group
 commit); a batch is acknowledged once Redis answered for it. When Redis cannot be
@@ -91,6 +95,7 @@ class RedisIndex:
         self._unsent: dict[str, EventRecord] = {}
         self._last_sequence = 0
         self._next_try = 0.0  # monotonic time of the next attempt to reach Redis
+        self._marks: dict[str, int] = {}  # written by this process (newest)
 
     # ---- keys ----------------------------------------------------------------------
     def _key(self, event_id: str) -> str:
@@ -103,6 +108,10 @@ class RedisIndex:
     @property
     def _stream(self) -> str:
         return f"{self.prefix}:outcomes:{self.member}"
+
+    @property
+    def _marks_key(self) -> str:
+        return f"{self.prefix}:marks"
 
     @property
     def _meta(self) -> str:
@@ -151,7 +160,11 @@ class RedisIndex:
         (the newest version of each record wins)."""
         latest: dict[str, tuple[Any, ...]] = {}
         last, saved = 0, None
-        for _, (records, _, sequence, saved_at) in self.spill.oldest(None):
+        for _, write in self.spill.oldest(None):
+            records, _, sequence, saved_at = write[:4]
+            if len(write) > 4 and write[4]:
+                self._marks.update(write[4])
+                self._marks.update({k + "@": int(saved_at * 1000) for k in write[4]})
             for values in records:
                 latest[values[0]] = values
             last, saved = sequence, saved_at
@@ -175,7 +188,12 @@ class RedisIndex:
         return found
 
     # ---- writing -------------------------------------------------------------------
-    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+    def write(
+        self,
+        records: Sequence[EventRecord],
+        outcomes: Sequence[Outcome],
+        marks: Mapping[str, int] | None = None,
+    ) -> Awaitable[None]:
         done = asyncio.get_running_loop().create_future()
         if outcomes:
             self._last_sequence = outcomes[-1].sequence
@@ -188,7 +206,12 @@ class RedisIndex:
             ],
             self._last_sequence,
             self.clock.now(),
+            dict(marks) if marks else None,
         )
+        if marks:
+            self._marks.update(marks)
+            at = int(job[3] * 1000)
+            self._marks.update({k + "@": at for k in marks})
         if self.down_since is not None:
             for r in records:
                 self._unsent[r.event_id] = r
@@ -244,8 +267,11 @@ class RedisIndex:
         started = time.perf_counter()
         ttl = max(1, int(self.ttl))
         maxlen = 2 * self.max_records
-        async with redis.pipeline(transaction=False) as pipe:
-            for records, outcomes, last, saved_at in writes:
+        # One MULTI/EXEC: a heliosd killed mid-send leaves none of it, never a record
+        # closed without its outcome, or copies stored without their source's mark.
+        async with redis.pipeline(transaction=True) as pipe:
+            for write in writes:
+                records, outcomes, last, saved_at = write[:4]
                 for values in records:
                     event_id = values[0]
                     pipe.set(self._key(event_id), marshal.dumps(values), ex=ttl)
@@ -262,6 +288,11 @@ class RedisIndex:
                         approximate=True,
                     )
                 pipe.hset(self._meta, mapping={"last_sequence": last, "saved_at": repr(saved_at)})
+                if len(write) > 4 and write[4]:
+                    at = int(saved_at * 1000)  # "<name>@": when, on the daemon clock (ms)
+                    marks = {k: str(v) for k, v in write[4].items()}
+                    marks.update({k + "@": str(at) for k in write[4]})
+                    pipe.hset(self._marks_key, mapping=marks)  # type: ignore[arg-type]
             await pipe.execute(raise_on_error=True)
         self.writes += len(writes)
         self.write_seconds += time.perf_counter() - started
@@ -317,6 +348,34 @@ class RedisIndex:
                 for event_id, rec in fetched.items():
                     found.setdefault(event_id, rec)
         return found
+
+    async def read_marks(self, prefix: str) -> dict[str, int]:
+        """Redis's marks, and newer ones this process wrote but has not sent (spilled):
+        raises OSError when Redis is away and this process did not write the marks."""
+        stored: dict[str, int] = {}
+        if self.redis is not None and self.down_since is None:
+            try:
+                raw: dict[bytes, bytes] = await self.redis.hgetall(self._marks_key)  # type: ignore[assignment]
+            except (RedisError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                stored = {k.decode(): int(v) for k, v in raw.items()}
+        mine = {k: v for k, v in self._marks.items() if k.startswith(prefix)}
+        if self.down_since is not None and not mine:
+            raise OSError(f"Redis at {self.url} is unreachable: marks cannot be read now")
+        found = {k: v for k, v in stored.items() if k.startswith(prefix)}
+        found.update(mine)
+        return found
+
+    async def open_windows(self) -> list[EventRecord]:
+        redis = self.redis
+        if redis is None or self.down_since is not None:
+            raise OSError(f"Redis at {self.url} is unreachable: open windows cannot be read")
+        members: list[bytes] = await redis.zrange(self._open_key, 0, -1)  # type: ignore[assignment]
+        ids = [i.decode() for i in members]
+        found = await self._fetch(redis, ids)
+        found.update({k: v for k, v in self._unsent.items() if k in found})
+        return [r for r in found.values() if r.status is PENDING]
 
     async def list_outcomes(
         self, query: OutcomeQuery, page_size: int, before: int | None

@@ -9,8 +9,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-# A write: the records' versions, the outcomes, the last sequence, the clock's time.
-Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float]
+# A write: the records' versions, the outcomes, the last sequence, the clock's time, and
+# the marks stored with it (or None). Spill files of an earlier version hold 4-tuples.
+Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float, dict[str, int] | None]
 
 
 class Spill:

@@ -28,7 +28,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ PUT_SEGMENT = "INSERT INTO segments (written, records) VALUES (?, ?)"
 EXPIRE = "DELETE FROM segments WHERE written < ?"
 SAVED_AT = "INSERT OR REPLACE INTO meta VALUES ('saved_at', ?)"
 LAST_SEQUENCE = "INSERT OR REPLACE INTO meta VALUES ('last_sequence', ?)"
+MARK = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 
 
 class StoreError(OSError):
@@ -122,6 +123,7 @@ Job = tuple[
     int,  # the last outcome sequence so far
     float,  # expire segments written before this time (0: no expiry)
     float,  # the daemon clock's time of the write (restored windows resume from it)
+    Mapping[str, int] | None,  # marks stored with the write (IndexBackend.write)
     asyncio.Future[None],
     asyncio.AbstractEventLoop,
 ]
@@ -219,18 +221,46 @@ class SqliteIndex(MemoryIndex):
         )
         row = self._db.execute("SELECT value FROM meta WHERE key = 'last_sequence'").fetchone()
         self._last_sequence = int(row[0]) if row else 0
+        rows = self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'mark:%'")
+        self.marks = {key[5:]: int(value) for key, value in rows}
         return Resume(open_, self.saved_at, self._last_sequence)
 
+    async def open_windows(self) -> list[EventRecord]:
+        """The open windows as the file holds them now (read in a thread, from a
+        connection of its own: WAL lets it read beside the writer)."""
+        return await asyncio.to_thread(self._read_open, self.clock.now() - self.ttl)
+
+    def _read_open(self, cutoff: float) -> list[EventRecord]:
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            latest: dict[str, tuple[Any, ...]] = {}
+            for (records,) in db.execute("SELECT records FROM segments ORDER BY seq"):
+                with contextlib.suppress(ValueError, TypeError, EOFError):
+                    for values in marshal.loads(records):
+                        latest[values[0]] = values
+        finally:
+            db.close()
+        return [record_from(v) for v in latest.values() if v[8] == PENDING and v[6] >= cutoff]
+
     # ---- writing -------------------------------------------------------------------
-    def write(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> Awaitable[None]:
+    def write(
+        self,
+        records: Sequence[EventRecord],
+        outcomes: Sequence[Outcome],
+        marks: Mapping[str, int] | None = None,
+    ) -> Awaitable[None]:
         self.store([r for r in records if r.status is not PENDING], outcomes)
+        if marks:
+            self.marks.update(marks)
+            at = int(self.clock.now() * 1000)
+            self.marks.update({k + "@": at for k in marks})
         # Encoded here, on the event loop: the records go on changing after this call.
         self.evicted_since()  # evicted records leave the store with their segments
         if outcomes:
             self._last_sequence = outcomes[-1].sequence
         # Outcomes travel inside their records' versions.
         return self._submit(
-            marshal.dumps(tuple(map(record_tuple, records))) if records else b"", 0.0
+            marshal.dumps(tuple(map(record_tuple, records))) if records else b"", 0.0, marks
         )
 
     async def expire(self, now: float, keep_after: float = 0.0) -> int:
@@ -243,7 +273,9 @@ class SqliteIndex(MemoryIndex):
         await self._submit(b"", min(max(now - self.ttl, oldest_kept), keep_after or now))
         return removed
 
-    def _submit(self, records: bytes, cutoff: float) -> asyncio.Future[None]:
+    def _submit(
+        self, records: bytes, cutoff: float, marks: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         if self._failed is not None:
@@ -252,10 +284,10 @@ class SqliteIndex(MemoryIndex):
             )
         elif self._writer is None:
             done.set_exception(StoreError(f"the index {self.path} is not open (start() opens it)"))
-        elif not (records or cutoff):
+        elif not (records or cutoff or marks):
             done.set_result(None)
         else:
-            job = (records, self._last_sequence, cutoff, self.clock.now(), done, loop)
+            job = (records, self._last_sequence, cutoff, self.clock.now(), marks, done, loop)
             self._jobs.put(job)
         return done
 
@@ -327,11 +359,15 @@ class SqliteIndex(MemoryIndex):
 def _commit(db: sqlite3.Connection, jobs: list[Job]) -> None:
     """Every queued write in one transaction (group commit)."""
     db.execute("BEGIN")
-    for records, _, cutoff, written, _, _ in jobs:
+    for records, _, cutoff, written, marks, _, _ in jobs:
         if records:
             db.execute(PUT_SEGMENT, (written, records))
         if cutoff:
             db.execute(EXPIRE, (cutoff,))
+        if marks:  # "<name>@": when, on the daemon clock (ms)
+            db.executemany(MARK, [("mark:" + k, str(v)) for k, v in marks.items()])
+            at = str(int(written * 1000))
+            db.executemany(MARK, [("mark:" + k + "@", at) for k in marks])
     db.execute(SAVED_AT, (repr(jobs[-1][3]),))
     db.execute(LAST_SEQUENCE, (str(jobs[-1][1]),))
     db.execute("COMMIT")

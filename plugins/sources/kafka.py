@@ -1,0 +1,460 @@
+"""The Kafka source: copies from a topic (key = event id, value = a helios.v1.Event), the
+outcomes this member decides to another topic, and what it cannot take to a DLQ topic.
+
+Several heliosd processes in one consumer group share the topic's partitions. Every
+copy of an event has the event id as its key, so all of them land in one partition and
+so in one member; the member owns the open windows of its partitions. Their state is in
+the shared index (Redis), so on a rebalance a member that loses a partition hands its
+windows back undecided (release) and the member that gets it takes them over (adopt).
+
+Delivery is at least once and processing idempotent: a batch's copies are admitted and
+stored together with each partition's offset (a *mark*, in the same index write), and
+only then is the offset committed to Kafka. A copy redelivered after a crash (stored,
+but its offset not committed) is found at or below the partition's mark and skipped,
+so it never counts as a DUPLICATE. See docs/kafka.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from google.protobuf.message import DecodeError
+from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.hookspecs import hookimpl
+from helios.daemon.model import CopyIn, Outcome
+from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.v1 import helios_pb2 as pb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger("helios.kafka")
+RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
+
+
+class KafkaOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = Field("helios.events", min_length=1)
+    group_id: str = Field("helios", min_length=1)
+    outcomes_topic: str = "helios.outcomes"  # "" publishes no outcomes
+    dlq_topic: str = "helios.dlq"  # "" logs and counts refused messages only
+    client_id: str = "heliosd"
+    max_batch: int = Field(2000, gt=0, le=100_000)  # messages taken per poll
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    replay: bool = True  # replay_missing publishes to `topic`
+
+
+def partition_of(event_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2 of the key) gives an id."""
+    return int(murmur2(event_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class KafkaSource(SourceBase):
+    partitioned = True
+
+    def __init__(self, context: SourceContext, options: KafkaOptions) -> None:
+        self.context = context
+        self.options = options
+        self.mark_prefix = f"kafka/{options.group_id}/{options.topic}/"
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.partitions = 0  # of the topic
+        self.assigned: set[int] = set()
+        self.stored: dict[int, int] = {}  # partition -> highest offset stored (its mark)
+        self.lag: dict[int, int] = {}
+        self.busy = asyncio.Lock()  # held while a batch is admitted and committed
+        self.counts: Counter[str] = Counter()
+        self.dlq_reasons: Counter[str] = Counter()
+        self.state = "starting"
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- life ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name="kafka-source")]
+        if self.options.outcomes_topic:
+            self._tasks.append(asyncio.create_task(self._sink(), name="kafka-outcomes"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.consumer.stop()  # revokes: windows go back, offsets committed
+        if self.producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await self.producer.stop()
+
+    async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        """Start the producer and the group member, retrying while the broker is away
+        (heliosd keeps serving meanwhile; the Storage view shows why)."""
+        o = self.options
+        delay = 1.0
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=o.bootstrap_servers, client_id=o.client_id, linger_ms=5
+            )
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=o.bootstrap_servers,
+                group_id=o.group_id,
+                client_id=o.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=o.session_timeout_ms,
+            )
+            # Topics go to subscribe() only, never also to the constructor (aiokafka #796).
+            consumer.subscribe([o.topic], listener=_Listener(self))
+            self.consumer = consumer  # the rebalance listener reads the topic's size
+            try:
+                await producer.start()
+                await consumer.start()
+                return consumer, producer
+            except (KafkaError, OSError) as exc:
+                self.state = f"DOWN: {o.bootstrap_servers} unreachable ({exc}); retrying"
+                log.error("Kafka at %s: %s; retrying in %.0f s", o.bootstrap_servers, exc, delay)
+                with contextlib.suppress(KafkaError, OSError):
+                    await consumer.stop()
+                with contextlib.suppress(KafkaError, OSError):
+                    await producer.stop()
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+
+    async def _run(self) -> None:
+        self.consumer, self.producer = await self._connect()
+        consumer = self.consumer
+        self.state = "up"
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.options.max_batch)
+            except KafkaError as exc:
+                self.state = f"poll failed: {exc}"
+                log.error("Kafka poll failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.state = "up"
+            if not batches:
+                continue
+            async with self.busy:
+                await self._take(consumer, batches)
+
+    # ---- one batch -------------------------------------------------------------------
+    async def _take(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[Any]]
+    ) -> None:
+        copies: list[CopyIn] = []
+        positions: list[tuple[str, int]] = []
+        messages: list[Any] = []
+        refused: list[tuple[Any, str, str, str]] = []  # message, field, reason, code
+        ends: dict[TopicPartition, int] = {}
+        for tp, msgs in batches.items():
+            if tp.partition not in self.assigned:
+                continue  # revoked while this batch was fetched
+            name = f"{self.mark_prefix}{tp.partition}"
+            done = self.stored.get(tp.partition, -1)
+            for m in msgs:
+                ends[tp] = m.offset + 1
+                if m.offset <= done:
+                    self.counts["redelivered_skipped"] += 1
+                    continue
+                copy, problem = _decode(m)
+                if copy is not None:
+                    copies.append(copy)
+                    positions.append((name, m.offset))
+                    messages.append(m)
+                elif problem is not None:
+                    refused.append((m, *problem))
+            high = consumer.highwater(tp)
+            if high is not None and tp in ends:
+                self.lag[tp.partition] = max(0, high - ends[tp])
+        self.counts["messages"] += sum(len(m) for m in batches.values())
+        if copies:
+            result = await self._admit(copies, positions)
+            for r in result.rejections:
+                refused.append((messages[r.index], r.field, r.reason, r.code))
+            self.counts["copies"] += result.accepted
+            for i, (_, offset) in enumerate(positions):
+                part = messages[i].partition
+                if offset > self.stored.get(part, -1):
+                    self.stored[part] = offset
+        if refused:
+            await self._to_dlq(refused)
+        if ends:
+            try:
+                await consumer.commit(ends)
+            except KafkaError as exc:  # a rebalance: the marks keep redeliveries out
+                self.counts["commit_failed"] += 1
+                log.warning("committing offsets failed (%s): the marks skip redeliveries", exc)
+
+    async def _admit(self, copies: list[CopyIn], positions: list[tuple[str, int]]) -> Any:
+        """Admit and wait until stored; while the daemon pushes back, wait and retry:
+        a copy taken from Kafka is never dropped."""
+        attempt = 0
+        while True:
+            try:
+                return await self.context.publish(copies, None, True, positions)
+            except QueueFull as exc:
+                self.counts["pushed_back"] += 1
+                reason = str(exc)
+            except RequestError as exc:
+                if exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                self.counts["store_failed"] += 1
+                reason = str(exc)
+            delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+            if attempt == 0 or attempt % 50 == 0:
+                log.warning("Kafka batch of %d copies waits: %s", len(copies), reason)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _to_dlq(self, refused: list[tuple[Any, str, str, str]]) -> None:
+        topic = self.options.dlq_topic
+        producer = self.producer
+        for *_, code in refused:
+            self.dlq_reasons[code] += 1
+        self.counts["dlq"] += len(refused)
+        first = refused[0]
+        log.warning(
+            "Kafka: %d messages refused (first: partition %d offset %d, %s: %s)%s",
+            len(refused),
+            first[0].partition,
+            first[0].offset,
+            first[1],
+            first[2],
+            f"; sent to {topic}" if topic else "",
+        )
+        if not topic or producer is None:
+            return
+        sent = []
+        for m, field, reason, code in refused:
+            headers = [
+                ("helios-error-code", code.encode()),
+                ("helios-error-field", field.encode()),
+                ("helios-error-reason", reason.encode()[:1000]),
+                ("helios-topic", m.topic.encode()),
+                ("helios-partition", str(m.partition).encode()),
+                ("helios-offset", str(m.offset).encode()),
+            ]
+            sent.append(await producer.send(topic, m.value, key=m.key, headers=headers))
+        for future in sent:
+            try:
+                await future
+            except KafkaError as exc:
+                self.counts["dlq_failed"] += 1
+                log.error("publishing to the DLQ %s failed: %s", topic, exc)
+
+    # ---- ownership -------------------------------------------------------------------
+    async def assigned_now(self, assigned: set[TopicPartition]) -> None:
+        consumer = self.consumer
+        if consumer is not None:
+            found = consumer.partitions_for_topic(self.options.topic)
+            self.partitions = len(found) if found else self.partitions
+        if not self.partitions:
+            log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
+        parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
+        marks = await self._read_marks()
+        now = self.context.clock.now()
+        shifts: dict[int, float] = {}
+        for p in parts:
+            name = f"{self.mark_prefix}{p}"
+            self.stored[p] = marks.get(name, -1)
+            # The partition's windows keep the time they had left when its last batch
+            # was stored: no member worked on them since.
+            at = marks.get(name + "@")
+            shifts[p] = max(0.0, now - at / 1000) if at is not None else 0.0
+        self.assigned = parts
+        n = self.partitions
+
+        def take(event_id: str) -> float | None:
+            p = partition_of(event_id, n)
+            if p not in parts:
+                return None
+            return shifts[p]
+
+        adopted = 0
+        if n and parts and self.context.adopt is not None:
+            adopted = await self.context.adopt(take)
+        log.info(
+            "Kafka: partitions %s of %s assigned; %d open windows adopted",
+            sorted(parts),
+            self.options.topic,
+            adopted,
+        )
+
+    async def revoked_now(self, revoked: set[TopicPartition]) -> None:
+        async with self.busy:  # the batch in hand is stored and committed first
+            parts = {tp.partition for tp in revoked if tp.topic == self.options.topic}
+            n = self.partitions
+            released = 0
+            if n and parts and self.context.release is not None:
+                released = await self.context.release(lambda e: partition_of(e, n) in parts)
+            self.assigned -= parts
+            for p in parts:
+                self.stored.pop(p, None)
+                self.lag.pop(p, None)
+            if parts:
+                log.info(
+                    "Kafka: partitions %s revoked; %d open windows handed back",
+                    sorted(parts),
+                    released,
+                )
+
+    async def _read_marks(self) -> dict[str, int]:
+        read = self.context.read_marks
+        if read is None:
+            return {}
+        for attempt in range(60):
+            try:
+                return await read(self.mark_prefix)
+            except OSError as exc:
+                if attempt == 0:
+                    log.error("Kafka: the index cannot give the stored offsets yet (%s)", exc)
+                await asyncio.sleep(0.5)
+        log.error("Kafka: going on without stored offsets: redelivered copies may count twice")
+        return {}
+
+    # ---- outcomes and replays ----------------------------------------------------------
+    async def _sink(self) -> None:
+        watch, unwatch = self.context.watch, self.context.unwatch
+        if watch is None or unwatch is None:
+            return
+        watcher = watch()  # from the start: outcomes decided while connecting wait
+        try:
+            while self.producer is None:
+                await asyncio.sleep(0.1)
+            producer, topic = self.producer, self.options.outcomes_topic
+            while True:
+                if watcher.overflowed:
+                    self.counts["outcomes_lost"] += 1
+                    log.error(
+                        "Kafka: outcomes came faster than %s took them; some were lost", topic
+                    )
+                    watcher = watch()
+                try:
+                    outcomes: list[Outcome] = await asyncio.wait_for(watcher.queue.get(), 1.0)
+                except TimeoutError:
+                    continue
+                for o in outcomes:
+                    value = _outcome_bytes(o)
+                    try:
+                        await producer.send(topic, value, key=o.event_id.encode())
+                        self.counts["outcomes"] += 1
+                    except KafkaError as exc:
+                        self.counts["outcomes_failed"] += 1
+                        log.error("publishing an outcome to %s failed: %s", topic, exc)
+        finally:
+            unwatch(watcher)
+
+    def replays(self, source: str) -> bool:
+        return self.options.replay and source in self.context.sources
+
+    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        producer = self.producer
+        if producer is None:
+            raise RequestError(
+                "target", "Kafka is not connected: nothing replayed", ErrorCode.UNAVAILABLE
+            )
+        sent = []
+        for event_id, _, event_type, produced_at, payload in copies:
+            event = pb.Event(
+                event_id=event_id, source=source, event_type=event_type, payload=payload
+            )
+            event.produced_at.FromNanoseconds(int(produced_at * 1e9))
+            event.attributes["helios-replay"] = "1"
+            sent.append(
+                await producer.send(
+                    self.options.topic, event.SerializeToString(), key=event_id.encode()
+                )
+            )
+        delivered = 0
+        for future in sent:
+            with contextlib.suppress(KafkaError):
+                await future
+                delivered += 1
+        self.counts["replayed"] += delivered
+        return delivered
+
+    def describe(self) -> dict[str, str]:
+        o, c = self.options, self.counts
+        parts = sorted(self.assigned)
+        lag = sum(self.lag.get(p, 0) for p in parts)
+        refused = ", ".join(f"{k} {v:,}" for k, v in self.dlq_reasons.most_common()) or "none"
+        return {
+            "kafka": f"{self.state}; {o.bootstrap_servers}, topic {o.topic} "
+            f"({self.partitions} partitions), group {o.group_id}",
+            "kafka partitions": (
+                f"{len(parts)} of {self.partitions}: "
+                + ", ".join(f"{p} (lag {self.lag.get(p, 0):,})" for p in parts)
+                + f"; lag {lag:,}"
+            )
+            if parts
+            else "none assigned",
+            "kafka messages": f"{c['messages']:,} read, {c['copies']:,} copies admitted, "
+            f"{c['redelivered_skipped']:,} redelivered and skipped (stored already), "
+            f"{c['pushed_back']:,} waits for room",
+            "kafka dlq": f"{c['dlq']:,} to {o.dlq_topic or '(no topic)'}: {refused}",
+            "kafka outcomes": f"{c['outcomes']:,} to {o.outcomes_topic or '(off)'}, "
+            f"{c['outcomes_failed']:,} failed, {c['outcomes_lost']:,} overflows",
+        }
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.source.revoked_now(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.source.assigned_now(set(assigned))
+
+
+def _decode(m: Any) -> tuple[CopyIn | None, tuple[str, str, str] | None]:
+    """A message as a copy, or (field, reason, code) naming what is wrong with it."""
+    if m.value is None:
+        return None, ("value", "the message has no value (a tombstone)", "no_value")
+    try:
+        e = pb.Event.FromString(m.value)
+    except DecodeError as exc:
+        return None, ("value", f"the value is not a helios.v1.Event: {exc}", "not_an_event")
+    key = m.key.decode("utf-8", "replace") if m.key is not None else None
+    if key != e.event_id:
+        return None, (
+            "key",
+            f"the key {key!r} is not the event id {e.event_id!r}: every copy of an event "
+            "must carry its id as the key, or its copies land in different partitions",
+            "key_not_event_id",
+        )
+    stamp = e.produced_at
+    return (e.event_id, e.source, e.event_type, stamp.seconds + stamp.nanos * 1e-9, e.payload), None
+
+
+def _outcome_bytes(o: Outcome) -> bytes:
+    kind: Any = int(o.kind)
+    m = pb.Outcome(kind=kind, event_id=o.event_id, event_type=o.event_type, sequence=o.sequence)
+    m.sources.extend(o.sources)
+    m.late_by_seconds = o.late_by
+    m.time.FromNanoseconds(int(o.time * 1e9))
+    return m.SerializeToString()
+
+
+def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
+    try:
+        parsed = KafkaOptions.model_validate(dict(options))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"kafka options: {where}: {first['msg']}") from None
+    return KafkaSource(context, parsed)
+
+
+@hookimpl(trylast=True)
+def register_sources(register: Callable[[str, SourceFactory], None]) -> None:
+    register("kafka", _factory)
