@@ -208,8 +208,10 @@ class KafkaBroker:
     def start(self) -> None:
         url = f"tcp://{self.bootstrap}"
         self.proc = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
-            + ["--storage-engine", "memory://tansu/"],
+            [
+                *(tansu_binary(), "broker", "--listener-url", url),
+                *("--advertised-listener-url", url, "--storage-engine", "memory://tansu/"),
+            ],
             stdout=(self.directory / "tansu.log").open("ab"),
             stderr=subprocess.STDOUT,
         )

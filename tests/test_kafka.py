@@ -145,9 +145,7 @@ async def test_a_member_that_stored_but_did_not_commit_skips_the_redelivered_cop
     bootstrap = kafka_broker.bootstrap
     await kafka_broker.create_topics(2, *TOPICS)
     ids = [f"r{i}" for i in range(200)]
-    await produce(
-        bootstrap, [(e.encode(), event_bytes(e, s)) for e in ids for s in ("aws", "gcp")]
-    )
+    await produce(bootstrap, [(e.encode(), event_bytes(e, s)) for e in ids for s in ("aws", "gcp")])
     data = tmp_path / "data"
     daemon = make_daemon(kafka_config(bootstrap, data))
 
