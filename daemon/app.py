@@ -117,6 +117,7 @@ class Daemon:
                 grace_seconds=config.reconcile.grace_seconds,
                 clock=self.clock,
                 publish=self.admission.admit,
+                submit=self.admission.submit,
                 adopt=self.adopt,
                 release=self.release,
                 read_marks=self.index.read_marks,

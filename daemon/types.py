@@ -109,6 +109,8 @@ class SourceContext:
     clock: Clock
     # Admission.admit: validate and enqueue copies; raises QueueFull when there is no room.
     publish: Callable[..., Awaitable[PublishResult]]
+    # Admission.submit: admit without waiting for the store; (result, stored).
+    submit: Callable[..., Awaitable[tuple[PublishResult, Awaitable[None]]]] | None = None
     # For a partitioned source (Kafka): adopt(take) takes over the open windows the
     # index holds for the event ids `take` accepts (it answers None for an id it does
     # not take, else the seconds no member worked on that window: one whose deadline

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger("helios.kafka")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
+IN_FLIGHT = 2  # polled batches being stored while the next one is polled
 
 
 class KafkaOptions(BaseModel):
@@ -69,7 +70,11 @@ class KafkaSource(SourceBase):
         self.assigned: set[int] = set()
         self.stored: dict[int, int] = {}  # partition -> highest offset stored (its mark)
         self.lag: dict[int, int] = {}
-        self.busy = asyncio.Lock()  # held while a batch is admitted and committed
+        self.busy = asyncio.Lock()  # held while offsets are committed
+        self.admitting = asyncio.Lock()  # batches enter admission one at a time
+        # Polled batches being admitted and stored, oldest first, and room for more.
+        self.pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]]] = asyncio.Queue()
+        self.slots = asyncio.Semaphore(IN_FLIGHT)
         self.counts: Counter[str] = Counter()
         self.dlq_reasons: Counter[str] = Counter()
         self.state = "starting"
@@ -77,21 +82,36 @@ class KafkaSource(SourceBase):
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name="kafka-source")]
+        self._tasks = [
+            asyncio.create_task(self._run(), name="kafka-source"),
+            asyncio.create_task(self._commit_loop(), name="kafka-commits"),
+        ]
         if self.options.outcomes_topic:
             self._tasks.append(asyncio.create_task(self._sink(), name="kafka-outcomes"))
 
     async def stop(self) -> None:
+        """Stop polling, let the batches in hand be stored and committed, then leave
+        the group (its members adopt this one's windows)."""
+        if self._tasks:
+            self._tasks[0].cancel()
+            await asyncio.gather(self._tasks[0], return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), 30.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
         if self.consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
-                await self.consumer.stop()  # revokes: windows go back, offsets committed
+                await self.consumer.stop()  # revokes: windows go back undecided
         if self.producer is not None:
             with contextlib.suppress(KafkaError, OSError):
-                await self.producer.stop()
+                await self.producer.stop()  # sends what it holds first
+        self._tasks = []
+
+    async def _drained(self) -> None:
+        """Every polled batch stored and committed (unless the committer stopped)."""
+        if len(self._tasks) > 1 and not self._tasks[1].done():
+            await self.pending.join()
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         """Start the producer and the group member, retrying while the broker is away
@@ -128,6 +148,18 @@ class KafkaSource(SourceBase):
                 delay = min(30.0, delay * 2)
 
     async def _run(self) -> None:
+        try:
+            await self._consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._stopped(exc)
+
+    def _stopped(self, exc: BaseException) -> None:
+        self.state = f"STOPPED after an error: {type(exc).__name__}: {exc}"
+        log.error("the Kafka input stopped (%s); offsets stay at the last stored batch", exc)
+
+    async def _consume(self) -> None:
         self.consumer, self.producer = await self._connect()
         consumer = self.consumer
         self.state = "up"
@@ -140,15 +172,44 @@ class KafkaSource(SourceBase):
                 await asyncio.sleep(1.0)
                 continue
             self.state = "up"
-            if not batches:
-                continue
-            async with self.busy:
-                await self._take(consumer, batches)
+            if batches:
+                # The next poll overlaps this batch's store; the committer keeps order.
+                await self.slots.acquire()
+                task = asyncio.create_task(self._take(consumer, batches))
+                task.add_done_callback(lambda _: self.slots.release())
+                self.pending.put_nowait(task)
+
+    async def _commit_loop(self) -> None:
+        """Commit each polled batch's offsets once it is stored, in poll order. A batch
+        that failed stops the input: no offset past it is ever committed."""
+        pending = self.pending
+        while True:
+            task = await pending.get()
+            try:
+                ends = await task
+                ends = {tp: end for tp, end in ends.items() if tp.partition in self.assigned}
+                if ends and self.consumer is not None:
+                    async with self.busy:
+                        await self.consumer.commit(ends)
+            except KafkaError as exc:  # a rebalance: the marks keep redeliveries out
+                self.counts["commit_failed"] += 1
+                log.warning("committing offsets failed (%s): marks skip redeliveries", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._stopped(exc)
+                for other in self._tasks[:1]:  # the consumer: nothing more is taken
+                    other.cancel()
+                return
+            finally:
+                pending.task_done()
 
     # ---- one batch -------------------------------------------------------------------
     async def _take(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[Any]]
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
+        """Admit a polled batch and wait until it is stored; refused messages to the
+        DLQ. Returns the offsets to commit."""
         copies: list[CopyIn] = []
         positions: list[tuple[str, int]] = []
         messages: list[Any] = []
@@ -186,20 +247,21 @@ class KafkaSource(SourceBase):
                     self.stored[part] = offset
         if refused:
             await self._to_dlq(refused)
-        if ends:
-            try:
-                await consumer.commit(ends)
-            except KafkaError as exc:  # a rebalance: the marks keep redeliveries out
-                self.counts["commit_failed"] += 1
-                log.warning("committing offsets failed (%s): the marks skip redeliveries", exc)
+        return ends
 
     async def _admit(self, copies: list[CopyIn], positions: list[tuple[str, int]]) -> Any:
         """Admit and wait until stored; while the daemon pushes back, wait and retry:
         a copy taken from Kafka is never dropped."""
         attempt = 0
+        submit = self.context.submit
         while True:
             try:
-                return await self.context.publish(copies, None, True, positions)
+                if submit is None:
+                    return await self.context.publish(copies, None, True, positions)
+                async with self.admitting:  # admitted in poll order, stored meanwhile
+                    result, stored = await submit(copies, None, True, positions)
+                await stored
+                return result
             except QueueFull as exc:
                 self.counts["pushed_back"] += 1
                 reason = str(exc)
@@ -289,7 +351,8 @@ class KafkaSource(SourceBase):
         )
 
     async def revoked_now(self, revoked: set[TopicPartition]) -> None:
-        async with self.busy:  # the batch in hand is stored and committed first
+        await self._drained()  # every batch in hand is stored and committed first
+        async with self.busy:
             parts = {tp.partition for tp in revoked if tp.topic == self.options.topic}
             n = self.partitions
             released = 0

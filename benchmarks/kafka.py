@@ -1,0 +1,154 @@
+"""Kafka + Redis scale-out, side by side in one run: a 12-partition topic is filled with
+EVENTS events x 3 copies *before* any heliosd starts (so no load generator shares the
+two cores), then one member reconciles all of it; the topic is read again by a new
+group of two members. Each run uses its own Redis prefix. Reported: copies per second
+per run (from when every member of the run is taking copies to the last copy), and two
+members over one.
+
+    .venv/bin/python benchmarks/kafka.py [EVENTS]      (default 100000)
+
+It starts its own Tansu broker and redis-server on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import orjson
+import psutil
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from helios.v1 import helios_pb2 as pb
+from helios.v1 import helios_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.conftest import KafkaBroker, RedisServer, start_daemon_process  # noqa: E402
+
+SOURCES = ("aws", "gcp", "azure")
+
+
+async def fill(bootstrap: str, events: int) -> float:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics(
+        [NewTopic(n, 12, 1) for n in ("helios.events", "helios.outcomes", "helios.dlq")]
+    )
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
+    await producer.start()
+    started = time.perf_counter()
+    for i in range(events):
+        event_id = f"k-{i:08d}"
+        payload = orjson.dumps({"id": event_id, "amount": i % 100, "currency": "EUR"})
+        for source in SOURCES:
+            value = pb.Event(
+                event_id=event_id, source=source, event_type="order.created", payload=payload
+            ).SerializeToString()
+            await producer.send("helios.events", value, key=event_id.encode())
+    await producer.flush()
+    await producer.stop()
+    return time.perf_counter() - started
+
+
+def config(bootstrap: str, redis_url: str, group: str, member: str) -> str:
+    return f"""
+[reconcile]
+window_seconds = 120.0
+[index]
+backend = "redis"
+options = {{ url = "{redis_url}", prefix = "{group}", member = "{member}" }}
+[sources.inputs.bus]
+plugin = "kafka"
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+outcomes_topic = ""
+"""
+
+
+def copies_of(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stats = pb_grpc.QueryServiceStub(channel).GetStats(pb.GetStatsRequest(), timeout=10)
+        return int(stats.copies_received)
+
+
+def cpu(pids: dict[str, int]) -> dict[str, float]:
+    found = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        found[name] = times.user + times.system
+    return found
+
+
+def run(
+    members: int, bootstrap: str, redis_url: str, total: int, work: Path, others: dict[str, int]
+) -> float:
+    group = f"bench{members}"
+    procs = []
+    for k in range(members):
+        home = work / f"{group}-{k}"
+        home.mkdir()
+        procs.append(start_daemon_process(home, config(bootstrap, redis_url, group, f"m{k}")))
+    try:
+        first = None
+        counts = [0] * members
+        while True:
+            counts = [copies_of(p.address) for p in procs]
+            now = time.perf_counter()
+            # Measured from when every member is taking copies: a member that joined
+            # first reads alone until the group has rebalanced, and that pause is the
+            # group protocol's (about 5 s on Tansu), not reconciliation.
+            if first is None and all(counts):
+                first = (now, sum(counts))
+                pids = {**others, **{f"heliosd {k}": p.proc.pid for k, p in enumerate(procs)}}
+                before = cpu(pids)
+            if sum(counts) >= total:
+                break
+            time.sleep(0.1)
+        assert first is not None
+        elapsed = now - first[0]
+        rate = (total - first[1]) / elapsed
+        used = {k: v - before[k] for k, v in cpu(pids).items()}
+        shares = ", ".join(f"{k} {v / elapsed:.2f}" for k, v in used.items())
+        print(f"  cores busy while measured ({elapsed:.1f} s): {shares}")
+        print(
+            f"{members} member(s): {total:,} copies, {rate:,.0f} copies/s "
+            f"({rate / members:,.0f} per member); split {counts}"
+        )
+        return rate
+    finally:
+        for p in procs:
+            p.proc.terminate()
+        for p in procs:
+            p.proc.wait(30)
+
+
+def main() -> None:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    work = Path(tempfile.mkdtemp(prefix="helios-kafka-bench-"))
+    broker, redis_server = KafkaBroker(work), RedisServer(work)
+    broker.start()
+    redis_server.start()
+    try:
+        took = asyncio.run(fill(broker.bootstrap, events))
+        total = events * len(SOURCES)
+        print(f"topic filled: {total:,} copies in 12 partitions in {took:.1f} s")
+        assert broker.proc is not None and redis_server.proc is not None
+        others = {"tansu": broker.proc.pid, "redis": redis_server.proc.pid}
+        one = run(1, broker.bootstrap, redis_server.url, total, work, others)
+        two = run(2, broker.bootstrap, redis_server.url, total, work, others)
+        print(f"two members / one: {two / one:.2f}x")
+    finally:
+        broker.stop()
+        redis_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Three heliosd processes in one consumer group over a 12-partition topic, state in a
+real Redis, one member killed with -9 mid-stream: every event id reaches exactly one
+final outcome, and it is the right one (the producer's ground truth)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import redis
+from aiokafka import AIOKafkaProducer
+from helios.v1 import helios_pb2 as pb
+
+from tests.conftest import DaemonProcess, start_daemon_process, stop_daemon_process
+
+SOURCES = ("aws", "gcp", "azure")
+EVENTS = 3000
+FINAL = {"COMPLETE", "MISSING", "INCONSISTENT"}
+
+
+def member_config(bootstrap: str, redis_url: str, member: str) -> str:
+    return f"""
+[reconcile]
+window_seconds = 4.0
+grace_seconds = 1.0
+sweep_interval_seconds = 0.5
+[index]
+backend = "redis"
+options = {{ url = "{redis_url}", member = "{member}" }}
+[index.bloom]
+enabled = false
+[sources.inputs.bus]
+plugin = "kafka"
+bootstrap_servers = "{bootstrap}"
+group_id = "reconcilers"
+session_timeout_ms = 6000
+"""
+
+
+def event_bytes(event_id: str, source: str) -> bytes:
+    return pb.Event(
+        event_id=event_id,
+        source=source,
+        event_type="order.created",
+        payload=orjson.dumps({"id": event_id, "amount": 7}),
+    ).SerializeToString()
+
+
+async def produce(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, len(ids), 100):
+            for event_id in ids[start : start + 100]:
+                for source in SOURCES:
+                    if dropped.get(event_id) != source:
+                        await producer.send(
+                            "helios.events", event_bytes(event_id, source), key=event_id.encode()
+                        )
+            await asyncio.sleep(0.05)  # about 2,000 events a second
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def outcomes(client: redis.Redis, members: list[str]) -> dict[str, list[tuple[str, tuple]]]:
+    import marshal
+
+    found: dict[str, list[tuple[str, tuple]]] = {}
+    for member in members:
+        for _, fields in client.xrange(f"helios:outcomes:{member}"):
+            _, kind, event_id, _, sources, _, _ = marshal.loads(fields[b"o"])
+            name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
+            found.setdefault(event_id, []).append((name, tuple(sources)))
+    return found
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def assigned(member: DaemonProcess) -> bool:
+    text = member.log.read_text(errors="replace")
+    return "Kafka: partitions [" in text and "assigned" in text
+
+
+async def test_three_members_one_killed_every_event_gets_exactly_one_right_outcome(
+    kafka_broker, redis_server, tmp_path: Path
+):
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    names = ["m0", "m1", "m2"]
+    members: list[DaemonProcess] = []
+    for name in names:
+        home = tmp_path / name
+        home.mkdir()
+        members.append(
+            start_daemon_process(
+                home, member_config(kafka_broker.bootstrap, redis_server.url, name)
+            )
+        )
+    client = redis.Redis.from_url(redis_server.url)
+    rng = random.Random(11)
+    ids = [f"g-{i:05d}" for i in range(EVENTS)]
+    dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.05}
+    victim = members[0]
+    try:
+        wait_for(lambda: all(assigned(m) for m in members), 60, "every member's partitions")
+        third = EVENTS // 3
+        await produce(kafka_broker.bootstrap, ids[:third], dropped)
+        await asyncio.sleep(0.3)
+        os.kill(victim.proc.pid, signal.SIGKILL)  # mid-stream: windows open, offsets in flight
+        victim.proc.wait(10)
+        await produce(kafka_broker.bootstrap, ids[third:], dropped)
+
+        def settled() -> bool:
+            found = outcomes(client, names)
+            return (
+                client.zcard("helios:open") == 0
+                and sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, []))) == EVENTS
+            )
+
+        wait_for(settled, 120, "every window to be decided")
+        time.sleep(2.0)  # a second decision, if any, would show up now
+        found = outcomes(client, names)
+        wrong = []
+        for event_id in ids:
+            finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
+            expected = (
+                ("MISSING", (dropped[event_id],)) if event_id in dropped else ("COMPLETE", ())
+            )
+            if finals != [expected]:
+                wrong.append((event_id, finals, expected))
+        assert not wrong, f"{len(wrong)} events decided wrongly, e.g. {wrong[:5]}"
+        others = [(e, o) for e, outs in found.items() for o in outs if o[0] not in FINAL]
+        assert not others, others[:5]  # no DUPLICATE or LATE was made up
+        survivors = "".join(m.log.read_text(errors="replace") for m in members[1:])
+        assert "open windows adopted" in survivors
+    finally:
+        client.close()
+        for member in members[1:]:
+            stop_daemon_process(member)
