@@ -187,3 +187,36 @@ def test_bad_redis_options_are_named_at_build(options, named, tmp_path):
     config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS=options)
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         make_daemon(config)
+
+
+async def test_a_copy_of_an_event_whose_write_is_still_in_flight_sees_that_write(
+    redis_server, tmp_path, monkeypatch
+):
+    """Read your writes: the records of a write Redis has not answered yet are what a
+    lookup finds (else a duplicate copy of a just-closed event opened a new window)."""
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    index = daemon.index
+    gate = asyncio.Event()
+    send = index._send
+
+    async def slow_send(writes):
+        await gate.wait()
+        await send(writes)
+
+    monkeypatch.setattr(index, "_send", slow_send)
+    try:
+        pipeline = daemon.pipeline
+        good, _ = pipeline.check([copy("w", s) for s in SOURCES])
+        await pipeline.process(good)  # COMPLETE; its write waits at the gate
+        again, _ = pipeline.check([copy("w", "aws")])
+        await pipeline.process(again)
+        assert "w" not in daemon.reconciler.open  # no second window
+        assert daemon.pipeline.outcome_counts()["DUPLICATE"] == 1
+        gate.set()
+        found = await records(daemon, ["w"])
+        assert [o.kind.name for o in found["w"].outcomes] == ["COMPLETE", "DUPLICATE"]
+        assert index._unsent == {}  # forgotten once Redis has them
+    finally:
+        gate.set()
+        await daemon.stop()

@@ -35,6 +35,7 @@ import logging
 import marshal
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class RedisIndex:
         self.timeout = timeout
         self.clock = clock
         self.redis: Redis | None = None
-        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Write, asyncio.Future[None], int]] = []
         self._work = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.down_since: float | None = None  # wall time Redis was first found away
@@ -91,8 +92,13 @@ class RedisIndex:
         self.writes = 0
         self.write_seconds = 0.0
         self.replayed = 0  # spilled writes sent to Redis after it came back
-        # Records written while Redis was away, until replayed: get_many sees them.
-        self._unsent: dict[str, EventRecord] = {}
+        # Read your writes: records handed to write() and not yet in Redis (queued,
+        # in flight, or spilled while Redis is away), with the write's generation;
+        # get_many and open_windows see them. Forgotten once Redis has their write.
+        self._unsent: dict[str, tuple[EventRecord, int]] = {}
+        self._written: deque[tuple[int, list[str]]] = deque()  # (generation, event ids)
+        self._gen = 0  # of the last write()
+        self._spilled_gen = 0  # of the last write that went to the spill
         self._last_sequence = 0
         self._next_try = 0.0  # monotonic time of the next attempt to reach Redis
         self._marks: dict[str, int] = {}  # written by this process (newest)
@@ -169,8 +175,9 @@ class RedisIndex:
                 latest[values[0]] = values
             last, saved = sequence, saved_at
         for values in latest.values():
-            self._unsent[values[0]] = record_from(values)
-        opened = [r for r in self._unsent.values() if r.status is PENDING]
+            self._unsent[values[0]] = (record_from(values), 0)
+        self._written.append((0, list(latest)))
+        opened = [r for r, _ in self._unsent.values() if r.status is PENDING]
         self._last_sequence = last
         return Resume(opened, saved, last)
 
@@ -212,12 +219,25 @@ class RedisIndex:
             self._marks.update(marks)
             at = int(job[3] * 1000)
             self._marks.update({k + "@": at for k in marks})
-        if self.down_since is not None:
+        self._gen = gen = self._gen + 1
+        if records:
+            unsent = self._unsent
             for r in records:
-                self._unsent[r.event_id] = r
-        self._queue.append((job, done))
+                unsent[r.event_id] = (r, gen)
+            self._written.append((gen, [r.event_id for r in records]))
+        self._queue.append((job, done, gen))
         self._work.set()
         return done
+
+    def _forget(self, upto: int) -> None:
+        """Redis has every write up to generation `upto`: reads go to it again."""
+        written, unsent = self._written, self._unsent
+        while written and written[0][0] <= upto:
+            _, ids = written.popleft()
+            for event_id in ids:
+                entry = unsent.get(event_id)
+                if entry is not None and entry[1] <= upto:
+                    del unsent[event_id]
 
     def pushback(self) -> str | None:
         if self.spill.bytes >= self.spill_max_bytes:
@@ -239,19 +259,23 @@ class RedisIndex:
             jobs, self._queue = self._queue, []
             if not jobs:
                 continue
-            writes = [job for job, _ in jobs]
+            writes = [job for job, _, _ in jobs]
+            last_gen = jobs[-1][2]
             error: BaseException | None = None
             if self.down_since is None and not self.spill.rows:
                 try:
                     await self._send(writes)
                 except (RedisError, OSError) as exc:
                     self._went_down(exc)
+                else:
+                    self._forget(last_gen)
             if self.down_since is not None or self.spill.rows:
                 try:
                     await asyncio.to_thread(self.spill.append, writes)
+                    self._spilled_gen = last_gen
                 except (sqlite3.Error, OSError) as exc:
                     error = exc
-            for _, done in jobs:
+            for _, done, _ in jobs:
                 if done.done():
                     continue
                 if error is None:
@@ -331,12 +355,12 @@ class RedisIndex:
                 time.time() - self.down_since,
             )
         self.down_since = None
-        self._unsent.clear()
+        self._forget(self._spilled_gen)
 
     # ---- reading -------------------------------------------------------------------
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
         unsent = self._unsent
-        found = {i: unsent[i] for i in event_ids if i in unsent} if unsent else {}
+        found = {i: unsent[i][0] for i in event_ids if i in unsent} if unsent else {}
         rest = [i for i in event_ids if i not in found]
         if rest and self.down_since is None and self.redis is not None:
             try:
@@ -374,7 +398,7 @@ class RedisIndex:
         members: list[bytes] = await redis.zrange(self._open_key, 0, -1)  # type: ignore[assignment]
         ids = [i.decode() for i in members]
         found = await self._fetch(redis, ids)
-        found.update({k: v for k, v in self._unsent.items() if k in found})
+        found.update({k: rec for k, (rec, _) in self._unsent.items()})  # newer than Redis's
         return [r for r in found.values() if r.status is PENDING]
 
     async def list_outcomes(

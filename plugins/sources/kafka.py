@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 log = logging.getLogger("helios.kafka")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
 IN_FLIGHT = 2  # polled batches being stored while the next one is polled
+ADMIT_CHUNK = 1000  # copies per admission call
 
 
 class KafkaOptions(BaseModel):
@@ -236,11 +237,13 @@ class KafkaSource(SourceBase):
             if high is not None and tp in ends:
                 self.lag[tp.partition] = max(0, high - ends[tp])
         self.counts["messages"] += sum(len(m) for m in batches.values())
-        if copies:
-            result = await self._admit(copies, positions)
+        for start in range(0, len(copies), ADMIT_CHUNK):  # within ingest.max_batch_events
+            end = start + ADMIT_CHUNK
+            result = await self._admit(copies[start:end], positions[start:end])
             for r in result.rejections:
-                refused.append((messages[r.index], r.field, r.reason, r.code))
+                refused.append((messages[start + r.index], r.field, r.reason, r.code))
             self.counts["copies"] += result.accepted
+        if copies:
             for i, (_, offset) in enumerate(positions):
                 part = messages[i].partition
                 if offset > self.stored.get(part, -1):
