@@ -13,6 +13,7 @@ It starts its own Tansu broker and redis-server on free ports.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -69,6 +70,8 @@ plugin = "kafka"
 bootstrap_servers = "{bootstrap}"
 group_id = "{group}"
 outcomes_topic = ""
+max_batch = {os.environ.get("MAX_BATCH", "2000")}
+in_flight = {os.environ.get("IN_FLIGHT", "2")}
 """
 
 
@@ -108,6 +111,7 @@ def run(
                 first = (now, sum(counts))
                 pids = {**others, **{f"heliosd {k}": p.proc.pid for k, p in enumerate(procs)}}
                 before = cpu(pids)
+                machine = psutil.cpu_times()
             if sum(counts) >= total:
                 break
             time.sleep(0.1)
@@ -116,6 +120,9 @@ def run(
         rate = (total - first[1]) / elapsed
         used = {k: v - before[k] for k, v in cpu(pids).items()}
         shares = ", ".join(f"{k} {v / elapsed:.2f}" for k, v in used.items())
+        after = psutil.cpu_times()
+        idle = (after.idle - machine.idle) / elapsed
+        shares += f"; the machine idle {idle:.2f} of {psutil.cpu_count()} cores"
         print(f"  cores busy while measured ({elapsed:.1f} s): {shares}")
         print(
             f"{members} member(s): {total:,} copies, {rate:,.0f} copies/s "

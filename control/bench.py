@@ -134,6 +134,22 @@ async def _sample_decided(
     return len(set(sample)), len(pending)
 
 
+async def _explain_undecided(query: Any, ids: list[str]) -> None:
+    for event_id in ids[:5]:
+        try:
+            got = await query.GetEvent(pb.GetEventRequest(event_id=event_id))
+        except grpc.aio.AioRpcError as exc:
+            print(f"no outcome watched for {event_id}: GetEvent {exc.code().name}")
+            continue
+        e = got.event
+        outcomes = [pb.OutcomeKind.Name(o.kind).removeprefix("OUTCOME_KIND_") for o in e.outcomes]
+        print(
+            f"no outcome watched for {event_id}: heliosd has it "
+            f"{pb.EventStatus.Name(e.status).removeprefix('EVENT_STATUS_')}, "
+            f"{len(e.copies)} copies, outcomes {outcomes}"
+        )
+
+
 async def _run(options: BenchOptions) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     t_build = time.perf_counter()
@@ -226,6 +242,8 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
         while len(decided) < work.events and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         checked, undecided = work.events, work.events - len(decided)
+        if undecided:  # say which, and what heliosd holds for them
+            await _explain_undecided(query, [e for e in work.truth.events if e not in decided])
     else:
         checked, undecided = await _sample_decided(query, work, options, deadline)
     await asyncio.sleep(0.5)

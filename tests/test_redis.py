@@ -220,3 +220,10 @@ async def test_a_copy_of_an_event_whose_write_is_still_in_flight_sees_that_write
     finally:
         gate.set()
         await daemon.stop()
+
+
+async def test_a_password_in_the_url_is_never_shown(tmp_path):
+    config = redis_config("redis://:s3cret@127.0.0.1:1/0", tmp_path)
+    daemon = make_daemon(config)  # built, not started: nothing connects
+    shown = " ".join(daemon.index.describe().values())
+    assert "s3cret" not in shown and "redis://:***@127.0.0.1:1/0" in shown

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from helios.daemon.clock import Clock
 from helios.daemon.hookspecs import hookimpl
@@ -106,7 +107,8 @@ class RedisIndex:
         timeout: float,
         clock: Clock,
     ) -> None:
-        self.url = url
+        self.secret_url = url  # connects with it; everything shown uses self.url
+        self.url = redacted(url)
         self.prefix = prefix
         self.member = member
         self.ttl = ttl
@@ -160,7 +162,7 @@ class RedisIndex:
     # ---- opening -------------------------------------------------------------------
     async def open(self) -> Resume:
         self.redis = Redis.from_url(
-            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            self.secret_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )
         self._script = self.redis.register_script(WRITE)
         self.spill.open()
@@ -511,6 +513,16 @@ class RedisIndex:
             await self.redis.aclose()
             self.redis = None
         self.spill.close()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs, errors and the Storage view."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
 OPTIONS = ("url", "urls", "prefix", "member", "spill_max_bytes", "timeout_seconds")

@@ -15,7 +15,10 @@ outcomes, as `marshal` data (plain tuples of strings, numbers and bytes: fast, a
 pickle it cannot run code from a tampered file). Reading the segments back in order, the
 last version of each record wins, and the outcome log is rebuilt from the records. A
 COMPLETE record is stored without its payload, which only a replay of a missing copy
-needs."""
+needs.
+
+Long because writing (the writer thread, group commit, marks) and reading back (at open,
+and the open windows a Kafka input adopts) must agree on one row format, kept here."""
 
 from __future__ import annotations
 

@@ -12,6 +12,10 @@ stored together with each partition's offset (a *mark*, in the same index write)
 only then is the offset committed to Kafka. A copy redelivered after a crash (stored,
 but its offset not committed) is found at or below the partition's mark and skipped,
 so it never counts as a DUPLICATE. See docs/kafka.md.
+
+Long because polling, committing in order and the rebalance hand-over share one state
+(the partitions held, their marks, the batches in flight, the commit lock): one protocol.
+What goes over the wire (decoding, the DLQ, outcomes) is kafka_wire.py.
 """
 
 from __future__ import annotations
@@ -25,37 +29,23 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
-from google.protobuf.message import DecodeError
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
-from helios.daemon.model import CopyIn, Outcome
+from helios.daemon.model import CopyIn
 from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.plugins.sources.kafka_wire import (
+    KafkaOptions,
+    decode,
+    partition_of,
+    publish_outcomes,
+    send_to_dlq,
+)
 from helios.v1 import helios_pb2 as pb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 log = logging.getLogger("helios.kafka")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
-IN_FLIGHT = 2  # polled batches being stored while the next one is polled
 ADMIT_CHUNK = 1000  # copies per admission call
-
-
-class KafkaOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic: str = Field("helios.events", min_length=1)
-    group_id: str = Field("helios", min_length=1)
-    outcomes_topic: str = "helios.outcomes"  # "" publishes no outcomes
-    dlq_topic: str = "helios.dlq"  # "" logs and counts refused messages only
-    client_id: str = "heliosd"
-    max_batch: int = Field(2000, gt=0, le=100_000)  # messages taken per poll
-    session_timeout_ms: int = Field(10_000, ge=1000)
-    replay: bool = True  # replay_missing publishes to `topic`
-
-
-def partition_of(event_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2 of the key) gives an id."""
-    return int(murmur2(event_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 class KafkaSource(SourceBase):
@@ -75,7 +65,7 @@ class KafkaSource(SourceBase):
         self.admitting = asyncio.Lock()  # batches enter admission one at a time
         # Polled batches being admitted and stored, oldest first, and room for more.
         self.pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]]] = asyncio.Queue()
-        self.slots = asyncio.Semaphore(IN_FLIGHT)
+        self.slots = asyncio.Semaphore(options.in_flight)
         self.counts: Counter[str] = Counter()
         self.dlq_reasons: Counter[str] = Counter()
         self.state = "starting"
@@ -88,7 +78,7 @@ class KafkaSource(SourceBase):
             asyncio.create_task(self._commit_loop(), name="kafka-commits"),
         ]
         if self.options.outcomes_topic:
-            self._tasks.append(asyncio.create_task(self._sink(), name="kafka-outcomes"))
+            self._tasks.append(asyncio.create_task(publish_outcomes(self), name="kafka-outcomes"))
 
     async def stop(self) -> None:
         """Stop polling, let the batches in hand be stored and committed, then leave
@@ -226,7 +216,7 @@ class KafkaSource(SourceBase):
                 if m.offset <= done:
                     self.counts["redelivered_skipped"] += 1
                     continue
-                copy, problem = _decode(m)
+                copy, problem = decode(m)
                 if copy is not None:
                     copies.append(copy)
                     positions.append((name, m.offset))
@@ -249,7 +239,7 @@ class KafkaSource(SourceBase):
                 if offset > self.stored.get(part, -1):
                     self.stored[part] = offset
         if refused:
-            await self._to_dlq(refused)
+            await send_to_dlq(self, refused)
         return ends
 
     async def _admit(self, copies: list[CopyIn], positions: list[tuple[str, int]]) -> Any:
@@ -278,42 +268,6 @@ class KafkaSource(SourceBase):
                 log.warning("Kafka batch of %d copies waits: %s", len(copies), reason)
             attempt += 1
             await asyncio.sleep(delay)
-
-    async def _to_dlq(self, refused: list[tuple[Any, str, str, str]]) -> None:
-        topic = self.options.dlq_topic
-        producer = self.producer
-        for *_, code in refused:
-            self.dlq_reasons[code] += 1
-        self.counts["dlq"] += len(refused)
-        first = refused[0]
-        log.warning(
-            "Kafka: %d messages refused (first: partition %d offset %d, %s: %s)%s",
-            len(refused),
-            first[0].partition,
-            first[0].offset,
-            first[1],
-            first[2],
-            f"; sent to {topic}" if topic else "",
-        )
-        if not topic or producer is None:
-            return
-        sent = []
-        for m, field, reason, code in refused:
-            headers = [
-                ("helios-error-code", code.encode()),
-                ("helios-error-field", field.encode()),
-                ("helios-error-reason", reason.encode()[:1000]),
-                ("helios-topic", m.topic.encode()),
-                ("helios-partition", str(m.partition).encode()),
-                ("helios-offset", str(m.offset).encode()),
-            ]
-            sent.append(await producer.send(topic, m.value, key=m.key, headers=headers))
-        for future in sent:
-            try:
-                await future
-            except KafkaError as exc:
-                self.counts["dlq_failed"] += 1
-                log.error("publishing to the DLQ %s failed: %s", topic, exc)
 
     # ---- ownership -------------------------------------------------------------------
     async def assigned_now(self, assigned: set[TopicPartition]) -> None:
@@ -387,37 +341,6 @@ class KafkaSource(SourceBase):
         return {}
 
     # ---- outcomes and replays ----------------------------------------------------------
-    async def _sink(self) -> None:
-        watch, unwatch = self.context.watch, self.context.unwatch
-        if watch is None or unwatch is None:
-            return
-        watcher = watch()  # from the start: outcomes decided while connecting wait
-        try:
-            while self.producer is None:
-                await asyncio.sleep(0.1)
-            producer, topic = self.producer, self.options.outcomes_topic
-            while True:
-                if watcher.overflowed:
-                    self.counts["outcomes_lost"] += 1
-                    log.error(
-                        "Kafka: outcomes came faster than %s took them; some were lost", topic
-                    )
-                    watcher = watch()
-                try:
-                    outcomes: list[Outcome] = await asyncio.wait_for(watcher.queue.get(), 1.0)
-                except TimeoutError:
-                    continue
-                for o in outcomes:
-                    value = _outcome_bytes(o)
-                    try:
-                        await producer.send(topic, value, key=o.event_id.encode())
-                        self.counts["outcomes"] += 1
-                    except KafkaError as exc:
-                        self.counts["outcomes_failed"] += 1
-                        log.error("publishing an outcome to %s failed: %s", topic, exc)
-        finally:
-            unwatch(watcher)
-
     def replays(self, source: str) -> bool:
         return self.options.replay and source in self.context.sources
 
@@ -480,35 +403,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.source.assigned_now(set(assigned))
-
-
-def _decode(m: Any) -> tuple[CopyIn | None, tuple[str, str, str] | None]:
-    """A message as a copy, or (field, reason, code) naming what is wrong with it."""
-    if m.value is None:
-        return None, ("value", "the message has no value (a tombstone)", "no_value")
-    try:
-        e = pb.Event.FromString(m.value)
-    except DecodeError as exc:
-        return None, ("value", f"the value is not a helios.v1.Event: {exc}", "not_an_event")
-    key = m.key.decode("utf-8", "replace") if m.key is not None else None
-    if key != e.event_id:
-        return None, (
-            "key",
-            f"the key {key!r} is not the event id {e.event_id!r}: every copy of an event "
-            "must carry its id as the key, or its copies land in different partitions",
-            "key_not_event_id",
-        )
-    stamp = e.produced_at
-    return (e.event_id, e.source, e.event_type, stamp.seconds + stamp.nanos * 1e-9, e.payload), None
-
-
-def _outcome_bytes(o: Outcome) -> bytes:
-    kind: Any = int(o.kind)
-    m = pb.Outcome(kind=kind, event_id=o.event_id, event_type=o.event_type, sequence=o.sequence)
-    m.sources.extend(o.sources)
-    m.late_by_seconds = o.late_by
-    m.time.FromNanoseconds(int(o.time * 1e9))
-    return m.SerializeToString()
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
