@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import grpc
-from helios.control import heal_cli
+from helios.control import heal_cli, keys_cli
 from helios.control.common import (
     DEFAULT_ADDRESS,
     OK,
@@ -21,6 +21,7 @@ from helios.control.common import (
     UNREACHABLE,
     USAGE,
     CliError,
+    Credentials,
     channel,
     table,
 )
@@ -185,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="heliosd gRPC address (default $HELIOS_ADDRESS or %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    env = os.environ.get
+    parser.add_argument(
+        "--api-key", default=env("HELIOS_API_KEY", ""), help="API key (default $HELIOS_API_KEY)"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=env("HELIOS_TLS_CA", ""),
+        help="connect over TLS, trusting this CA (PEM; default $HELIOS_TLS_CA)",
+    )
+    parser.add_argument(
+        "--tls-cert", default=env("HELIOS_TLS_CERT", ""), help="client certificate (mutual TLS)"
+    )
+    parser.add_argument("--tls-key", default=env("HELIOS_TLS_KEY", ""), help="its private key")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("status", help="counters, rates, completeness per source").set_defaults(
@@ -289,12 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=cmd_bench)
     heal_cli.register(sub)
+    keys_cli.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    Credentials.api_key, Credentials.tls_ca = args.api_key, args.tls_ca
+    Credentials.tls_cert, Credentials.tls_key = args.tls_cert, args.tls_key
     try:
         code: int = args.func(args)
         return code
@@ -310,7 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"helios: {code_name}: {details}", file=sys.stderr)
         return (
             PROBLEM
-            if code_name in ("NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION")
+            if code_name
+            in (
+                "NOT_FOUND",
+                "INVALID_ARGUMENT",
+                "FAILED_PRECONDITION",
+                "UNAUTHENTICATED",
+                "PERMISSION_DENIED",
+            )
             else UNREACHABLE
         )
     except BrokenPipeError:  # output piped into e.g. `head`; before ConnectionError, its base

@@ -49,8 +49,75 @@ def table(rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
+class Credentials:
+    """How the client proves who it is: an API key (sent as `authorization: Bearer`),
+    and TLS (the CA that signed heliosd's certificate; a client certificate and key for
+    mutual TLS). Set from the command line or HELIOS_API_KEY, HELIOS_TLS_CA,
+    HELIOS_TLS_CERT, HELIOS_TLS_KEY."""
+
+    api_key = ""
+    tls_ca = ""
+    tls_cert = ""
+    tls_key = ""
+
+
+class _KeyInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    def __init__(self, key: str) -> None:
+        self.metadata = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), self.metadata]
+        return _Details(details.method, details.timeout, metadata, details.credentials)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with_key(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, method: str, timeout: Any, metadata: Any, credentials: Any) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+
+
+def _pem(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
 def channel(address: str) -> grpc.Channel:
-    """A channel to heliosd's gRPC address."""
-    return grpc.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    )
+    """A channel to heliosd's gRPC address, with the client's credentials."""
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    c = Credentials
+    if c.tls_ca or c.tls_cert:
+        if bool(c.tls_cert) != bool(c.tls_key):
+            raise CliError("--tls-cert and --tls-key go together")
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_pem(c.tls_ca, "CA certificate") if c.tls_ca else None,
+            private_key=_pem(c.tls_key, "client key") if c.tls_key else None,
+            certificate_chain=_pem(c.tls_cert, "client certificate") if c.tls_cert else None,
+        )
+        base = grpc.secure_channel(address, creds, options=options)
+    else:
+        base = grpc.insecure_channel(address, options=options)
+    if c.api_key:
+        return grpc.intercept_channel(base, _KeyInterceptor(c.api_key))
+    return base

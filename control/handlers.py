@@ -1,10 +1,14 @@
-"""Method handlers for heliosd's services: each parses its request itself (bytes that
-are not a valid request get INVALID_ARGUMENT naming the expected message, not INTERNAL),
-turns a service's RequestError into the status its code names, with
-google.rpc.BadRequest field violations, and counts every refused request."""
+"""Method handlers for heliosd's services: each checks who is calling and whether their
+role may call it (UNAUTHENTICATED, PERMISSION_DENIED), parses its request itself (bytes
+that are not a valid request get INVALID_ARGUMENT naming the expected message, not
+INTERNAL), turns a service's RequestError into the status its code names, with
+google.rpc.BadRequest field violations, turns anything unexpected into INTERNAL with an
+id the log explains (never a Python message), and counts every refused request."""
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
@@ -16,8 +20,48 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc.aio import AbortError
 from grpc_status import rpc_status
 from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.identity import Guard, Identity, acting_as
 from helios.v1 import helios_pb2 as pb
 
+log = logging.getLogger("helios.grpc")
+# The permission each RPC needs (helios.daemon.identity.PERMISSIONS). Deny by default: a
+# method missing here is refused to everyone, and a test fails for it.
+RPC_PERMISSIONS: dict[str, str] = {
+    "IngestService/Publish": "ingest",
+    "IngestService/PublishStream": "ingest",
+    **{
+        f"QueryService/{m}": "read"
+        for m in (
+            "GetEvent",
+            "ListOutcomes",
+            "GetStats",
+            "GetMetrics",
+            "WatchOutcomes",
+            "ListAnomalies",
+            "GetAnomaly",
+            "ListJobs",
+            "ListDecisions",
+            "GetDecision",
+            "ListExecutions",
+            "GetTrace",
+            "ListActions",
+        )
+    },
+    **{
+        f"ControlService/{m}": "operate"
+        for m in (
+            "PauseSource",
+            "ResumeSource",
+            "TriggerAction",
+            "ApproveDecision",
+            "RejectDecision",
+            "SetAutomationMode",
+            "SetBreaker",
+            "SetWeights",
+        )
+    },
+    **{f"KeysService/{m}": "admin" for m in ("CreateKey", "ListKeys", "RevokeKey", "RotateKey")},
+}
 Context = grpc.aio.ServicerContext[Any, Any]
 _PB_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
@@ -25,6 +69,7 @@ _PB_CODES = {
     grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
 }
 STATUS = {
     ErrorCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -33,6 +78,7 @@ STATUS = {
     ErrorCode.BLAST_RADIUS: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.PERMISSION: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -66,7 +112,10 @@ async def refuse(context: Context, exc: RequestError) -> NoReturn:
 
 
 def handlers(
-    service: _descriptor.ServiceDescriptor, servicer: object, errors: Counter[str]
+    service: _descriptor.ServiceDescriptor,
+    servicer: object,
+    errors: Counter[str],
+    guard: Guard,
 ) -> dict[str, Any]:
     """Method handlers that parse requests themselves, so that bytes which are not a
     valid request get INVALID_ARGUMENT naming the expected message (not INTERNAL), and
@@ -87,8 +136,11 @@ def handlers(
             handler, kind = _unary_stream(impl, parse), grpc.unary_stream_rpc_method_handler
         else:
             handler, kind = _unary_unary(impl, parse), grpc.unary_unary_rpc_method_handler
+        permission = RPC_PERMISSIONS.get(f"{service.name}/{method.name}", "")
+        check = _checker(guard, f"{service.name}/{method.name}", permission)
         handlers[method.name] = kind(
-            _counted(handler, method.name, errors, streaming), response_serializer=serialize
+            _counted(handler, method.name, errors, streaming, check),
+            response_serializer=serialize,
         )
     return handlers
 
@@ -96,7 +148,53 @@ def handlers(
 Parser = Callable[[bytes, Context], Awaitable[Any]]
 
 
-def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any:
+Checker = Callable[[Context], Awaitable[Identity]]
+
+
+def _checker(guard: Guard, rpc: str, permission: str) -> Checker:
+    async def check(context: Context) -> Identity:
+        api_key = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, token = value.partition(" ")
+                api_key = token if scheme.lower() == "bearer" else value
+            elif key == "x-api-key" and isinstance(value, str):
+                api_key = value
+        cn = None
+        auth_context = context.auth_context()
+        names = list(auth_context.get("x509_common_name") or ()) if auth_context else []
+        if names:
+            cn = names[0].decode(errors="replace")
+        found = guard.identify(api_key, cn)
+        if isinstance(found, str):
+            log.warning("%s refused (UNAUTHENTICATED) to %s: %s", rpc, context.peer(), found)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, found)
+        assert isinstance(found, Identity)
+        if not permission or not found.may(permission):
+            need = permission or "a permission no role has (the method is not mapped)"
+            log.warning("%s refused (PERMISSION_DENIED) to %s (%s)", rpc, found.name, found.role)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{rpc} needs {need}; {found.name} has role {found.role} "
+                f"({', '.join(sorted(found.permissions)) or 'no permissions'})",
+            )
+        return found
+
+    return check
+
+
+async def _internal(context: Context, name: str, exc: BaseException) -> NoReturn:
+    """Anything unexpected: INTERNAL with an id the log explains; no Python text out."""
+    incident = secrets.token_hex(4)
+    log.error("%s failed (incident %s)", name, incident, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error {incident}: heliosd's log explains it (search for the id)",
+    )
+    raise AssertionError("unreachable")
+
+
+def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check: Checker) -> Any:
     def count(context: Context) -> None:
         code = context.code()
         errors[f"{name}:{code.name if isinstance(code, grpc.StatusCode) else code}"] += 1
@@ -105,11 +203,17 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
-                try:
-                    async for response in impl(request, context):
-                        yield response
-                except RequestError as exc:
-                    await refuse(context, exc)
+                identity = await check(context)
+                with acting_as(identity):
+                    try:
+                        async for response in impl(request, context):
+                            yield response
+                    except RequestError as exc:
+                        await refuse(context, exc)
+                    except (AbortError, GeneratorExit):
+                        raise
+                    except Exception as exc:
+                        await _internal(context, name, exc)
             except AbortError:
                 count(context)
                 raise
@@ -118,10 +222,16 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool) -> Any
 
     async def unary(request: Any, context: Context) -> Any:
         try:
-            try:
-                return await impl(request, context)
-            except RequestError as exc:
-                await refuse(context, exc)
+            identity = await check(context)
+            with acting_as(identity):
+                try:
+                    return await impl(request, context)
+                except RequestError as exc:
+                    await refuse(context, exc)
+                except AbortError:
+                    raise
+                except Exception as exc:
+                    await _internal(context, name, exc)
         except AbortError:
             count(context)
             raise

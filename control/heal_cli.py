@@ -103,6 +103,7 @@ def cmd_actions_trigger(args: argparse.Namespace) -> int:
         params=_params(args.param),
         dry_run=args.dry_run,
         requested_by=args.by,
+        force=args.force,
     )
     r = _control(args).TriggerAction(request, timeout=30)
     if args.json:
@@ -329,7 +330,12 @@ def register(sub: Any) -> None:
     trigger.add_argument("target", help="a source, a pair a-b, or all")
     trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     trigger.add_argument("--dry-run", action="store_true", help="plan and record only")
-    trigger.add_argument("--by", default="", help="who asks (for the audit trail)")
+    trigger.add_argument(
+        "--by", default="", help="a note of who asks (the audit trail records the key's identity)"
+    )
+    trigger.add_argument(
+        "--force", action="store_true", help="run even in observe mode (admin; recorded)"
+    )
     trigger.set_defaults(func=cmd_actions_trigger)
 
     decisions = sub.add_parser("decisions", help="what the loop decided, and why").add_subparsers(

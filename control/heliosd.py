@@ -43,21 +43,33 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 50, 1000)
-    grpc_server = GrpcServer(daemon.services, config.daemon.grpc_address, config.ingest)
+    grpc_server = GrpcServer(
+        daemon.services, config.daemon.grpc_address, config.ingest, config.security
+    )
     await daemon.start()
     await grpc_server.start()
     console = None
     if config.daemon.console_address:
         from helios.ui.console import Console
 
-        console = Console(daemon.services, config.daemon.console_address)
+        console = Console(
+            daemon.services, config.daemon.console_address, config.security.console_hosts
+        )
         await console.start()
     host = config.daemon.grpc_address.rpartition(":")[0]
+    if config.security.auth == "none":
+        log.warning(
+            "security.auth = none: NO credentials are asked on gRPC or the console; anyone "
+            "who can reach %s may approve, trigger and change modes (the local demo only)",
+            host,
+        )
     log.info(
-        "heliosd %s: gRPC on %s:%d, console on %s, sources %s, inputs %s",
+        "heliosd %s: gRPC%s on %s:%d (auth %s), console on %s, sources %s, inputs %s",
         __version__,
+        " over TLS" if grpc_server.tls else "",
         host,
         grpc_server.port,
+        config.security.auth,
         f"http://{console.address}" if console else "(off)",
         ",".join(config.sources.names),
         ",".join(n for n, spec in config.sources.inputs.items() if spec.enabled) or "(none)",
@@ -183,7 +195,58 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("sample", help="print a commented sample config")
     plugins = sub.add_parser("plugins", help="list loaded plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true")
+    keys = sub.add_parser(
+        "keys", help="API keys in the data directory (the first admin key; docs/security.md)"
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True, help="who holds it (the audit trail's name)")
+    create.add_argument("--role", required=True, help="viewer, ingester, operator, admin, ...")
+    create.add_argument("--expires-days", type=float, help="default: never")
+    keys_sub.add_parser("list", help="the keys, without their secrets")
+    revoke = keys_sub.add_parser("revoke", help="stop a key now")
+    revoke.add_argument("id")
     return parser
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    """Key management on the host, through the key file (works with heliosd running or
+    not; a running heliosd re-reads the file)."""
+    import math
+    import time
+    from pathlib import Path
+
+    from helios.daemon.errors import RequestError
+    from helios.daemon.identity import KeyStore, roles_from
+
+    config = _load_config(args.config)
+    security = config.security
+    path = Path(security.keys_file or Path(config.daemon.data_dir) / "keys.json")
+    store = KeyStore(path, roles_from(security.roles))
+    try:
+        if args.keys_command == "create":
+            days = args.expires_days
+            if days is not None and (not math.isfinite(days) or days <= 0):
+                print("heliosd: --expires-days must be a number > 0", file=sys.stderr)
+                return 2
+            key, secret = store.create(args.name, args.role, None if days is None else days * 86400)
+            print(
+                f"created API key {key.id} for {key.name} (role {key.role}); "
+                "its secret, shown once:"
+            )
+            print(secret)
+        elif args.keys_command == "list":
+            now = time.time()
+            print(f"{'ID':<10}{'NAME':<24}{'ROLE':<10}STATE")
+            for k in store.list():
+                print(f"{k.id:<10}{k.name:<24}{k.role:<10}{k.state(now)}")
+        else:
+            key = store.revoke(args.id)
+            print(f"revoked API key {key.id} ({key.name})")
+    except RequestError as exc:
+        print(f"heliosd: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": _cmd_check,
         "config": _cmd_sample,
         "plugins": _cmd_plugins,
+        "keys": _cmd_keys,
     }
     try:
         return handlers[args.command](args)
@@ -204,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"heliosd: {exc}", file=sys.stderr)
-        return 1
+        return 2 if type(exc).__name__ == "PlaintextRefused" else 1
     except KeyboardInterrupt:
         return 130
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -34,7 +35,8 @@ from helios.control.convert import (
     trace_pb,
 )
 from helios.control.handlers import Context, bad_request, handlers
-from helios.daemon.config import IngestConfig
+from helios.control.trust import KeysServicer, PlaintextRefused, tls_credentials
+from helios.daemon.config import IngestConfig, SecurityConfig, is_loopback
 from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
 from helios.daemon.services import Services
@@ -53,6 +55,7 @@ def _rejections_pb(result: PublishResult) -> list[pb.Rejection]:
     ]
 
 
+log = logging.getLogger("helios.grpc")
 STREAM_IN_FLIGHT = 64  # batches of one stream admitted but not yet acknowledged
 
 
@@ -221,6 +224,7 @@ class QueryServicer:
 class ControlServicer:
     def __init__(self, services: Services) -> None:
         self.operator = services.operator
+        self.guard = services.guard
 
     async def PauseSource(
         self, request: pb.PauseSourceRequest, context: Context
@@ -244,20 +248,25 @@ class ControlServicer:
             request.target,
             dict(request.params),
             request.dry_run,
-            request.requested_by or context.peer(),
+            self.guard.claimed(request.requested_by, context.peer()),
+            force=request.force,
         )
         return pb.TriggerActionResponse(decision=decision_pb(d), execution=execution_pb(x))
 
     async def ApproveDecision(
         self, request: pb.ApproveDecisionRequest, context: Context
     ) -> pb.ApproveDecisionResponse:
-        d = await self.operator.approve(request.id, request.approved_by or context.peer())
+        d = await self.operator.approve(
+            request.id, self.guard.claimed(request.approved_by, context.peer())
+        )
         return pb.ApproveDecisionResponse(decision=decision_pb(d))
 
     async def RejectDecision(
         self, request: pb.RejectDecisionRequest, context: Context
     ) -> pb.RejectDecisionResponse:
-        d = self.operator.reject(request.id, request.rejected_by or context.peer(), request.reason)
+        d = self.operator.reject(
+            request.id, self.guard.claimed(request.rejected_by, context.peer()), request.reason
+        )
         return pb.RejectDecisionResponse(decision=decision_pb(d))
 
     async def SetAutomationMode(
@@ -280,9 +289,9 @@ class ControlServicer:
     async def SetBreaker(
         self, request: pb.SetBreakerRequest, context: Context
     ) -> pb.SetBreakerResponse:
-        view = self.operator.set_breaker(
-            request.source, request.state, request.reason or f"set by {context.peer()}"
-        )
+        who = self.guard.claimed("", context.peer())
+        reason = f"{request.reason} (set by {who})" if request.reason else f"set by {who}"
+        view = self.operator.set_breaker(request.source, request.state, reason)
         return pb.SetBreakerResponse(breaker=breaker_pb(view))
 
     async def SetWeights(
@@ -295,8 +304,15 @@ class ControlServicer:
 class GrpcServer:
     """The daemon's gRPC endpoint."""
 
-    def __init__(self, services: Services, address: str, ingest: IngestConfig) -> None:
+    def __init__(
+        self,
+        services: Services,
+        address: str,
+        ingest: IngestConfig,
+        security: SecurityConfig | None = None,
+    ) -> None:
         self.services = services
+        security = security or SecurityConfig()
         limit = ingest.max_message_bytes
         self.server = grpc.aio.server(
             options=[
@@ -309,10 +325,13 @@ class GrpcServer:
             ("IngestService", IngestServicer(services)),
             ("QueryService", QueryServicer(services)),
             ("ControlService", ControlServicer(services)),
+            ("KeysService", KeysServicer(services)),
         ):
             service = descriptors[name]
             register: Any = getattr(self.server, "add_registered_method_handlers")  # noqa: B009
-            register(service.full_name, handlers(service, servicer, services.refused))
+            register(
+                service.full_name, handlers(service, servicer, services.refused, services.guard)
+            )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.full_name for s in descriptors.values()]
@@ -324,8 +343,22 @@ class GrpcServer:
             ],
             self.server,
         )
+        self.tls = bool(security.tls_cert)
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.tls:
+                self.port = self.server.add_secure_port(address, tls_credentials(security))
+            else:
+                if not is_loopback(address):
+                    if not security.allow_plaintext:
+                        raise PlaintextRefused(
+                            f"refusing to serve gRPC in plaintext on {address}: anyone on the "
+                            "network could read and forge its traffic and credentials. Set "
+                            "security.tls_cert and tls_key, bind to 127.0.0.1, or set "
+                            "security.allow_plaintext = true (behind a TLS proxy) "
+                            "(docs/security.md)"
+                        )
+                    log.warning("gRPC on %s is PLAINTEXT (security.allow_plaintext)", address)
+                self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
             raise OSError(
                 f"cannot listen for gRPC on {address} (daemon.grpc_address): {exc}"

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
@@ -17,6 +18,7 @@ from helios.daemon.config import Config, ConfigError
 from helios.daemon.detection import Detection
 from helios.daemon.files import DataDirLock
 from helios.daemon.housekeeping import Rates, schedule
+from helios.daemon.identity import Guard
 from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
@@ -171,7 +173,17 @@ class Daemon:
             manager,
         )
         reads = ReadModels(self)
-        self.services = Services(self.admission, reads, Operator(self, reads))
+        security = config.security
+        try:
+            guard = Guard(
+                security.auth,
+                Path(security.keys_file or Path(config.daemon.data_dir) / "keys.json"),
+                security.roles,
+                security.client_roles,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.services = Services(self.admission, reads, Operator(self, reads), guard)
         self.refused = self.services.refused
         self.lock = DataDirLock(config.daemon.data_dir)
         schedule(self)

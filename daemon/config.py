@@ -1,4 +1,7 @@
-"""heliosd configuration: TOML file, validation that names the bad key, env overrides."""
+"""heliosd configuration: TOML file, validation that names the bad key, env overrides.
+
+Long because every section's model and the commented sample `heliosd config sample`
+prints live side by side (a test keeps them the same), so a new key is added in one place."""
 
 from __future__ import annotations
 
@@ -177,6 +180,37 @@ class PluginsConfig(_Section):
     deny: list[str] = Field(default_factory=list)
 
 
+class SecurityConfig(_Section):
+    """Who may call heliosd, over what (docs/security.md)."""
+
+    # "keys": every RPC, the console and /metrics need an identity (API key, or a client
+    # certificate with tls_client_ca); "none": no identity is asked, allowed only when
+    # every address heliosd listens on is loopback (the local demo), with a warning.
+    auth: Literal["keys", "none"] = "keys"
+    keys_file: str = ""  # default <data_dir>/keys.json
+    tls_cert: str = ""  # PEM server certificate chain: gRPC over TLS (re-read on change)
+    tls_key: str = ""  # its PEM private key
+    tls_client_ca: str = ""  # PEM CA(s) of client certificates: mutual TLS
+    client_roles: dict[str, str] = Field(default_factory=dict)  # certificate CN -> role
+    allow_plaintext: bool = False  # plaintext on a non-loopback address (refused otherwise)
+    console_hosts: list[str] = Field(default_factory=list)  # Host names the console answers
+    roles: dict[str, list[str]] = Field(default_factory=dict)  # custom role -> permissions
+
+    @model_validator(mode="after")
+    def _pairs(self) -> SecurityConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("security.tls_cert and security.tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("security.tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT listens on loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = address.rpartition(":")[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 class Config(_Section):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
@@ -188,6 +222,23 @@ class Config(_Section):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+
+    @model_validator(mode="after")
+    def _no_open_door(self) -> Config:
+        if self.security.auth == "none":
+            exposed = [
+                a
+                for a in (self.daemon.grpc_address, self.daemon.console_address)
+                if a and not is_loopback(a)
+            ]
+            if exposed:
+                raise ValueError(
+                    f'security.auth = "none" serves {", ".join(exposed)} to the network '
+                    "without credentials; it is for a local demo on loopback only: use "
+                    'auth = "keys" (docs/security.md)'
+                )
+        return self
 
     @model_validator(mode="after")
     def _routes_name_known_sources(self) -> Config:
@@ -394,4 +445,17 @@ webhook = { url = "https://runbooks.example.com/helios", timeout_seconds = 10.0 
 [plugins]
 allow = []                            # plugin names to load; empty = all (env: HELIOS_PLUGINS=a,b)
 deny = []                             # plugin names never to load
+
+[security]                            # who may call heliosd, over what (docs/security.md)
+auth = "keys"                         # keys: every RPC, the console and /metrics need an identity
+                                      # none: nothing asked; loopback addresses only (local demo)
+keys_file = ""                        # API keys (hashed); default <data_dir>/keys.json
+tls_cert = ""                         # PEM certificate chain: gRPC over TLS (re-read on change)
+tls_key = ""                          # its private key
+tls_client_ca = ""                    # CA of client certificates: mutual TLS
+client_roles = {}                     # client certificate CN -> role, e.g. { "ingest-1" = "ingester" }
+allow_plaintext = false               # serve plaintext on a non-loopback address (else refused)
+console_hosts = []                    # names the console answers to besides loopback and its bind
+                                      # address, e.g. ["helios.example.com"] (DNS-rebinding guard)
+roles = {}                            # custom roles: { auditor = ["read"] }; permissions: read, ingest, operate, admin
 """

@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     BLAST_RADIUS = "blast_radius"  # over an action's cap: FAILED_PRECONDITION
     EXHAUSTED = "exhausted"  # no room now, retry later: RESOURCE_EXHAUSTED
     UNAVAILABLE = "unavailable"  # a store failed; nothing was acknowledged: UNAVAILABLE
+    PERMISSION = "permission"  # the caller's role may not do this: PERMISSION_DENIED
 
 
 class RequestError(Exception):

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING
 from helios.daemon.audit import Alternative, Decision, Execution
 from helios.daemon.domain import MODES, DecisionStatus, Diagnosis
 from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.identity import caller
 from helios.daemon.readmodels import BreakerView, ReadModels, SourceStatus
 from helios.daemon.types import CRITERIA, ActionError
+
+# Parameters heliosd sets for every decision (Executor.params): a caller cannot set them.
+RESERVED_PARAMS = ("trace_id", "decision_id", "diagnosis")
 
 if TYPE_CHECKING:
     from helios.daemon.app import Daemon
@@ -89,14 +93,28 @@ class Operator:
         return executor.settle(d, DecisionStatus.REJECTED, text)
 
     async def trigger(
-        self, action: str, target: str, params: Mapping[str, str], dry_run: bool, by: str
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, str],
+        dry_run: bool,
+        by: str,
+        force: bool = False,
     ) -> tuple[Decision, Execution]:
-        """An operator's request. Errors (ActionError) leave nothing executed."""
+        """An operator's request. Errors (ActionError) leave nothing executed. An action
+        whose automation mode is observe runs only as a dry run, unless an admin forces
+        it (recorded as forced)."""
         async with self._d.loop.executor.deciding:
-            return await self._trigger(action, target, params, dry_run, by)
+            return await self._trigger(action, target, params, dry_run, by, force)
 
     async def _trigger(
-        self, action: str, target: str, params: Mapping[str, str], dry_run: bool, by: str
+        self,
+        action: str,
+        target: str,
+        params: Mapping[str, str],
+        dry_run: bool,
+        by: str,
+        force: bool,
     ) -> tuple[Decision, Execution]:
         loop = self._d.loop
         planner, executor = loop.planner, loop.executor
@@ -115,6 +133,27 @@ class Operator:
         if problem is not None:
             code = ErrorCode.NOT_FOUND if "not a source" in problem else ErrorCode.PRECONDITION
             raise ActionError("target", problem, code)
+        reserved = sorted(set(params) & set(RESERVED_PARAMS))
+        if reserved:
+            raise ActionError(
+                "params",
+                f"{', '.join(reserved)} are set by heliosd for every decision; "
+                "a caller cannot set them",
+            )
+        who = caller()
+        if force and who is not None and not who.may("admin"):
+            raise ActionError(
+                "force",
+                f"forcing an action needs the admin permission; {who.name} has role {who.role}",
+                ErrorCode.PERMISSION,
+            )
+        if not dry_run and not force and planner.mode(action) == "observe":
+            raise ActionError(
+                "action",
+                f"{action} is in observe mode: heliosd decides but does not act. Dry-run it, "
+                "set its mode (helios heal mode), or force it (admin)",
+                ErrorCode.PRECONDITION,
+            )
         now = self._d.clock.now()
         if not dry_run:
             refusal = loop.policy.refusal(action, target, entry.settings, now)
@@ -124,7 +163,7 @@ class Operator:
         d.decided_by = by or "operator"
         d.chosen, d.target, d.mode = action, target, "manual"
         d.diagnosis = Diagnosis.manual(target)
-        params = {**executor.params(d), **params}
+        params = {**params, **executor.params(d)}  # heliosd's own values win
         plan = await planner.plan(entry, target, params)  # raises before anything is recorded
         if plan.noop and not dry_run:
             raise ActionError("target", f"nothing to do: {plan.summary}", ErrorCode.PRECONDITION)
@@ -135,6 +174,7 @@ class Operator:
             "decision",
             f"{action}({target}) requested by {d.decided_by}"
             + (" (dry run)" if dry_run else "")
+            + (" (FORCED past observe)" if force and planner.mode(action) == "observe" else "")
             + f": {plan.summary}",
         )
         x = await executor.execute(d, params, dry_run, plan)

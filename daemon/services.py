@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from helios.daemon.admission import Admission
+from helios.daemon.identity import Guard
 from helios.daemon.operator import Operator
 from helios.daemon.readmodels import ReadModels
 
@@ -17,5 +18,6 @@ class Services:
     admission: Admission
     reads: ReadModels
     operator: Operator
+    guard: Guard  # who is calling (API keys, client certificates, roles)
     # Requests a front-end refused, by "Method:CODE" (GetStats and /metrics show them).
     refused: Counter[str] = field(default_factory=Counter)

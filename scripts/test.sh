@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source_apt() {
   local missing=()
-  for pkg in chromium chromium-driver redis-server; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  for pkg in chromium chromium-driver redis-server openssl; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null || { echo "please install: ${missing[*]}" >&2; return 1; }
   local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

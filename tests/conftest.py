@@ -77,6 +77,7 @@ grpc_address = "127.0.0.1:{grpc_port}"
 console_address = "{f"127.0.0.1:{console_port}" if console else ""}"
 data_dir = "{tmp / "data"}"
 {extra}
+{"" if "[security]" in extra else "[security]" + chr(10) + 'auth = "none"'}
 """
     )
     ready = tmp / "ready"

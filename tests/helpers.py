@@ -37,6 +37,9 @@ grace_seconds = 2.0
 [index]
 backend = "memory"
 """
+    if "[security]" not in text:  # the suite's daemons are local: no credentials asked
+        base = '[security]\nauth = "none"\n' + base
+
     return config_mod.parse(base + text, "test.toml", {f"HELIOS_{k}": v for k, v in env.items()})
 
 

@@ -110,7 +110,9 @@ max_replicas = 10
         "gcp", loop.planner.context("scale_consumers")
     )
     handler.replies[SCALE] = (200, scale)
-    _d, x = await daemon.services.operator.trigger("scale_consumers", "aws", {}, False, "test")
+    _d, x = await daemon.services.operator.trigger(
+        "scale_consumers", "aws", {}, False, "test", force=True
+    )
     await finished(daemon, x)
     reads = [r for r in handler.requests if r["method"] == "GET"]
     patches = [r for r in handler.requests if r["method"] == "PATCH"]
@@ -126,7 +128,7 @@ max_replicas = 10
     assert x.status == "failed" and x.attempts == 3
     with pytest.raises(ActionError, match="over max_replicas 10"):
         await daemon.services.operator.trigger(
-            "scale_consumers", "aws", {"replicas": "50"}, True, "test"
+            "scale_consumers", "aws", {"replicas": "50"}, True, "test", force=True
         )
 
 
@@ -143,7 +145,7 @@ backoff_seconds = 1.0
     clock = ManualClock()
     daemon = make_daemon(make_config(config), clock)
     d, x = await daemon.services.operator.trigger(
-        "webhook", "aws", {"diagnosis": "missing_events(aws)"}, False, "me"
+        "webhook", "aws", {"note": "see runbook 7"}, False, "me", force=True
     )
     await finished(daemon, x)
     assert [r["method"] for r in handler.requests] == ["POST"] * 3
@@ -154,8 +156,13 @@ backoff_seconds = 1.0
         "target": "aws",
         "trace_id": d.trace_id,
         "decision_id": d.id,
-        "diagnosis": "missing_events(aws)",
-        "params": {"diagnosis": "missing_events(aws)", "trace_id": d.trace_id, "decision_id": d.id},
+        "diagnosis": "",  # a manual trigger has no diagnosis; a caller cannot set one
+        "params": {
+            "note": "see runbook 7",
+            "diagnosis": "",
+            "trace_id": d.trace_id,
+            "decision_id": d.id,
+        },
     }
     assert x.status == "failed" and x.attempts == 3 and "HTTP 500" in x.error
     assert daemon.loop.planner.entries["webhook"].stats.runs[-1][0] is False  # learned
@@ -172,7 +179,7 @@ command = ["{sys.executable}", "-c", "{script}", "{{target}}", "0"]
 retries = 0
 """
     daemon = make_daemon(make_config(config))
-    _d, x = await daemon.services.operator.trigger("exec", "gcp", {}, False, "me")
+    _d, x = await daemon.services.operator.trigger("exec", "gcp", {}, False, "me", force=True)
     await finished(daemon, x)
     assert x.status == "succeeded" and marker.read_text() == "gcp"
     assert "exited with 0" in x.result
@@ -193,7 +200,7 @@ async def test_timeouts_and_a_failing_action_are_recorded_and_free_their_slot():
 
     settings = ActionSettings(timeout_seconds=0.05, retries=1, backoff_seconds=0.0)
     loop.planner.entries["slow"] = Entry("slow", Slow({}), "test", settings, {})
-    _d, x = await daemon.services.operator.trigger("slow", "aws", {}, False, "me")
+    _d, x = await daemon.services.operator.trigger("slow", "aws", {}, False, "me", force=True)
     assert loop.policy.running == {x.id: "slow"}
     await finished(daemon, x)
     assert x.status == "timed_out" and x.attempts == 2 and "timed out" in x.error
@@ -288,7 +295,7 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
     await daemon.start()
     try:
         await daemon.services.operator.trigger(
-            "throttle_ingest", "aws", {"per_second": "2"}, False, "me"
+            "throttle_ingest", "aws", {"per_second": "2"}, False, "me", force=True
         )
         await asyncio.sleep(0.01)
         assert daemon.pipeline.throttles["aws"][0] == 2.0
@@ -300,7 +307,9 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
         await daemon.admission.admit([copy("g1", "gcp")])  # other sources flow
         daemon.runtime.set_throttle("aws", None)
 
-        await daemon.services.operator.trigger("failover_source", "azure", {}, False, "me")
+        await daemon.services.operator.trigger(
+            "failover_source", "azure", {}, False, "me", force=True
+        )
         await asyncio.sleep(0.01)
         assert daemon.runtime.failed_over == {"azure"}
         await feed(daemon, copy("f1", "aws"), copy("f1", "gcp"))
@@ -309,7 +318,7 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
         assert not daemon.runtime.can_replay("azure")
         clock.advance(61)  # past the cooldown of failover_source on azure
         await daemon.services.operator.trigger(
-            "failover_source", "azure", {"restore": "true"}, False, "me"
+            "failover_source", "azure", {"restore": "true"}, False, "me", force=True
         )
         await asyncio.sleep(0.01)
         assert not daemon.runtime.failed_over
@@ -320,7 +329,9 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
             copy("q1", "gcp", {"a": 1}),
             copy("q1", "azure", {"a": 2}),
         )
-        _d, x = await daemon.services.operator.trigger("quarantine_event", "azure", {}, False, "me")
+        _d, x = await daemon.services.operator.trigger(
+            "quarantine_event", "azure", {}, False, "me", force=True
+        )
         await asyncio.sleep(0.01)
         assert x.size == 1 and daemon.runtime.quarantined["q1"].startswith(
             "inconsistent payloads from azure"
@@ -330,7 +341,7 @@ async def test_throttle_failover_quarantine_and_restart_act_on_the_daemon():
         assert isinstance(sim, SimulatorSource)
         start = sim.traffic.start
         await run(daemon, clock, 2)
-        await daemon.services.operator.trigger("restart_source", "gcp", {}, False, "me")
+        await daemon.services.operator.trigger("restart_source", "gcp", {}, False, "me", force=True)
         await run(daemon, clock, 2)
         assert sim.restarts == 1 and sim.traffic.start == start  # the schedule stays
         assert sim.published > 0
@@ -342,7 +353,9 @@ async def test_decisions_and_learning_survive_a_restart():
     clock = ManualClock()
     config = make_config()
     daemon = make_daemon(config, clock)
-    d, x = await daemon.services.operator.trigger("notify", "all", {"message": "hi"}, False, "me")
+    d, x = await daemon.services.operator.trigger(
+        "notify", "all", {"message": "hi"}, False, "me", force=True
+    )
     await finished(daemon, x)
     assert x.status == "succeeded"
     again = make_daemon(config, ManualClock())

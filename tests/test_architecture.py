@@ -47,6 +47,7 @@ FRONT_END_IMPORTS = {
     "helios.daemon.types",
     "helios.daemon.config",
     "helios.daemon.plugins",
+    "helios.daemon.identity",
 }
 # The Daemon's parts: a front-end that names one of these reaches past the service layer.
 INTERNALS = {
@@ -108,7 +109,7 @@ event_type = "*"
     config = make_config('[detectors]\nenabled = ["ewma"]', DAEMON__DATA_DIR=f'"{data}"')
     daemon = make_daemon(config)
     await daemon.start()
-    _d, x = await daemon.services.operator.trigger("notify", "aws", {}, False, "test")
+    _d, x = await daemon.services.operator.trigger("notify", "aws", {}, False, "test", force=True)
     for _ in range(100):
         if x.status != "running":
             break

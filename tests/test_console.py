@@ -371,7 +371,7 @@ def test_recovery_view_approves_a_replay_triggers_and_sets_breakers(detecting_da
             ),
             what="the approved decision to execute",
         )
-        assert decision.decided_by == "console"
+        assert decision.decided_by == "anonymous"  # security.auth = none: no identity
         execution = wait_for(
             lambda: (
                 (

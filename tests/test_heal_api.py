@@ -107,25 +107,29 @@ async def refused(call, code: grpc.StatusCode) -> dict[str, str]:
 
 async def test_trigger_refusals_name_the_field_and_execute_nothing(h: Healing):
     bad = await refused(
-        h.control.TriggerAction(pb.TriggerActionRequest(action="reboot_the_cloud", target="aws")),
+        h.control.TriggerAction(
+            pb.TriggerActionRequest(action="reboot_the_cloud", target="aws", force=True)
+        ),
         grpc.StatusCode.NOT_FOUND,
     )
     assert (
         "unknown action 'reboot_the_cloud'" in bad["action"] and "replay_missing" in bad["action"]
     )
     bad = await refused(
-        h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing", target="ibm")),
+        h.control.TriggerAction(
+            pb.TriggerActionRequest(action="replay_missing", target="ibm", force=True)
+        ),
         grpc.StatusCode.NOT_FOUND,
     )
     assert "'ibm' is not a source" in bad["target"]
     await refused(
-        h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing")),
+        h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing", force=True)),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     bad = await refused(
         h.control.TriggerAction(
             pb.TriggerActionRequest(
-                action="throttle_ingest", target="aws", params={"per_second": "x"}
+                action="throttle_ingest", target="aws", params={"per_second": "x"}, force=True
             )
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -140,7 +144,9 @@ async def test_trigger_refusals_name_the_field_and_execute_nothing(h: Healing):
 async def test_a_replay_over_the_blast_radius_is_refused_whole():
     async for h in healing(blast_radius=5):
         bad = await refused(
-            h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing", target="aws")),
+            h.control.TriggerAction(
+                pb.TriggerActionRequest(action="replay_missing", target="aws", force=True)
+            ),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
         assert "over the blast-radius cap of 5" in bad["params"]
@@ -153,15 +159,19 @@ async def test_dry_run_then_run_then_cooldown_and_the_trail_is_readable(h: Heali
     missing = await h.daemon.runtime.missing_copies("aws", 0.0, 10_000)
     assert len(missing) > 20
     dry = await h.control.TriggerAction(
-        pb.TriggerActionRequest(action="replay_missing", target="aws", dry_run=True)
+        pb.TriggerActionRequest(action="replay_missing", target="aws", dry_run=True, force=True)
     )
     assert dry.execution.status == "dry_run" and dry.execution.size == len(missing)
     assert not h.simulator.traffic.truth.replayed
 
     done = await h.control.TriggerAction(
-        pb.TriggerActionRequest(action="replay_missing", target="aws", requested_by="bob")
+        pb.TriggerActionRequest(
+            action="replay_missing", target="aws", requested_by="bob", force=True
+        )
     )
-    assert done.execution.status == "running" and done.decision.decided_by == "bob"
+    assert done.execution.status == "running" and done.decision.decided_by.startswith(
+        "bob (unverified"
+    )
     await run(h.daemon, h.clock, 3)
     x = (
         await h.query.ListExecutions(pb.ListExecutionsRequest(filter="action=replay_missing"))
@@ -172,7 +182,9 @@ async def test_dry_run_then_run_then_cooldown_and_the_trail_is_readable(h: Heali
     assert len(truth.replayed) == len(missing) and max(truth.replayed.values()) == 1
 
     again = await refused(
-        h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing", target="aws")),
+        h.control.TriggerAction(
+            pb.TriggerActionRequest(action="replay_missing", target="aws", force=True)
+        ),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert again["action"].startswith("cooldown: replay_missing ran on aws")
@@ -219,7 +231,9 @@ async def test_modes_breakers_and_weights_over_grpc_and_the_cli(h: Healing):
     code, text = await h.cli("breaker", "aws", "open", "--reason", "maintenance")
     assert code == 0 and "aws: open (by hand): maintenance" in text
     bad = await refused(
-        h.control.TriggerAction(pb.TriggerActionRequest(action="replay_missing", target="aws")),
+        h.control.TriggerAction(
+            pb.TriggerActionRequest(action="replay_missing", target="aws", force=True)
+        ),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert "breaker of aws is open" in bad["target"]
@@ -243,7 +257,9 @@ async def test_approve_and_reject_refuse_unknown_and_settled_decisions(h: Healin
         grpc.StatusCode.NOT_FOUND,
     )
     done = await h.control.TriggerAction(
-        pb.TriggerActionRequest(action="notify", target="aws", params={"message": "hello"})
+        pb.TriggerActionRequest(
+            action="notify", target="aws", params={"message": "hello"}, force=True
+        )
     )
     bad = await refused(
         h.control.RejectDecision(pb.RejectDecisionRequest(id=done.decision.id)),
@@ -307,7 +323,10 @@ async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing, monke
     monkeypatch.setattr(h.daemon.runtime, "missing_copies", slow_index)
     operator = h.daemon.services.operator
     results = await asyncio.gather(
-        *(operator.trigger("replay_missing", "aws", {}, False, f"op{i}") for i in range(3)),
+        *(
+            operator.trigger("replay_missing", "aws", {}, False, f"op{i}", force=True)
+            for i in range(3)
+        ),
         loop.cycle(),
         return_exceptions=True,
     )
@@ -322,7 +341,9 @@ async def test_concurrent_requests_cannot_both_pass_the_policy(h: Healing, monke
 
 async def test_statuses_come_as_enums_beside_their_strings(h: Healing):
     trigger = await h.control.TriggerAction(
-        pb.TriggerActionRequest(action="notify", target="aws", dry_run=True, requested_by="eve")
+        pb.TriggerActionRequest(
+            action="notify", target="aws", dry_run=True, requested_by="eve", force=True
+        )
     )
     d, x = trigger.decision, trigger.execution
     assert (d.status, d.decision_status) == ("dry_run", pb.DECISION_STATUS_DRY_RUN)

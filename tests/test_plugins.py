@@ -106,7 +106,7 @@ async def test_the_result_hook_sees_a_finished_execution(example_loaded):
 
     daemon = make_daemon()
     _, x = await daemon.services.operator.trigger(
-        "example_page", "aws", {"who": "bob"}, False, "test"
+        "example_page", "aws", {"who": "bob"}, False, "test", force=True
     )
     for _ in range(100):
         if example_loaded.seen_results:
@@ -203,6 +203,7 @@ prefix = "ext"
                 "who=alice",
                 "--by",
                 "test",
+                "--force",
             ],
             capture_output=True,
             text=True,

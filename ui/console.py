@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from helios.daemon.errors import RequestError
 from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
 from helios.ui import decisions, detection, prometheus, recovery, storage
+from helios.ui.gate import Gate, who
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
@@ -51,6 +52,7 @@ def _header(active: str) -> None:
             link = ui.link(name, path).classes("text-white no-underline px-2")
             if name == active:
                 link.classes("font-bold underline")
+        ui.link("sign out", "/logout").classes("text-white text-xs no-underline px-2 opacity-70")
 
 
 def _kpi(title: str, css: str) -> ui.label:
@@ -81,7 +83,7 @@ def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]
 class Console:
     """The console web server, running as a task of heliosd's event loop."""
 
-    def __init__(self, services: Services, address: str) -> None:
+    def __init__(self, services: Services, address: str, console_hosts: Sequence[str] = ()) -> None:
         self.services = services
         self.state = ConsoleState(services.reads)
         host, _, port = address.rpartition(":")
@@ -96,8 +98,14 @@ class Console:
             reconnect_timeout=10.0,
             binding_refresh_interval=None,
         )
+        bound = host.strip("[]")
+        hosts = {"127.0.0.1", "localhost", "::1", *console_hosts}
+        if bound not in ("0.0.0.0", "::", ""):
+            hosts.add(bound)
+        # Every request and websocket passes the gate first (Host, Origin, sign-in).
+        self.gate = Gate(self.app, services.guard, hosts)
         self.server = _QuietServer(
-            uvicorn.Config(self.app, host=host, port=int(port), log_level="warning")
+            uvicorn.Config(self.gate, host=host, port=int(port), log_level="warning")
         )
         self._task: asyncio.Task[None] | None = None
         self.port = int(port)
@@ -277,12 +285,12 @@ class Console:
             ui.timer(2.0, refresh)
 
         @ui.page("/decisions")
-        def decisions_view(id: str = "") -> None:
-            decisions.decisions_page(services, _header, id)
+        def decisions_view(request: Request, id: str = "") -> None:
+            decisions.decisions_page(services, _header, id, who(request))
 
         @ui.page("/recovery")
-        def recovery_view() -> None:
-            recovery.recovery_page(services, _header)
+        def recovery_view(request: Request) -> None:
+            recovery.recovery_page(services, _header, who(request))
 
         @ui.page("/jobs")
         def jobs_page() -> None:

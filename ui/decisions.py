@@ -9,8 +9,10 @@ from typing import Any
 from helios.daemon.audit import Decision
 from helios.daemon.domain import DecisionStatus, Verification
 from helios.daemon.errors import RequestError
+from helios.daemon.identity import Identity, acting_as
 from helios.daemon.services import Services
 from helios.daemon.types import CRITERIA
+from helios.ui.widgets import allowed
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -73,7 +75,9 @@ def notify_error(exc: RequestError) -> None:
     ui.notify(f"{exc.field}: {exc}", type="negative", multi_line=True)
 
 
-def decisions_page(services: Services, header: Callable[[str], None], selected: str) -> None:
+def decisions_page(
+    services: Services, header: Callable[[str], None], selected: str, user: Identity
+) -> None:
     header("Decisions")
     reads = services.reads
     chosen = {"id": selected}
@@ -117,7 +121,7 @@ def decisions_page(services: Services, header: Callable[[str], None], selected: 
             )
             ui.label(d.reason).classes("text-sm")
             if d.status is DecisionStatus.PENDING_APPROVAL:
-                approval_buttons(services, d, refresh=lambda: show.refresh())
+                approval_buttons(services, d, lambda: show.refresh(), user)
         with ui.card().classes("w-full"):
             weights = ", ".join(f"{k} {d.weights.get(k, 0):.3f}" for k in CRITERIA)
             ui.label(f"Ranking: {d.method}, {d.weighting} weights ({weights})").classes(
@@ -176,25 +180,38 @@ def decisions_page(services: Services, header: Callable[[str], None], selected: 
     ui.timer(2.0, refresh)
 
 
-def approval_buttons(services: Services, d: Decision, refresh: Callable[[], object]) -> None:
+def approval_buttons(
+    services: Services, d: Decision, refresh: Callable[[], object], user: Identity
+) -> None:
     operator = services.operator
 
     async def approve() -> None:
+        if not allowed(user, "operate"):
+            return
         try:
-            result = await operator.approve(d.id, "console")
+            with acting_as(user):
+                result = await operator.approve(d.id, user.name)
             ui.notify(f"{d.id}: {result.status}", type="positive")
         except RequestError as exc:
             notify_error(exc)
         refresh()
 
     def reject() -> None:
+        if not allowed(user, "operate"):
+            return
         try:
-            operator.reject(d.id, "console", "rejected in the console")
+            with acting_as(user):
+                operator.reject(d.id, user.name, "rejected in the console")
             ui.notify(f"{d.id}: rejected")
         except RequestError as exc:
             notify_error(exc)
         refresh()
 
+    flags = "" if user.may("operate") else "disable"
     with ui.row():
-        ui.button("Approve", on_click=approve, color="green").classes(f"helios-approve-{d.id}")
-        ui.button("Reject", on_click=reject, color="red").classes(f"helios-reject-{d.id}")
+        ui.button("Approve", on_click=approve, color="green").props(flags).classes(
+            f"helios-approve-{d.id}"
+        )
+        ui.button("Reject", on_click=reject, color="red").props(flags).classes(
+            f"helios-reject-{d.id}"
+        )

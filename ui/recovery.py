@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 from helios.daemon.domain import MODES
 from helios.daemon.errors import RequestError
+from helios.daemon.identity import Identity, acting_as
 from helios.daemon.readmodels import Catalogue
 from helios.daemon.services import Services
 from helios.daemon.types import CRITERIA
 from helios.ui.decisions import approval_buttons, diagnosis_text, notify_error
+from helios.ui.widgets import allowed
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -19,9 +21,10 @@ from nicegui import ui
 BREAKER_COLORS = {"closed": "green", "open": "red", "half_open": "orange"}
 
 
-def recovery_page(services: Services, header: Callable[[str], None]) -> None:
+def recovery_page(services: Services, header: Callable[[str], None], user: Identity) -> None:
     header("Recovery")
     reads, operator = services.reads, services.operator
+    may_operate = user.may("operate")
     with ui.row().classes("w-full gap-4 items-stretch"):
         with ui.card().classes("min-w-80"):
             ui.label("Automation").classes("font-semibold")
@@ -29,14 +32,19 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
             mode.classes("helios-mode")
 
             def set_mode() -> None:
+                if not allowed(user, "operate"):
+                    return
                 try:
-                    operator.set_mode(str(mode.value))
+                    with acting_as(user):
+                        operator.set_mode(str(mode.value))
                 except RequestError as exc:
                     notify_error(exc)
                     return
                 ui.notify(f"automation: {mode.value}")
 
             mode.on_value_change(set_mode)
+            if not may_operate:
+                mode.disable()
             weights_label = ui.label("-").classes("text-sm helios-weights")
         with ui.card().classes("grow"):
             ui.label("Pending approvals").classes("font-semibold")
@@ -74,9 +82,17 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
                 "w-full helios-trigger-params"
             )
             dry = ui.checkbox("dry run", value=True).classes("helios-trigger-dry")
+            force = ui.checkbox("force past observe (admin)", value=False).classes(
+                "helios-trigger-force"
+            )
+            if not user.may("admin"):
+                force.disable()
             outcome = ui.label("").classes("text-sm helios-trigger-result")
 
             async def trigger() -> None:
+                if not allowed(user, "operate"):
+                    outcome.set_text(f"refused: {user.name} ({user.role}) may not operate")
+                    return
                 pairs = [p.strip() for p in (params.value or "").split(",") if p.strip()]
                 values: dict[str, str] = {}
                 for pair in pairs:
@@ -86,20 +102,24 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
                         return
                     values[key.strip()] = value.strip()
                 try:
-                    d, x = await operator.trigger(
-                        str(action.value),
-                        str(target.value or ""),
-                        values,
-                        bool(dry.value),
-                        "console",
-                    )
+                    with acting_as(user):
+                        d, x = await operator.trigger(
+                            str(action.value),
+                            str(target.value or ""),
+                            values,
+                            bool(dry.value),
+                            user.name,
+                            force=bool(force.value),
+                        )
                 except RequestError as exc:
                     outcome.set_text(f"refused ({exc.field}): {exc}")
                     return
                 outcome.set_text(f"{d.id} / {x.id}: {x.status}: {x.plan}")
                 refresh()
 
-            ui.button("Trigger", on_click=trigger).classes("helios-trigger")
+            button = ui.button("Trigger", on_click=trigger).classes("helios-trigger")
+            if not may_operate:
+                button.disable()
     with ui.row().classes("w-full gap-4 items-start no-wrap"):
         with ui.card().classes("w-2/3"):
             ui.label("Action catalogue").classes("font-semibold")
@@ -127,8 +147,11 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
     def breaker_buttons(source: str) -> None:
         def setter(state: str) -> Callable[[], None]:
             def apply() -> None:
+                if not allowed(user, "operate"):
+                    return
                 try:
-                    operator.set_breaker(source, state, "set in the console")
+                    with acting_as(user):
+                        operator.set_breaker(source, state, f"set in the console by {user.name}")
                 except RequestError as exc:
                     notify_error(exc)
                 refresh()
@@ -136,9 +159,9 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
             return apply
 
         for state in ("open", "closed", "auto"):
-            ui.button(state, on_click=setter(state)).props("dense flat").classes(
-                f"helios-breaker-{source}-{state}"
-            )
+            ui.button(state, on_click=setter(state)).props(
+                "dense flat" + ("" if may_operate else " disable")
+            ).classes(f"helios-breaker-{source}-{state}")
 
     last: dict[str, object] = {"pending": None}
     breaker_rows: dict[str, tuple[ui.badge, ui.label]] = {}
@@ -172,7 +195,7 @@ def recovery_page(services: Services, header: Callable[[str], None]) -> None:
                             f"{diagnosis_text(d)} -> {d.chosen}({d.target}), "
                             f"expires {_clock(d.expires_at)}"
                         )
-                        approval_buttons(services, d, refresh)
+                        approval_buttons(services, d, refresh, user)
         for b in view.breakers:
             badge, label = breaker_rows[b.source]
             badge.set_text(b.state.value)

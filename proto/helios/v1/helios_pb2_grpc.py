@@ -1111,3 +1111,204 @@ class ControlService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class KeysServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateKey = channel.unary_unary(
+                '/helios.v1.KeysService/CreateKey',
+                request_serializer=helios_dot_v1_dot_helios__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/helios.v1.KeysService/ListKeys',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/helios.v1.KeysService/RevokeKey',
+                request_serializer=helios_dot_v1_dot_helios__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/helios.v1.KeysService/RotateKey',
+                request_serializer=helios_dot_v1_dot_helios__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
+
+
+class KeysServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KeysServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.CreateKeyRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListKeysRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.RotateKeyRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.RotateKeyResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'helios.v1.KeysService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('helios.v1.KeysService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class KeysService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.KeysService/CreateKey',
+            helios_dot_v1_dot_helios__pb2.CreateKeyRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.KeysService/ListKeys',
+            helios_dot_v1_dot_helios__pb2.ListKeysRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.KeysService/RevokeKey',
+            helios_dot_v1_dot_helios__pb2.RevokeKeyRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.KeysService/RotateKey',
+            helios_dot_v1_dot_helios__pb2.RotateKeyRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.RotateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

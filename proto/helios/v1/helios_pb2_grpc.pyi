@@ -316,3 +316,52 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_helios_pb2.SetWeightsResponse, _abc.Awaitable[_helios_pb2.SetWeightsResponse]]: ...
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class KeysServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> KeysServiceAsyncStub: ...
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_helios_pb2.CreateKeyRequest, _helios_pb2.CreateKeyResponse]
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListKeysRequest, _helios_pb2.ListKeysResponse]
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_helios_pb2.RevokeKeyRequest, _helios_pb2.RevokeKeyResponse]
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_helios_pb2.RotateKeyRequest, _helios_pb2.RotateKeyResponse]
+
+@_typing.type_check_only
+class KeysServiceAsyncStub(KeysServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateKey: _aio.UnaryUnaryMultiCallable[_helios_pb2.CreateKeyRequest, _helios_pb2.CreateKeyResponse]  # type: ignore[assignment]
+    ListKeys: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListKeysRequest, _helios_pb2.ListKeysResponse]  # type: ignore[assignment]
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_helios_pb2.RevokeKeyRequest, _helios_pb2.RevokeKeyResponse]  # type: ignore[assignment]
+    RotateKey: _aio.UnaryUnaryMultiCallable[_helios_pb2.RotateKeyRequest, _helios_pb2.RotateKeyResponse]  # type: ignore[assignment]
+
+class KeysServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _helios_pb2.CreateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.CreateKeyResponse, _abc.Awaitable[_helios_pb2.CreateKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _helios_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListKeysResponse, _abc.Awaitable[_helios_pb2.ListKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _helios_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.RevokeKeyResponse, _abc.Awaitable[_helios_pb2.RevokeKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _helios_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.RotateKeyResponse, _abc.Awaitable[_helios_pb2.RotateKeyResponse]]: ...
+
+def add_KeysServiceServicer_to_server(servicer: KeysServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,99 @@
+"""The console's door with security.auth = "keys": nothing is served without signing in
+with an API key (pages, NiceGUI's socket.io, /metrics), a viewer sees the pages with
+every control disabled, a bad Host (DNS rebinding) or a foreign Origin is refused, and
+the sign-in cannot be turned into an open redirect."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from helios.daemon.identity import KeyStore
+
+from tests.conftest import DaemonProcess, start_daemon_process, stop_daemon_process
+from tests.test_console import CHROMEDRIVER, CHROMIUM, text_of, wait_for
+from tests.test_console import browser as browser
+
+SECURE = """
+[security]
+auth = "keys"
+"""
+
+
+@pytest.fixture(scope="module")
+def secure_console(tmp_path_factory) -> DaemonProcess:
+    tmp = tmp_path_factory.mktemp("secure-console")
+    daemon = start_daemon_process(tmp, SECURE, console=True)
+    daemon.keys = KeyStore(tmp / "data" / "keys.json")  # type: ignore[attr-defined]
+    yield daemon
+    stop_daemon_process(daemon)
+
+
+def base(daemon: DaemonProcess) -> str:
+    return f"http://127.0.0.1:{daemon.console_port}"
+
+
+def test_nothing_is_served_without_signing_in(secure_console):
+    url = base(secure_console)
+    with httpx.Client(follow_redirects=False, timeout=10) as http:
+        for path in ("/", "/recovery", "/decisions", "/storage"):
+            r = http.get(url + path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+        assert http.get(url + "/metrics").status_code == 401
+        sio = http.get(url + "/_nicegui_ws/socket.io/?EIO=4&transport=polling")
+        assert sio.status_code == 401  # the console's control channel
+        assert http.get(url + "/login").status_code == 200
+        bad = http.post(url + "/login", data={"api_key": "helios_0000_forged", "next": "/"})
+        assert bad.status_code == 401 and "unknown API key" in bad.text
+        viewer = secure_console.keys.create("vera", "viewer")[1]
+        assert (
+            http.get(url + "/metrics", headers={"Authorization": f"Bearer {viewer}"}).status_code
+            == 200
+        )
+        ingester = secure_console.keys.create("ian", "ingester")[1]
+        assert (
+            http.get(url + "/metrics", headers={"Authorization": f"Bearer {ingester}"}).status_code
+            == 403
+        )
+        # Sign-in sends only to a path of this console.
+        r = http.post(url + "/login", data={"api_key": viewer, "next": "//evil.example/x"})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert http.get(url + "/storage").status_code == 200  # the session cookie
+
+
+def test_a_foreign_host_or_origin_is_refused(secure_console):
+    url = base(secure_console)
+    with httpx.Client(follow_redirects=False, timeout=10) as http:
+        rebinding = http.get(
+            url + "/login", headers={"Host": f"evil.example:{secure_console.console_port}"}
+        )
+        assert rebinding.status_code == 421
+        foreign = http.post(
+            url + "/login", data={"api_key": "x"}, headers={"Origin": "https://evil.example"}
+        )
+        assert foreign.status_code == 403
+        same = http.get(url + "/login", headers={"Origin": url})
+        assert same.status_code == 200
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian chromium and chromium-driver"
+)
+def test_a_viewer_signs_in_and_sees_every_control_disabled(secure_console, browser):
+    from selenium.webdriver.common.by import By
+
+    viewer = secure_console.keys.create("victor", "viewer")[1]
+    browser.delete_all_cookies()
+    browser.get(base(secure_console) + "/recovery")
+    wait_for(lambda: "sign in" in browser.page_source.lower(), what="the sign-in page")
+    browser.find_element(By.NAME, "api_key").send_keys(viewer)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(lambda: text_of(browser, ".helios-catalogue"), what="the recovery page")
+    trigger = browser.find_element(By.CSS_SELECTOR, ".helios-trigger")
+    assert trigger.get_attribute("disabled") is not None or "disabled" in (
+        trigger.get_attribute("class") or ""
+    )
+    browser.get(base(secure_console) + "/logout")
+    browser.get(base(secure_console) + "/recovery")
+    wait_for(lambda: "sign in" in browser.page_source.lower(), what="signed out")

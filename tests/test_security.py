@@ -1,0 +1,392 @@
+"""Trust on the gRPC path: with security.auth = "keys" (the default) no RPC runs without
+an identity, each needs its role's permission, the audit trail records the identity (not
+what the caller claims), keys are hashed at rest, expire and are revoked, TLS and mutual
+TLS work from files, and a non-loopback plaintext bind refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from helios.control.handlers import RPC_PERMISSIONS
+from helios.control.server import GrpcServer
+from helios.daemon.config import ConfigError
+from helios.daemon.identity import KeyStore
+from helios.v1 import helios_pb2 as pb
+from helios.v1 import helios_pb2_grpc as pb_grpc
+
+from tests.conftest import heliosd_bin
+from tests.helpers import free_port, make_config, make_daemon
+
+SECURE = """
+[security]
+auth = "keys"
+[actions.options]
+notify = { cooldown_seconds = 0.0 }
+"""
+RPCS = [
+    (service, method)
+    for service in pb.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+]
+
+
+def test_every_rpc_in_the_proto_needs_a_permission():
+    unmapped = [
+        f"{s.name}/{m.name}" for s, m in RPCS if f"{s.name}/{m.name}" not in RPC_PERMISSIONS
+    ]
+    assert not unmapped, f"RPCs with no permission (refused to everyone): {unmapped}"
+    stale = set(RPC_PERMISSIONS) - {f"{s.name}/{m.name}" for s, m in RPCS}
+    assert not stale, stale
+
+
+class Secure:
+    def __init__(self, tmp_path: Path, extra: str = "") -> None:
+        self.config = make_config(SECURE + extra, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+        self.daemon = make_daemon(self.config)
+        self.server = GrpcServer(
+            self.daemon.services, "127.0.0.1:0", self.config.ingest, self.config.security
+        )
+        self.keys = self.daemon.services.guard.keys
+        self.address = f"127.0.0.1:{self.server.port}"
+
+    async def __aenter__(self) -> Secure:
+        await self.daemon.start()
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop()
+        await self.daemon.stop()
+
+    def key(self, role: str, name: str | None = None) -> str:
+        return self.keys.create(name or f"{role}-1", role)[1]
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+
+def bearer(secret: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {secret}"),)
+
+
+async def call(channel: grpc.aio.Channel, service, method, metadata=()) -> grpc.StatusCode:
+    """Call any RPC with an empty request; the status code it ends with."""
+    path = f"/{service.full_name}/{method.name}"
+    try:
+        if method.server_streaming:
+            if method.client_streaming:
+                stream = channel.stream_stream(path)(iter([b""]), metadata=metadata, timeout=5)
+            else:
+                stream = channel.unary_stream(path)(b"", metadata=metadata, timeout=5)
+            async for _ in stream:
+                break
+            stream.cancel()
+            return grpc.StatusCode.OK
+        await channel.unary_unary(path)(b"", metadata=metadata, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_no_rpc_runs_without_credentials_or_with_a_forged_key(tmp_path):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        forged = "helios_00000000_" + "A" * 43
+        for service, method in RPCS:
+            for metadata in ((), bearer(forged), bearer("not-a-key"), (("x-api-key", forged),)):
+                code = await call(channel, service, method, metadata)
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (method.name, metadata, code)
+        refused = s.daemon.services.refused
+        assert refused["GetStats:UNAUTHENTICATED"] == 4
+
+
+async def test_each_role_reaches_only_what_its_permissions_allow(tmp_path):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        keys = {role: s.key(role) for role in ("viewer", "ingester", "operator", "admin")}
+        allowed = {
+            "viewer": {"read"},
+            "ingester": {"ingest"},
+            "operator": {"read", "operate"},
+            "admin": {"read", "ingest", "operate", "admin"},
+        }
+        for role, secret in keys.items():
+            for service, method in RPCS:
+                need = RPC_PERMISSIONS[f"{service.name}/{method.name}"]
+                code = await call(channel, service, method, bearer(secret))
+                if need in allowed[role]:
+                    assert code not in (
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.UNKNOWN,
+                        grpc.StatusCode.INTERNAL,
+                    ), (role, method.name, code)
+                else:
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, (role, method.name, code)
+
+
+async def test_the_audit_trail_records_the_identity_not_the_claimed_name(tmp_path):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        control = pb_grpc.ControlServiceStub(channel)
+        operator = s.key("operator", "alice")
+        reply = await control.TriggerAction(
+            pb.TriggerActionRequest(
+                action="notify", target="aws", dry_run=True, requested_by="mallory"
+            ),
+            metadata=bearer(operator),
+        )
+        assert reply.decision.decided_by == "alice"
+        # Heliosd's own parameters cannot be set by a caller (they reach exec commands).
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await control.TriggerAction(
+                pb.TriggerActionRequest(
+                    action="notify", target="aws", dry_run=True, params={"diagnosis": "$(id)"}
+                ),
+                metadata=bearer(operator),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "diagnosis" in caught.value.details()
+
+
+async def test_observe_mode_holds_a_trigger_unless_an_admin_forces_it(tmp_path):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        control = pb_grpc.ControlServiceStub(channel)
+        request = pb.TriggerActionRequest(action="notify", target="aws", params={"message": "x"})
+        operator, admin = s.key("operator", "olga"), s.key("admin", "ada")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await control.TriggerAction(request, metadata=bearer(operator))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "observe" in caught.value.details()
+        request.force = True
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await control.TriggerAction(request, metadata=bearer(operator))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        reply = await control.TriggerAction(request, metadata=bearer(admin))
+        assert reply.execution.status and reply.decision.decided_by == "ada"
+        spans = " ".join(sp.text for sp in reply.decision.spans)
+        assert "FORCED" in spans
+
+
+async def test_keys_are_hashed_at_rest_expire_are_revoked_and_rotate(tmp_path):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        admin = s.key("admin", "root")
+        keys = pb_grpc.KeysServiceStub(channel)
+        query = pb_grpc.QueryServiceStub(channel)
+        made = await keys.CreateKey(
+            pb.CreateKeyRequest(name="dash", role="viewer", expires_in_seconds=3600),
+            metadata=bearer(admin),
+        )
+        assert made.secret.startswith(f"helios_{made.key.id}_")
+        stored = (tmp_path / "data" / "keys.json").read_text()
+        assert made.secret not in stored and admin not in stored
+        assert oct(os.stat(tmp_path / "data" / "keys.json").st_mode & 0o777) == "0o600"
+        await query.GetStats(pb.GetStatsRequest(), metadata=bearer(made.secret))
+        rotated = await keys.RotateKey(
+            pb.RotateKeyRequest(id=made.key.id, grace_seconds=0), metadata=bearer(admin)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query.GetStats(pb.GetStatsRequest(), metadata=bearer(made.secret))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in caught.value.details()
+        await query.GetStats(pb.GetStatsRequest(), metadata=bearer(rotated.secret))
+        await keys.RevokeKey(pb.RevokeKeyRequest(id=rotated.key.id), metadata=bearer(admin))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await query.GetStats(pb.GetStatsRequest(), metadata=bearer(rotated.secret))
+        listed = await keys.ListKeys(pb.ListKeysRequest(), metadata=bearer(admin))
+        states = {k.id: k.state for k in listed.keys}
+        assert states[made.key.id] == "revoked" and states[rotated.key.id] == "revoked"
+        # An expired key: written into the file as another process would.
+        expired = KeyStore(tmp_path / "data" / "keys.json").create("old", "viewer", 1.0)[1]
+        data = json.loads((tmp_path / "data" / "keys.json").read_text())
+        for k in data["keys"]:
+            if k["name"] == "old":
+                k["expires"] = k["created"] - 1
+        (tmp_path / "data" / "keys.json").write_text(json.dumps(data))
+        s.keys.refresh(force=True)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query.GetStats(pb.GetStatsRequest(), metadata=bearer(expired))
+        assert "expired" in caught.value.details()
+        bad = await call(
+            channel,
+            pb.DESCRIPTOR.services_by_name["KeysService"],
+            pb.DESCRIPTOR.services_by_name["KeysService"].methods_by_name["CreateKey"],
+            bearer(admin),
+        )
+        assert bad == grpc.StatusCode.INVALID_ARGUMENT  # no name, no role: named, refused
+
+
+async def test_an_unexpected_error_is_internal_with_an_id_and_no_python_text(
+    tmp_path, monkeypatch, caplog
+):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        viewer = s.key("viewer")
+
+        def boom(*args, **kwargs):
+            raise ZeroDivisionError("secret internals 42")
+
+        monkeypatch.setattr(s.daemon.services.reads, "jobs", boom)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.QueryServiceStub(channel).ListJobs(
+                pb.ListJobsRequest(), metadata=bearer(viewer)
+            )
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        details = caught.value.details()
+        assert "secret internals" not in details and "ZeroDivision" not in details
+        incident = details.split()[2].rstrip(":")
+        assert incident in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def test_auth_none_is_refused_off_loopback():
+    with pytest.raises(ConfigError) as caught:
+        make_config('[security]\nauth = "none"\n', DAEMON__GRPC_ADDRESS='"0.0.0.0:0"')
+    assert "loopback" in str(caught.value)
+
+
+def run_heliosd(
+    tmp_path: Path, config: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "helios.toml"
+    path.write_text(config)
+    return subprocess.run(
+        [heliosd_bin(), "-c", str(path), "run"], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_non_loopback_plaintext_bind_refuses_to_start(tmp_path):
+    done = run_heliosd(
+        tmp_path,
+        f"""
+[daemon]
+grpc_address = "0.0.0.0:{free_port()}"
+console_address = ""
+data_dir = "{tmp_path / "data"}"
+""",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to serve gRPC in plaintext" in done.stderr and "tls_cert" in done.stderr
+
+
+def make_pki(tmp: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1, and client certificates (openssl)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=helios-test-ca",
+    )
+    for name, cn in (("server", "127.0.0.1"), ("ops", "ops-robot"), ("stranger", "stranger")):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+        )
+        (tmp / f"{name}.ext").write_text(
+            "subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n"
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
+    return {p.stem + p.suffix: p for p in tmp.iterdir()}
+
+
+async def test_grpc_over_tls_and_mutual_tls_identities(tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    files = make_pki(pki)
+    extra = f"""tls_cert = "{files["server.pem"]}"
+tls_key = "{files["server.key"]}"
+tls_client_ca = "{files["ca.pem"]}"
+client_roles = {{ "ops-robot" = "operator" }}
+"""
+    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
+    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+    daemon = make_daemon(config)
+    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
+    await daemon.start()
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    ca = files["ca.pem"].read_bytes()
+
+    def creds(name: str | None) -> grpc.ChannelCredentials:
+        if name is None:
+            return grpc.ssl_channel_credentials(root_certificates=ca)
+        return grpc.ssl_channel_credentials(
+            ca, files[f"{name}.key"].read_bytes(), files[f"{name}.pem"].read_bytes()
+        )
+
+    try:
+        async with grpc.aio.secure_channel(address, creds("ops")) as channel:
+            stats = await pb_grpc.QueryServiceStub(channel).GetStats(pb.GetStatsRequest())
+            assert stats.storage.backend  # the certificate's CN is an operator: may read
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.KeysServiceStub(channel).ListKeys(pb.ListKeysRequest())
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "ops-robot" in caught.value.details()
+        async with grpc.aio.secure_channel(address, creds("stranger")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.QueryServiceStub(channel).GetStats(pb.GetStatsRequest())
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for channel in (
+            grpc.aio.secure_channel(address, creds(None)),  # no client certificate
+            grpc.aio.insecure_channel(address),  # plaintext to a TLS port
+        ):
+            async with channel:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await pb_grpc.QueryServiceStub(channel).GetStats(
+                        pb.GetStatsRequest(), timeout=5
+                    )
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The CLI: TLS, a client certificate, and an API key of another identity on top.
+        admin = daemon.services.guard.keys.create("cli-admin", "admin")[1]
+        cli = Path(heliosd_bin()).with_name("helios")
+        process = await asyncio.create_subprocess_exec(
+            *(str(cli), "--address", address, "--tls-ca", str(files["ca.pem"])),
+            *("--tls-cert", str(files["ops.pem"]), "--tls-key", str(files["ops.key"])),
+            *("--api-key", admin, "keys", "list"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert "cli-admin" in out.decode() and admin not in out.decode()
+    finally:
+        await server.stop()
+        await daemon.stop()

@@ -1,0 +1,209 @@
+"""The console's door: every HTTP request and websocket (NiceGUI's socket.io included)
+passes here first.
+
+- Host must be one the console answers to (its own bind address, loopback names, and
+  security.console_hosts): a DNS-rebinding page on another name gets 421.
+- Origin, when a browser sends one, must be such a host too: no other site can drive the
+  console with the operator's cookie (403).
+- With security.auth = "keys", a session is needed: /login takes an API key (the same keys
+  as gRPC), checks it and sets an HttpOnly, SameSite=Strict cookie. The key is checked
+  again on every request, so a revoked key logs its sessions out at once. /metrics also
+  takes `Authorization: Bearer <key>` (read permission) for Prometheus.
+
+The identity is put in the ASGI scope's state for the pages, which gate their actions by
+permission and record the identity as who acted.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from helios.daemon.identity import ANONYMOUS, Guard, Identity
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+COOKIE = "helios_session"
+SESSION_SECONDS = 8 * 3600
+PUBLIC = ("/login", "/logout", "/favicon.ico")
+STATIC = "/_nicegui/"  # scripts and styles; the socket.io channel (/_nicegui_ws) is not public
+LOGIN = """<!doctype html><html><head><meta charset="utf-8"><title>HELIOS - sign in</title>
+<style>body{{font-family:sans-serif;background:#0f172a;color:#e2e8f0;display:flex;
+justify-content:center;margin-top:12vh}}form{{background:#1e293b;padding:2em;border-radius:8px;
+width:26em}}input{{width:100%;padding:.6em;margin:.6em 0;box-sizing:border-box}}
+button{{padding:.6em 1.4em}}.e{{color:#f87171}}</style></head><body>
+<form method="post" action="/login"><h2>HELIOS console</h2>
+<p>Sign in with an API key (<code>helios keys create</code>, or <code>heliosd keys create</code>
+on the host).</p><p class="e">{error}</p>
+<input type="hidden" name="next" value="{next}">
+<input type="password" name="api_key" placeholder="helios_..." autofocus autocomplete="off">
+<button type="submit">Sign in</button></form></body></html>"""
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, guard: Guard, hosts: set[str]) -> None:
+        self.app = app
+        self.guard = guard
+        self.hosts = {h.lower() for h in hosts}
+        self.sessions: dict[str, tuple[str, float]] = {}  # token -> (API key, expiry)
+        self.refused: dict[str, int] = {}
+
+    # ---- checks ----------------------------------------------------------------------
+    def _host_ok(self, value: str) -> bool:
+        host = value.strip().lower()
+        if host.startswith("["):
+            host = host[1 : host.find("]")]
+        else:
+            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return host in self.hosts
+
+    def identity(self, headers: dict[bytes, bytes], path: str) -> Identity | None:
+        if self.guard.open:
+            return ANONYMOUS
+        token = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
+        session = self.sessions.get(token) if token else None
+        if session is not None:
+            key, expires = session
+            if expires > time.time():
+                found = self.guard.keys.verify(key)
+                if isinstance(found, Identity):
+                    return found
+            self.sessions.pop(token or "", None)
+        if path == "/metrics":
+            scheme, _, value = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                found = self.guard.keys.verify(value.strip())
+                if isinstance(found, Identity):
+                    return found
+        return None
+
+    # ---- ASGI ------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        path = scope.get("path", "")
+        if not self._host_ok(headers.get(b"host", b"").decode("latin-1")):
+            await self._refuse(scope, send, 421, "this console does not answer to that Host")
+            return
+        origin = headers.get(b"origin")
+        if origin is not None and not self._host_ok(urlsplit(origin.decode("latin-1")).netloc):
+            await self._refuse(scope, send, 403, "cross-origin requests are refused")
+            return
+        if kind == "http" and path == "/login":
+            await self._login(scope, receive, send, headers)
+            return
+        if kind == "http" and path == "/logout":
+            token = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
+            self.sessions.pop(token or "", None)
+            await _respond(send, 303, b"", [(b"location", b"/login"), _clear()])
+            return
+        identity = self.identity(headers, path)
+        if identity is None and not path.startswith(STATIC) and path not in PUBLIC:
+            page = path != "/metrics" and not path.startswith("/_nicegui")
+            if kind == "http" and scope.get("method") == "GET" and page:
+                target = quote(path, safe="/")
+                await _respond(send, 303, b"", [(b"location", f"/login?next={target}".encode())])
+            else:
+                await self._refuse(scope, send, 401, "sign in (an API key) first")
+            return
+        if path == "/metrics" and identity is not None and not identity.may("read"):
+            await self._refuse(scope, send, 403, f"{identity.name} may not read metrics")
+            return
+        scope.setdefault("state", {})["helios_identity"] = identity or ANONYMOUS
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, why: str) -> None:
+        self.refused[str(status)] = self.refused.get(str(status), 0) + 1
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": why})
+            return
+        await _respond(send, status, why.encode(), [(b"content-type", b"text/plain")])
+
+    async def _login(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]
+    ) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if scope.get("method") != "POST":
+            page = LOGIN.format(error="", next=html.escape(_safe_next(query.get("next", ["/"])[0])))
+            await _respond(send, 200, page.encode(), [(b"content-type", b"text/html")])
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > 16_384:
+                await _respond(send, 413, b"login form too large", [])
+                return
+            if not message.get("more_body"):
+                break
+        form = parse_qs(body.decode("utf-8", "replace"))
+        key = form.get("api_key", [""])[0].strip()
+        target = _safe_next(form.get("next", ["/"])[0])
+        found = self.guard.keys.verify(key) if key else "no API key given"
+        if not isinstance(found, Identity):
+            self.refused["login"] = self.refused.get("login", 0) + 1
+            page = LOGIN.format(error=html.escape(str(found)), next=html.escape(target))
+            await _respond(send, 401, page.encode(), [(b"content-type", b"text/html")])
+            return
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        self.sessions = {t: s for t, s in self.sessions.items() if s[1] > now}
+        self.sessions[token] = (key, now + SESSION_SECONDS)
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"
+        await _respond(
+            send, 303, b"", [(b"location", target.encode()), (b"set-cookie", cookie.encode())]
+        )
+
+
+def _safe_next(value: str) -> str:
+    """Only a path of this console, never another site (an open redirect)."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _clear() -> tuple[bytes, bytes]:
+    return (b"set-cookie", f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict".encode())
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+NOBODY = Identity("nobody", "none", frozenset(), "no session")
+
+
+def who(request: Any) -> Identity:
+    """The identity the gate found for a page's request (no permission at all if the
+    request did not come through the gate)."""
+    state = request.scope.get("state") or {}
+    identity = state.get("helios_identity")
+    return identity if isinstance(identity, Identity) else NOBODY
