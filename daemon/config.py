@@ -24,7 +24,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "100" is not 100 and true is not 1; no inf or nan anywhere.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_address(value: str, allow_empty: bool) -> str:
@@ -61,7 +62,7 @@ class IngestConfig(_Section):
     max_batch_events: int = Field(10_000, gt=0)
     queue_capacity_events: int = Field(200_000, gt=0)
     stream_wait_seconds: float = Field(5.0, ge=0)
-    max_message_bytes: int = Field(64 * 1_048_576, gt=0)
+    max_message_bytes: int = Field(64 * 1_048_576, gt=0, le=2_147_483_647)  # gRPC's int32
     max_event_id_length: int = Field(512, gt=0)
     max_event_type_length: int = Field(256, gt=0)
 
@@ -140,7 +141,7 @@ class DecisionConfig(_Section):
 
     method: str = "topsis"
     weighting: str = "entropy"  # a weighting plugin, or "config" for `weights`
-    automation: AutomationMode = AutomationMode.OBSERVE
+    automation: AutomationMode = Field(AutomationMode.OBSERVE, strict=False)  # from its name
     weights: dict[str, float] = Field(default_factory=dict)  # criterion -> weight
     cycle_seconds: float = Field(60.0, gt=0)
     weights_interval_seconds: float = Field(600.0, gt=0)

@@ -15,11 +15,24 @@ MAX_TYPE_LENGTH = 256
 _SORT = orjson.OPT_SORT_KEYS
 
 
+MAX_DEPTH = 254  # orjson writes at most this many nested levels back out
+# produced_at within what google.protobuf.Timestamp can hold (0001 to 9999).
+MIN_PRODUCED, MAX_PRODUCED = -62_135_596_800.0, 253_402_300_799.0
+
+
+class TooDeep(ValueError):
+    pass
+
+
 def canonical_digest(payload: bytes) -> bytes:
     """BLAKE2b-64 of the payload's canonical JSON (sorted keys, no whitespace).
 
-    Raises orjson.JSONDecodeError when the payload is not JSON."""
-    canonical = orjson.dumps(orjson.loads(payload), option=_SORT)
+    Raises orjson.JSONDecodeError when the payload is not JSON, TooDeep when it nests
+    deeper than MAX_DEPTH (it could not be written back to compare)."""
+    try:
+        canonical = orjson.dumps(orjson.loads(payload), option=_SORT)
+    except TypeError as exc:  # orjson's "Recursion limit reached"
+        raise TooDeep(f"payload nests deeper than {MAX_DEPTH} levels") from exc
     return hashlib.blake2b(canonical, digest_size=8).digest()
 
 
@@ -68,6 +81,12 @@ def validate(
                 f"event_type is {len(event_type)} characters; at most {max_type_length}",
                 "event_type_too_long",
             )
+        elif not MIN_PRODUCED <= produced_at <= MAX_PRODUCED:
+            problem = (
+                "produced_at",
+                f"produced_at is {produced_at:.0f} s; a Timestamp holds years 1 to 9999",
+                "produced_at_out_of_range",
+            )
         elif len(payload) > max_payload_bytes:
             problem = (
                 "payload",
@@ -87,6 +106,8 @@ def validate(
                         digest = canonical_digest(payload)
                     except orjson.JSONDecodeError as exc:
                         problem = ("payload", f"payload is not JSON: {exc}", "payload_not_json")
+                    except TooDeep as exc:
+                        problem = ("payload", str(exc), "payload_too_deep")
                     else:
                         if earlier is None:
                             first_in_batch[event_id] = (payload, digest)

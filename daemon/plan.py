@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -178,8 +179,12 @@ class Planner:
             if unknown:
                 raise ActionError("weights", f"unknown criteria {sorted(unknown)}; use {CRITERIA}")
             values = {c: float(weights.get(c, 0.0)) for c in CRITERIA}
-            if any(v < 0 or v != v for v in values.values()):
-                raise ActionError("weights", "weights must be >= 0")
+            bad = {c: v for c, v in values.items() if not (math.isfinite(v) and 0 <= v <= 1e6)}
+            if bad:
+                raise ActionError(
+                    "weights",
+                    f"weights must be finite numbers from 0 to 1,000,000 (relative), got {bad}",
+                )
             total = sum(values.values())
             if total <= 0:
                 raise ActionError("weights", "weights must not all be 0")

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -431,3 +432,107 @@ def test_an_action_without_execute_cannot_be_made():
 
     with pytest.raises(TypeError, match="execute"):
         Incomplete()
+
+
+async def test_exec_refuses_injection_and_targets_outside_its_allow_list(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    shell = f"""
+[actions.options.exec]
+command = ["/bin/sh", "-c", "echo {{target}} > {marker}"]
+retries = 0
+"""
+    daemon = make_daemon(make_config(shell))
+    with pytest.raises(ActionError) as caught:
+        await daemon.services.operator.trigger("exec", "aws", {}, False, "me", force=True)
+    assert "whole argument" in str(caught.value) and not marker.exists()
+
+    safe = """
+[actions.options.exec]
+command = ["/bin/echo", "{target}"]
+targets = ["aws", "gcp"]
+retries = 0
+"""
+    daemon = make_daemon(make_config(safe))
+    for target in ("x; id > " + str(marker) + "; echo", "azure", "$(id)"):
+        with pytest.raises(ActionError) as caught:
+            await daemon.services.operator.trigger("exec", target, {}, False, "me", force=True)
+        assert "actions.options.exec.targets" in str(caught.value)
+    assert not marker.exists()
+
+
+async def test_an_exec_timeout_kills_the_whole_process_group(tmp_path: Path):
+    pids = tmp_path / "pids"
+    script = (
+        "import os, subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}'); time.sleep(60)"
+    )
+    config = f"""
+[actions.options.exec]
+command = ["{sys.executable}", "-c", "{script}"]
+timeout_seconds = 1.0
+retries = 0
+"""
+    daemon = make_daemon(make_config(config))
+    _d, x = await daemon.services.operator.trigger("exec", "aws", {}, False, "me", force=True)
+    deadline = time.monotonic() + 10
+    while not pids.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    parent, child = (int(p) for p in pids.read_text().split())
+    await finished(daemon, x)
+    assert x.status == "timed_out"
+    for pid in (parent, child):  # the grandchild too: the group was killed, not one pid
+        for _ in range(50):
+            if not _alive(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not _alive(pid), f"process {pid} outlived the timeout"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie is dead, only not yet reaped
+    except FileNotFoundError:
+        return False
+
+
+def test_an_exec_command_dies_with_a_killed_heliosd(tmp_path: Path):
+    import os
+    import signal
+
+    import grpc
+    from helios.v1 import helios_pb2 as pb
+    from helios.v1 import helios_pb2_grpc as pb_grpc
+
+    from tests.conftest import start_daemon_process
+
+    pidfile = tmp_path / "exec.pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    daemon = start_daemon_process(
+        tmp_path,
+        f"""
+[actions.options.exec]
+command = ["{sys.executable}", "-c", "{script}"]
+timeout_seconds = 120.0
+""",
+    )
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            pb_grpc.ControlServiceStub(channel).TriggerAction(
+                pb.TriggerActionRequest(action="exec", target="aws", force=True), timeout=10
+            )
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(pidfile.read_text())
+        assert _alive(pid)
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), "the exec command outlived heliosd (kill -9)"
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()

@@ -136,3 +136,22 @@ def test_bad_sqlite_index_options_are_named_by_check_config(tmp_path, capsys):
     assert heliosd(["check-config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "index.options: unknown keys ['x'] (sqlite: file, synchronous)" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[reconcile]\nwindow_seconds = inf\n", "reconcile.window_seconds"),
+        ("[decision]\ncycle_seconds = nan\n", "decision.cycle_seconds"),
+        ("[daemon]\nclock_speed = inf\n", "daemon.clock_speed"),
+        ('[ingest]\nmax_batch_events = "100"\n', "ingest.max_batch_events"),
+        ("[ingest]\nmax_batch_events = true\n", "ingest.max_batch_events"),
+        ("[ingest]\nmax_message_bytes = 99999999999\n", "ingest.max_message_bytes"),
+    ],
+)
+def test_non_finite_coerced_and_impossible_values_are_refused_by_name(text: str, named: str):
+    from helios.daemon import config as config_mod
+
+    with pytest.raises(config_mod.ConfigError) as caught:
+        config_mod.parse(text)
+    assert named in str(caught.value)

@@ -78,3 +78,55 @@ async def test_a_sweep_of_many_windows_decides_them_all_in_chunks_that_let_the_l
     assert not daemon.reconciler.open
     assert daemon.reconciler.outcome_counts[OutcomeKind.MISSING] == n
     assert turns >= 1  # the loop ran between the chunks (0 when swept in one piece)
+
+
+async def test_deep_json_and_impossible_timestamps_are_named_rejections_not_errors():
+    """A 300-deep payload parses but cannot be written back, and produced_at = 2^63-1
+    cannot be a Timestamp: each is refused by index with a reason, counted, and the rest
+    of the batch (before and after it) is taken; nothing raises."""
+    import grpc
+    from helios.control.server import GrpcServer
+    from helios.v1 import helios_pb2 as pb
+    from helios.v1 import helios_pb2_grpc as pb_grpc
+
+    daemon = make_daemon(make_config())
+    server = GrpcServer(daemon.services, "127.0.0.1:0", daemon.config.ingest)
+    await daemon.start()
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            ingest = pb_grpc.IngestServiceStub(channel)
+            events = [
+                pb.Event(event_id=f"ok-{i}", source="aws", event_type="t", payload=b"{}")
+                for i in range(300)
+            ]
+            events[130].payload = b"[" * 300 + b"]" * 300
+            events[131].produced_at.seconds = 2**63 - 1
+            reply = await ingest.Publish(pb.PublishRequest(events=events))
+            assert reply.accepted == 298
+            reasons = {r.index: (r.field, r.reason) for r in reply.rejections}
+            assert reasons[130] == ("payload", "payload nests deeper than 254 levels")
+            assert reasons[131][0] == "produced_at" and "9999" in reasons[131][1]
+            query = pb_grpc.QueryServiceStub(channel)
+            got = await query.GetEvent(pb.GetEventRequest(event_id="ok-299"))
+            assert got.event.event_id == "ok-299"
+        rejections = daemon.pipeline.rejections
+        assert rejections["payload_too_deep"] == 1 and rejections["produced_at_out_of_range"] == 1
+    finally:
+        await server.stop()
+        await daemon.stop()
+
+
+async def test_non_finite_numbers_are_refused_by_name():
+    from helios.daemon.types import ActionError
+
+    daemon = make_daemon(make_config())
+    operator = daemon.services.operator
+    for weights in ({"cost": float("inf")}, {"cost": float("nan")}, {"cost": 1e308}):
+        with pytest.raises(ActionError) as caught:
+            operator.set_weights(weights)
+        assert "finite" in str(caught.value)
+    for params in ({"per_second": "nan"}, {"per_second": "inf"}):
+        with pytest.raises(ActionError) as caught:
+            await operator.trigger("throttle_ingest", "aws", params, True, "me")
+        assert caught.value.field == "params.per_second"

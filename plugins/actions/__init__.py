@@ -6,6 +6,7 @@ worked is not its call: the decision loop verifies by watching reconciliation.""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import replace
@@ -72,6 +73,6 @@ def number(params: Mapping[str, str], key: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ActionError(f"params.{key}", f"{key} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ActionError(f"params.{key}", f"{key} must be >= 0, got {raw!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ActionError(f"params.{key}", f"{key} must be a finite number >= 0, got {raw!r}")
     return value

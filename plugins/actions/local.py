@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import os
+import signal
 from collections.abc import Mapping
 
 from helios.daemon.types import ActionContext, ActionError, ActionPlan, ActionResult, Criteria
@@ -10,8 +14,13 @@ from helios.plugins.actions import BaseAction, number
 
 
 class Exec(BaseAction):
-    """Runs `command` (a list: no shell), with {target}, {trace_id} and {diagnosis}
-    substituted in each argument; exit status 0 is success."""
+    """Runs `command` (a list: no shell). An argument that is exactly {target},
+    {trace_id}, {decision_id} or {diagnosis} becomes that value, as one argv item of its
+    own; a placeholder inside a longer argument is refused (a shell would parse it);
+    every other argument is passed as written.
+    Targets come from `targets` (default: the sources and "all"). The command runs in
+    its own process group, killed whole on timeout or shutdown, and dies with heliosd
+    (PR_SET_PDEATHSIG). Exit status 0 is success."""
 
     name = "exec"
     issue_kinds: tuple[str, ...] = ("*",)
@@ -19,22 +28,45 @@ class Exec(BaseAction):
     defaults = Criteria(60.0, 0.05, 0.5, 2.0)
     targets_sources = False
 
+    def _targets(self, context: ActionContext) -> list[str]:
+        configured = self.options.get("targets")
+        if isinstance(configured, list):
+            return [str(t) for t in configured]
+        return [*context.runtime.sources, "all"]
+
     def check(self, target: str, context: ActionContext) -> str | None:
         command = self.options.get("command")
         if not command or not isinstance(command, list):
             return "actions.options.exec.command is not set (a list of arguments)"
+        for i, arg in enumerate(command):
+            text = str(arg)
+            if text not in PLACEHOLDERS and any(p in text for p in PLACEHOLDERS):
+                return (
+                    f"actions.options.exec.command[{i}] = {text!r}: a placeholder must be a "
+                    f"whole argument ({', '.join(PLACEHOLDERS)}); values are passed as argv "
+                    "items of their own, never inside a string a shell would parse"
+                )
+        allowed = self._targets(context)
+        if target not in allowed:
+            return (
+                f"target {target!r} is not one exec may run for (actions.options.exec.targets: "
+                f"{', '.join(allowed)})"
+            )
         return None
 
     async def plan(
         self, target: str, params: Mapping[str, str], context: ActionContext
     ) -> ActionPlan:
-        self.require(target, context)
+        problem = self.check(target, context)
+        if problem:
+            raise ActionError("target", problem)
         values = {
-            "target": target,
-            "trace_id": params.get("trace_id", ""),
-            "diagnosis": params.get("diagnosis", ""),
+            "{target}": target,
+            "{trace_id}": params.get("trace_id", ""),
+            "{decision_id}": params.get("decision_id", ""),
+            "{diagnosis}": params.get("diagnosis", ""),
         }
-        argv = [str(a).format(**values) for a in self.options["command"]]
+        argv = [values.get(str(a), str(a)) for a in self.options["command"]]
         return ActionPlan(
             self.name, target, f"run {' '.join(argv)}", size=1, details={"argv": argv}
         )
@@ -42,20 +74,41 @@ class Exec(BaseAction):
     async def execute(self, plan: ActionPlan, context: ActionContext) -> ActionResult:
         argv = plan.details["argv"]
         process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed whole
+            preexec_fn=_die_with_parent,
         )
+        RUNNING.add(process.pid)
         try:
             output, _ = await process.communicate()
-        except asyncio.CancelledError:  # the policy's timeout
-            process.kill()
+        except asyncio.CancelledError:  # the policy's timeout, or heliosd stopping
+            _kill_group(process.pid)
             await process.wait()
             raise
+        finally:
+            RUNNING.discard(process.pid)
         text = output.decode(errors="replace")[-500:]
         return ActionResult(
             process.returncode == 0,
             f"{argv[0]} exited with {process.returncode}",
             {"exit_status": process.returncode, "output": text},
         )
+
+
+PLACEHOLDERS = ("{target}", "{trace_id}", "{decision_id}", "{diagnosis}")
+RUNNING: set[int] = set()  # process groups of exec commands still running
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when heliosd dies
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class ThrottleIngest(BaseAction):
