@@ -444,7 +444,8 @@ replay_missing = { automation = "auto", blast_radius = 10000, cooldown_seconds =
 webhook = { url = "https://runbooks.example.com/helios", timeout_seconds = 10.0 }
 
 [plugins]
-allow = []                            # plugin names to load; empty = all (env: HELIOS_PLUGINS=a,b)
+allow = []                            # plugins to load; empty = the built-ins only, "*" = every
+                                      # installed one (warned) (env: HELIOS_PLUGINS=a,b)
 deny = []                             # plugin names never to load
 
 [security]                            # who may call heliosd, over what (docs/security.md)

@@ -104,8 +104,20 @@ class PluginManager:
             if ep.name in denied:
                 self.skipped[ep.name] = "denied by plugins.deny"
                 continue
-            if allowed and ep.name not in allowed:
+            dist = ep.dist
+            builtin = dist is not None and dist.name == BUILTIN_DISTRIBUTION
+            if "*" in allowed:
+                if not builtin:
+                    log.warning('plugin %s loads because plugins.allow has "*"', ep.name)
+            elif allowed and ep.name not in allowed:
                 self.skipped[ep.name] = "not in the allow-list"
+                continue
+            elif not allowed and not builtin:
+                # Code from any installed package runs inside heliosd: never by default.
+                self.skipped[ep.name] = (
+                    f"an outside plugin ({dist.name if dist else '?'}): name it in "
+                    "plugins.allow to load it"
+                )
                 continue
             try:
                 module = ep.load()
@@ -114,7 +126,6 @@ class PluginManager:
                 self.skipped[ep.name] = f"failed to load: {exc!r}"
                 log.error("plugin %s failed to load: %r", ep.name, exc)
                 continue
-            dist = ep.dist
             self.register(
                 module,
                 ep.name,
@@ -186,6 +197,9 @@ def _registrar(target: dict[str, Any], plugin: str, hook_name: str) -> Callable[
         target[name] = Registered(name, factory, plugin)
 
     return register
+
+
+BUILTIN_DISTRIBUTION = "helios"
 
 
 def load(allow: Iterable[str] = (), deny: Iterable[str] = ()) -> tuple[PluginManager, Registry]:

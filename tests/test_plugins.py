@@ -15,7 +15,7 @@ import pytest
 from helios.daemon import hookspecs
 from helios.daemon.plugins import PluginManager
 
-from tests.helpers import copy, feed, make_daemon
+from tests.helpers import copy, feed, make_config, make_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "plugins" / "helios-example"
@@ -80,7 +80,7 @@ def example_loaded(example_site, monkeypatch):
 
 def test_every_hook_is_exercised_by_the_example_distribution(example_loaded):
     manager = PluginManager()
-    manager.load_entry_points()
+    manager.load_entry_points(allow=["*"])
     registry = manager.collect()
     example = next(p for p in manager.plugins if p.name == "example")
     assert (example.distribution, example.version, example.builtin) == (
@@ -101,10 +101,13 @@ def test_every_hook_is_exercised_by_the_example_distribution(example_loaded):
     assert example_loaded.seen_anomalies == ["a"] and example_loaded.seen_results == ["r"]
 
 
+OUTSIDE = '[plugins]\nallow = ["*"]\n'
+
+
 async def test_the_result_hook_sees_a_finished_execution(example_loaded):
     import asyncio
 
-    daemon = make_daemon()
+    daemon = make_daemon(make_config(OUTSIDE))
     _, x = await daemon.services.operator.trigger(
         "example_page", "aws", {"who": "bob"}, False, "test", force=True
     )
@@ -117,12 +120,17 @@ async def test_the_result_hook_sees_a_finished_execution(example_loaded):
 
 
 async def test_observers_see_every_outcome(example_loaded):
-    daemon = make_daemon()
+    daemon = make_daemon(make_config(OUTSIDE))
     await feed(daemon, copy("o1", "aws"), copy("o1", "gcp"), copy("o1", "azure"))
     assert [(o.kind.name, o.event_id) for o in example_loaded.seen_outcomes] == [("COMPLETE", "o1")]
 
 
 def test_allow_and_deny_lists_and_the_environment(example_loaded):
+    default = PluginManager()
+    default.load_entry_points()  # built-ins only: an installed package is not trusted
+    assert "example" not in {p.name for p in default.plugins}
+    assert "name it in plugins.allow" in default.skipped["example"]
+    assert "simulator" in {p.name for p in default.plugins}
     denied = PluginManager()
     denied.load_entry_points(deny=["example"])
     assert "example" not in {p.name for p in denied.plugins}
@@ -136,7 +144,7 @@ def test_allow_and_deny_lists_and_the_environment(example_loaded):
 
 
 def test_heliosd_lists_and_runs_a_source_from_an_installed_distribution(example_site, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(example_site))
+    env = dict(os.environ, PYTHONPATH=str(example_site), HELIOS_PLUGINS="*")
     heliosd = shutil.which("heliosd", path=os.path.dirname(sys.executable))
     listed = subprocess.run(
         [heliosd, "plugins", "--json"],
@@ -159,6 +167,9 @@ def test_heliosd_lists_and_runs_a_source_from_an_installed_distribution(example_
         daemon = start_daemon_process(
             tmp_path,
             """
+[plugins]
+allow = ["*"]
+
 [sources.inputs.fixed]
 plugin = "example_source"
 count = 25
