@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from helios.control.common import ts
+from helios.control.common import Credentials, pem, ts
 from helios.daemon.model import CopyIn
 from helios.plugins.sources.simulator import LatencyModel, Traffic, TrafficOptions, Truth
 from helios.v1 import helios_pb2 as pb
@@ -124,7 +124,7 @@ async def _sample_decided(
     while pending and time.perf_counter() < deadline:
         for event_id in list(pending):
             try:
-                got = await query.GetEvent(pb.GetEventRequest(event_id=event_id))
+                got = await query.GetEvent(pb.GetEventRequest(event_id=event_id), metadata=_auth())
             except grpc.aio.AioRpcError:
                 continue
             if got.event.status != pb.EVENT_STATUS_PENDING:
@@ -137,7 +137,7 @@ async def _sample_decided(
 async def _explain_undecided(query: Any, ids: list[str]) -> None:
     for event_id in ids[:5]:
         try:
-            got = await query.GetEvent(pb.GetEventRequest(event_id=event_id))
+            got = await query.GetEvent(pb.GetEventRequest(event_id=event_id), metadata=_auth())
         except grpc.aio.AioRpcError as exc:
             print(f"no outcome watched for {event_id}: GetEvent {exc.code().name}")
             continue
@@ -150,18 +150,34 @@ async def _explain_undecided(query: Any, ids: list[str]) -> None:
         )
 
 
+def _channel(address: str) -> grpc.aio.Channel:
+    """An asyncio channel with the CLI's credentials (--api-key, --tls-*)."""
+    options = [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+    c = Credentials
+    if c.tls_ca or c.tls_cert:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=pem(c.tls_ca, "CA certificate") if c.tls_ca else None,
+            private_key=pem(c.tls_key, "client key") if c.tls_key else None,
+            certificate_chain=pem(c.tls_cert, "client certificate") if c.tls_cert else None,
+        )
+        return grpc.aio.secure_channel(address, creds, options)
+    return grpc.aio.insecure_channel(address, options)
+
+
+def _auth() -> tuple[tuple[str, str], ...]:
+    """The metadata of every call: the CLI's --api-key, if any."""
+    return (("authorization", f"Bearer {Credentials.api_key}"),) if Credentials.api_key else ()
+
+
 async def _run(options: BenchOptions) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     t_build = time.perf_counter()
     work = build_workload(options, run_id)
     build_seconds = time.perf_counter() - t_build
-    channel = grpc.aio.insecure_channel(
-        options.address,
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ],
-    )
+    channel = _channel(options.address)
     try:
         await asyncio.wait_for(channel.channel_ready(), 5.0)
     except TimeoutError:
@@ -174,7 +190,8 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
     sent_at: list[float] = [0.0] * len(work.batches)
     kinds = "" if options.end_to_end else " kind=MISSING,DUPLICATE,INCONSISTENT"
     watch = query.WatchOutcomes(
-        pb.WatchOutcomesRequest(filter=f"event_type={options.event_type}{kinds}")
+        pb.WatchOutcomesRequest(filter=f"event_type={options.event_type}{kinds}"),
+        metadata=_auth(),
     )
     await watch.initial_metadata()
     prefix = f"bench-{run_id}-"
@@ -207,7 +224,7 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
         request_serializer=None,
         response_deserializer=pb.PublishStreamResponse.FromString,
     )
-    call = publish()
+    call = publish(metadata=_auth())
     accepted = 0
     rejected = 0
     acks = 0
@@ -249,7 +266,7 @@ async def _run(options: BenchOptions) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     watch.cancel()
     reader.cancel()
-    stats = await query.GetStats(pb.GetStatsRequest())
+    stats = await query.GetStats(pb.GetStatsRequest(), metadata=_auth())
     await channel.close(None)
 
     truth_sets = {

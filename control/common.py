@@ -95,7 +95,7 @@ class _Details(grpc.ClientCallDetails):
         self.credentials = credentials
 
 
-def _pem(path: str, what: str) -> bytes:
+def pem(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -111,9 +111,9 @@ def channel(address: str) -> grpc.Channel:
         if bool(c.tls_cert) != bool(c.tls_key):
             raise CliError("--tls-cert and --tls-key go together")
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_pem(c.tls_ca, "CA certificate") if c.tls_ca else None,
-            private_key=_pem(c.tls_key, "client key") if c.tls_key else None,
-            certificate_chain=_pem(c.tls_cert, "client certificate") if c.tls_cert else None,
+            root_certificates=pem(c.tls_ca, "CA certificate") if c.tls_ca else None,
+            private_key=pem(c.tls_key, "client key") if c.tls_key else None,
+            certificate_chain=pem(c.tls_cert, "client certificate") if c.tls_cert else None,
         )
         base = grpc.secure_channel(address, creds, options=options)
     else:
