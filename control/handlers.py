@@ -126,7 +126,7 @@ def handlers(
         response_cls = getattr(pb, method.output_type.name)
         impl = getattr(servicer, method.name)
         parse = _parser(request_cls)
-        serialize = response_cls.SerializeToString
+        serialize = _serializer(response_cls)
         streaming = method.server_streaming
         if getattr(servicer, "raw_requests", False) and method.client_streaming:
             handler, kind = impl, grpc.stream_stream_rpc_method_handler
@@ -146,6 +146,16 @@ def handlers(
 
 
 Parser = Callable[[bytes, Context], Awaitable[Any]]
+
+
+def _serializer(response_cls: Any) -> Callable[[Any], bytes]:
+    """A response, or bytes a servicer encoded already (shared by many streams)."""
+    to_bytes = response_cls.SerializeToString
+
+    def serialize(response: Any) -> bytes:
+        return response if type(response) is bytes else to_bytes(response)
+
+    return serialize
 
 
 Checker = Callable[[Context], Awaitable[Identity]]

@@ -39,6 +39,7 @@ from helios.control.trust import KeysServicer, PlaintextRefused, tls_credentials
 from helios.daemon.config import IngestConfig, SecurityConfig, is_loopback
 from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
+from helios.daemon.readmodels import Batch
 from helios.daemon.services import Services
 from helios.daemon.types import PublishResult
 from helios.v1 import helios_pb2 as pb
@@ -201,24 +202,36 @@ class QueryServicer:
 
     async def WatchOutcomes(
         self, request: pb.WatchOutcomesRequest, context: Context
-    ) -> AsyncIterator[pb.WatchOutcomesResponse]:
+    ) -> AsyncIterator[bytes]:
         watcher = self.reads.watch(request.filter)
         await context.send_initial_metadata(())  # tells the client the watch is live
         try:
+            queue = watcher.queue
             while True:
-                chunk = await watcher.queue.get()
+                batches = [await queue.get()]
                 if watcher.overflowed:
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         "this watcher fell more than 2000 batches behind; reconnect",
                     )
-                while not watcher.queue.empty() and len(chunk) < 5000:
-                    chunk = chunk + watcher.queue.get_nowait()
-                response = pb.WatchOutcomesResponse()
-                add_outcomes(response.outcomes, chunk)
-                yield response
+                count = len(batches[0].outcomes)
+                while not queue.empty() and count < 5000:
+                    batches.append(queue.get_nowait())
+                    count += len(batches[-1].outcomes)
+                # Encoded once per batch, shared by every watcher of the same filter;
+                # responses concatenate (a repeated field), so bytes are joined.
+                yield b"".join(_encoded(b) for b in batches)
         finally:
             self.reads.unwatch(watcher)
+
+
+def _encoded(batch: Batch) -> bytes:
+    encoded = batch.encoded
+    if encoded is None:
+        response = pb.WatchOutcomesResponse()
+        add_outcomes(response.outcomes, batch.outcomes)
+        encoded = batch.encoded = bytes(response.SerializeToString())
+    return encoded
 
 
 class ControlServicer:
@@ -315,10 +328,11 @@ class GrpcServer:
         security = security or SecurityConfig()
         limit = ingest.max_message_bytes
         self.server = grpc.aio.server(
+            maximum_concurrent_rpcs=ingest.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-            ]
+            ],
         )
         descriptors = pb.DESCRIPTOR.services_by_name
         for name, servicer in (

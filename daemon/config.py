@@ -65,6 +65,8 @@ class IngestConfig(_Section):
     max_message_bytes: int = Field(64 * 1_048_576, gt=0, le=2_147_483_647)  # gRPC's int32
     max_event_id_length: int = Field(512, gt=0)
     max_event_type_length: int = Field(256, gt=0)
+    max_watchers: int = Field(256, gt=0)  # WatchOutcomes streams open at once
+    max_concurrent_rpcs: int = Field(1024, gt=0)  # beyond: RESOURCE_EXHAUSTED
 
 
 class ReconcileConfig(_Section):
@@ -364,6 +366,8 @@ stream_wait_seconds = 5.0             # how long PublishStream waits for queue r
 max_message_bytes = 67108864          # the largest gRPC message accepted
 max_event_id_length = 512             # a longer event_id is rejected (field "event_id")
 max_event_type_length = 256           # a longer event_type is rejected (field "event_type")
+max_watchers = 256                    # WatchOutcomes streams open at once; beyond: RESOURCE_EXHAUSTED
+max_concurrent_rpcs = 1024            # RPCs served at once; beyond: RESOURCE_EXHAUSTED
 
 [reconcile]
 window_seconds = 60.0                 # default window, from the first copy's arrival

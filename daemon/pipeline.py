@@ -28,13 +28,25 @@ SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the even
 Queued = tuple[list[Checked], float, asyncio.Future[None] | None, Mapping[str, int] | None]
 
 
+class Batch:
+    """The outcomes one flush gives one filter: every watcher with that filter gets the
+    same object, so a front-end encodes it once (`encoded`), not once per watcher."""
+
+    __slots__ = ("encoded", "outcomes")
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+        self.encoded: bytes | None = None
+
+
 @dataclass(eq=False)
 class Watcher:
-    """A subscriber to outcomes (WatchOutcomes, the console)."""
+    """A subscriber to outcomes (WatchOutcomes, the console, the Kafka sink)."""
 
     query: OutcomeQuery | None
-    queue: asyncio.Queue[list[Outcome]] = field(default_factory=lambda: asyncio.Queue(2000))
+    queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(2000))
     overflowed: bool = False
+    key: str = ""  # the filter's text: watchers with the same one share their batches
 
 
 class Pipeline:
@@ -276,26 +288,35 @@ class Pipeline:
             await _quietly(writing.popleft())
 
     def _fan_out(self, outcomes: list[Outcome]) -> None:
+        """Each distinct filter is applied once per flush and its batch shared by every
+        watcher with that filter (50 watchers of everything cost 50 encodings of every
+        outcome before: benchmarks/watchers.py)."""
         notable: list[Outcome] | None = None  # all but COMPLETE: a small share of outcomes
+        batches: dict[str, Batch | None] = {}
         for watcher in list(self.watchers):
-            query = watcher.query
-            if query is None:
-                chosen = outcomes
+            key = watcher.key
+            if key in batches:
+                batch = batches[key]
             else:
-                candidates = outcomes
-                if query.kinds is not None and COMPLETE not in query.kinds:
-                    if notable is None:
-                        notable = [o for o in outcomes if o.kind is not COMPLETE]
-                    candidates = notable
-                if query.kinds_only:
-                    kinds = query.kinds or ()
-                    chosen = [o for o in candidates if o.kind in kinds]
+                query = watcher.query
+                if query is None:
+                    chosen = outcomes
                 else:
-                    chosen = [o for o in candidates if query.matches(o)]
-            if not chosen:
+                    candidates = outcomes
+                    if query.kinds is not None and COMPLETE not in query.kinds:
+                        if notable is None:
+                            notable = [o for o in outcomes if o.kind is not COMPLETE]
+                        candidates = notable
+                    if query.kinds_only:
+                        kinds = query.kinds or ()
+                        chosen = [o for o in candidates if o.kind in kinds]
+                    else:
+                        chosen = [o for o in candidates if query.matches(o)]
+                batch = batches[key] = Batch(chosen) if chosen else None
+            if batch is None:
                 continue
             try:
-                watcher.queue.put_nowait(chosen)
+                watcher.queue.put_nowait(batch)
             except asyncio.QueueFull:
                 watcher.overflowed = True
                 self.watchers.discard(watcher)
@@ -303,8 +324,12 @@ class Pipeline:
             for outcome in outcomes:
                 self.plugins.on_outcome(outcome)
 
-    def watch(self, query: OutcomeQuery | None, size: int = 2000) -> Watcher:
-        watcher = Watcher(query, asyncio.Queue(size))
+    def watch(self, query: OutcomeQuery | None, size: int = 2000, key: str = "") -> Watcher:
+        """Subscribe; `key` names the filter (watchers with equal keys share batches; a
+        watcher of a private filter gets a key of its own)."""
+        watcher = Watcher(query, asyncio.Queue(size), key=key if key else f"#{id(query)}")
+        if query is None:
+            watcher.key = ""
         self.watchers.add(watcher)
         return watcher
 

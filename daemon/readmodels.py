@@ -15,6 +15,7 @@ from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.jobs import Job
 from helios.daemon.metrics import MetricsMinute
 from helios.daemon.model import Outcome
+from helios.daemon.pipeline import Batch as Batch  # re-exported for front-ends
 from helios.daemon.pipeline import Watcher
 from helios.daemon.query import PageRequest, newest_first, parse_filter, parse_terms
 from helios.daemon.views import (
@@ -178,9 +179,20 @@ class ReadModels:
         return found, encode_token(before) if before is not None else ""
 
     def watch(self, filter_text: str) -> Watcher:
-        """A subscription to outcomes as they are decided; unwatch() ends it."""
-        query = parse_filter(filter_text) if filter_text.strip() else None
-        return self._d.pipeline.watch(query)
+        """A subscription to outcomes as they are decided; unwatch() ends it. Refused
+        (RESOURCE_EXHAUSTED) past ingest.max_watchers."""
+        pipeline = self._d.pipeline
+        limit = self._d.config.ingest.max_watchers
+        if len(pipeline.watchers) >= limit:
+            pipeline.rejections["watchers_full"] += 1
+            raise RequestError(
+                "filter",
+                f"{limit} watchers are open (ingest.max_watchers): close one or retry later",
+                ErrorCode.EXHAUSTED,
+            )
+        text = " ".join(filter_text.split())
+        query = parse_filter(text) if text else None
+        return pipeline.watch(query, key=text)
 
     def unwatch(self, watcher: Watcher) -> None:
         self._d.pipeline.unwatch(watcher)

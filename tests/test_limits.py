@@ -130,3 +130,23 @@ async def test_non_finite_numbers_are_refused_by_name():
         with pytest.raises(ActionError) as caught:
             await operator.trigger("throttle_ingest", "aws", params, True, "me")
         assert caught.value.field == "params.per_second"
+
+
+async def test_watchers_of_one_filter_share_one_batch_and_are_capped():
+    from helios.daemon.errors import RequestError
+
+    daemon = make_daemon(make_config("[ingest]\nmax_watchers = 3\n"))
+    reads = daemon.services.reads
+    a, b = reads.watch("kind=MISSING,COMPLETE"), reads.watch("kind=MISSING,COMPLETE ")
+    c = reads.watch("")
+    with pytest.raises(RequestError) as caught:
+        reads.watch("")
+    assert "ingest.max_watchers" in str(caught.value)
+    assert daemon.pipeline.rejections["watchers_full"] == 1
+    good, _ = daemon.pipeline.check([copy("w1", s) for s in ("aws", "gcp", "azure")])
+    await daemon.pipeline.process(good)
+    first, second, everything = a.queue.get_nowait(), b.queue.get_nowait(), c.queue.get_nowait()
+    assert first is second  # one filter: one batch, encoded once by the front-end
+    assert [o.event_id for o in everything.outcomes] == ["w1"]
+    reads.unwatch(a)
+    reads.watch("")  # room again

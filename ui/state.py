@@ -61,6 +61,6 @@ class ConsoleState:
             watcher = reads.watch(DISCREPANCIES)
             try:
                 while not watcher.overflowed:
-                    self.discrepancies.extend(await watcher.queue.get())
+                    self.discrepancies.extend((await watcher.queue.get()).outcomes)
             finally:
                 reads.unwatch(watcher)

@@ -83,7 +83,8 @@ async def publish_outcomes(source: Any) -> None:
                 log.error("Kafka: outcomes came faster than %s took them; some were lost", topic)
                 watcher = watch()
             try:
-                outcomes: list[Outcome] = await asyncio.wait_for(watcher.queue.get(), 1.0)
+                batch = await asyncio.wait_for(watcher.queue.get(), 1.0)
+                outcomes: list[Outcome] = batch.outcomes
             except TimeoutError:
                 continue
             for o in outcomes:
