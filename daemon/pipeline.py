@@ -1,5 +1,9 @@
 """From validated copies to outcomes: the bounded ingest queue, the reconciler task,
-the sweeper, and the fan-out of outcomes to the index, watchers and plugins."""
+the sweeper, and the fan-out of outcomes to the index, watchers and plugins.
+
+Long because these share one lock and one order of work (a batch is reconciled, its
+changes handed to the index and its outcomes to the watchers, in that order, before the
+next): split, the order would be spread over modules."""
 
 from __future__ import annotations
 
