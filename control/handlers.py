@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc.aio import AbortError
 from grpc_status import rpc_status
+from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import Guard, Identity, acting_as
 from helios.v1 import helios_pb2 as pb
@@ -61,6 +62,7 @@ RPC_PERMISSIONS: dict[str, str] = {
         )
     },
     **{f"KeysService/{m}": "admin" for m in ("CreateKey", "ListKeys", "RevokeKey", "RotateKey")},
+    "AuditService/ListAuditEvents": "admin",
 }
 Context = grpc.aio.ServicerContext[Any, Any]
 _PB_CODES = {
@@ -116,6 +118,7 @@ def handlers(
     servicer: object,
     errors: Counter[str],
     guard: Guard,
+    auditlog: AuditLog | None = None,
 ) -> dict[str, Any]:
     """Method handlers that parse requests themselves, so that bytes which are not a
     valid request get INVALID_ARGUMENT naming the expected message (not INTERNAL), and
@@ -137,7 +140,7 @@ def handlers(
         else:
             handler, kind = _unary_unary(impl, parse), grpc.unary_unary_rpc_method_handler
         permission = RPC_PERMISSIONS.get(f"{service.name}/{method.name}", "")
-        check = _checker(guard, f"{service.name}/{method.name}", permission)
+        check = _checker(guard, f"{service.name}/{method.name}", permission, auditlog)
         handlers[method.name] = kind(
             _counted(handler, method.name, errors, streaming, check),
             response_serializer=serialize,
@@ -161,7 +164,10 @@ def _serializer(response_cls: Any) -> Callable[[Any], bytes]:
 Checker = Callable[[Context], Awaitable[Identity]]
 
 
-def _checker(guard: Guard, rpc: str, permission: str) -> Checker:
+def _checker(guard: Guard, rpc: str, permission: str, auditlog: AuditLog | None) -> Checker:
+    # Refused control and key calls go to the audit log too (reads are only counted).
+    audited = auditlog is not None and permission in ("operate", "admin")
+
     async def check(context: Context) -> Identity:
         api_key = None
         for key, value in context.invocation_metadata() or ():
@@ -178,11 +184,17 @@ def _checker(guard: Guard, rpc: str, permission: str) -> Checker:
         found = guard.identify(api_key, cn)
         if isinstance(found, str):
             log.warning("%s refused (UNAUTHENTICATED) to %s: %s", rpc, context.peer(), found)
+            if audited and auditlog is not None:
+                with from_peer(context.peer()):
+                    auditlog.record("denied", rpc, f"refused: {found}", who="(unauthenticated)")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, found)
         assert isinstance(found, Identity)
         if not permission or not found.may(permission):
             need = permission or "a permission no role has (the method is not mapped)"
             log.warning("%s refused (PERMISSION_DENIED) to %s (%s)", rpc, found.name, found.role)
+            if audited and auditlog is not None:
+                with acting_as(found), from_peer(context.peer()):
+                    auditlog.record("denied", rpc, f"refused: needs {need}")
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{rpc} needs {need}; {found.name} has role {found.role} "
@@ -214,7 +226,7 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 identity = await check(context)
-                with acting_as(identity):
+                with acting_as(identity), from_peer(context.peer()):
                     try:
                         async for response in impl(request, context):
                             yield response
@@ -233,7 +245,7 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check:
     async def unary(request: Any, context: Context) -> Any:
         try:
             identity = await check(context)
-            with acting_as(identity):
+            with acting_as(identity), from_peer(context.peer()):
                 try:
                     return await impl(request, context)
                 except RequestError as exc:

@@ -1,5 +1,6 @@
-"""`helios keys`: API keys through a running heliosd (admin role). The first admin key
-comes from `heliosd keys create` on the host (docs/security.md)."""
+"""`helios keys` (API keys) and `helios audit` (the audit log) through a running heliosd,
+both admin. The first admin key comes from `heliosd keys create` on the host
+(docs/security.md)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,28 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    stub = pb_grpc.AuditServiceStub(channel(args.address))
+    r = stub.ListAuditEvents(
+        pb.ListAuditEventsRequest(page_size=args.limit, who=args.who, action=args.action),
+        timeout=10,
+    )
+    table(
+        [("TIME", "WHO", "VIA", "PEER", "ACTION", "TARGET", "RESULT")]
+        + [
+            (when(e.time)[:19], e.who, e.via, e.peer, e.action, e.target, e.result)
+            for e in r.events
+        ]
+    )
+    return 0
+
+
 def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="the audit log, newest first (admin)")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--who", default="", help="only this identity")
+    audit.add_argument("--action", default="", help="only actions starting with this")
+    audit.set_defaults(func=cmd_audit)
     keys = sub.add_parser("keys", help="API keys (admin)").add_subparsers(dest="sub", required=True)
     create = keys.add_parser("create", help="create a key; its secret is printed once")
     create.add_argument("--name", required=True, help="who holds it (the audit trail's name)")

@@ -35,7 +35,7 @@ from helios.control.convert import (
     trace_pb,
 )
 from helios.control.handlers import Context, bad_request, handlers
-from helios.control.trust import KeysServicer, PlaintextRefused, tls_credentials
+from helios.control.trust import AuditServicer, KeysServicer, PlaintextRefused, tls_credentials
 from helios.daemon.config import IngestConfig, SecurityConfig, is_loopback
 from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
@@ -340,11 +340,13 @@ class GrpcServer:
             ("QueryService", QueryServicer(services)),
             ("ControlService", ControlServicer(services)),
             ("KeysService", KeysServicer(services)),
+            ("AuditService", AuditServicer(services)),
         ):
             service = descriptors[name]
             register: Any = getattr(self.server, "add_registered_method_handlers")  # noqa: B009
             register(
-                service.full_name, handlers(service, servicer, services.refused, services.guard)
+                service.full_name,
+                handlers(service, servicer, services.refused, services.guard, services.auditlog),
             )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

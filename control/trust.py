@@ -50,16 +50,19 @@ class KeysServicer:
     def __init__(self, services: Services) -> None:
         self.keys = services.guard.keys
         self.guard = services.guard
+        self.auditlog = services.auditlog
 
-    def _audit(self, what: str, context: Context) -> None:
-        log.info("%s by %s from %s", what, self.guard.claimed("", context.peer()), context.peer())
+    def _audit(self, action: str, target: str, detail: str, context: Context) -> None:
+        self.auditlog.record(action, target, "ok", detail)
+        who = self.guard.claimed("", context.peer())
+        log.info("%s %s (%s) by %s from %s", action, target, detail, who, context.peer())
 
     async def CreateKey(
         self, request: pb.CreateKeyRequest, context: Context
     ) -> pb.CreateKeyResponse:
         expires = _expiry(request.expires_in_seconds, "expires_in_seconds")
         key, secret = await asyncio.to_thread(self.keys.create, request.name, request.role, expires)
-        self._audit(f"API key {key.id} ({key.name}, {key.role}) created", context)
+        self._audit("key.create", key.id, f"{key.name}, role {key.role}", context)
         return pb.CreateKeyResponse(key=_key_pb(key), secret=secret)
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
@@ -70,7 +73,7 @@ class KeysServicer:
         self, request: pb.RevokeKeyRequest, context: Context
     ) -> pb.RevokeKeyResponse:
         key = await asyncio.to_thread(self.keys.revoke, request.id)
-        self._audit(f"API key {key.id} ({key.name}) revoked", context)
+        self._audit("key.revoke", key.id, key.name, context)
         return pb.RevokeKeyResponse(key=_key_pb(key))
 
     async def RotateKey(
@@ -78,7 +81,7 @@ class KeysServicer:
     ) -> pb.RotateKeyResponse:
         grace = _expiry(request.grace_seconds, "grace_seconds") or 0.0
         key, secret = await asyncio.to_thread(self.keys.rotate, request.id, grace)
-        self._audit(f"API key {request.id} rotated to {key.id} ({grace:g} s grace)", context)
+        self._audit("key.rotate", request.id, f"to {key.id}, {grace:g} s grace", context)
         return pb.RotateKeyResponse(key=_key_pb(key), secret=secret)
 
 
@@ -125,3 +128,33 @@ def tls_credentials(security: SecurityConfig) -> grpc.ServerCredentials:
     return grpc.dynamic_ssl_server_credentials(
         load(), fetch, require_client_authentication=bool(security.tls_client_ca)
     )
+
+
+class AuditServicer:
+    """The audit log (admin)."""
+
+    def __init__(self, services: Services) -> None:
+        self.auditlog = services.auditlog
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        size = request.page_size or 100
+        if not 0 < size <= 10_000:
+            raise RequestError("page_size", f"page_size must be 1 to 10000, got {size}")
+        events = self.auditlog.query(size, request.who, request.action)
+        return pb.ListAuditEventsResponse(
+            events=[
+                pb.AuditEvent(
+                    time=ts(e.time),
+                    who=e.who,
+                    via=e.via,
+                    peer=e.peer,
+                    action=e.action,
+                    target=e.target,
+                    result=e.result,
+                    detail=e.detail,
+                )
+                for e in events
+            ]
+        )

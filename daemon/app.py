@@ -12,6 +12,7 @@ from pathlib import Path
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
+from helios.daemon.auditlog import AuditLog
 from helios.daemon.bloom import DeliveryFilters, FilterStore
 from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
@@ -183,7 +184,8 @@ class Daemon:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        self.services = Services(self.admission, reads, Operator(self, reads), guard)
+        self.auditlog = AuditLog(Path(config.daemon.data_dir) / "audit.log")
+        self.services = Services(self.admission, reads, Operator(self, reads), guard, self.auditlog)
         self.refused = self.services.refused
         self.lock = DataDirLock(config.daemon.data_dir)
         schedule(self)
@@ -232,6 +234,7 @@ class Daemon:
         if self.filter_store is not None:
             self._load_filters(self.filter_store)
         self.runtime.open()
+        self.auditlog.open()
         self.detection.open()
         self.loop.open()
         self.pipeline.start()
@@ -312,6 +315,7 @@ class Daemon:
         self.detection.save()
         await self.save_filters()
         await self.index.close()
+        self.auditlog.close()
         self.lock.release()
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:

@@ -5,8 +5,10 @@ console) calls these; each checks its input and raises RequestError naming the f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from helios.daemon.audit import Alternative, Decision, Execution
 from helios.daemon.domain import MODES, DecisionStatus, Diagnosis
@@ -21,6 +23,50 @@ RESERVED_PARAMS = ("trace_id", "decision_id", "diagnosis")
 if TYPE_CHECKING:
     from helios.daemon.app import Daemon
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def audited(action: str, target: Callable[..., str]) -> Callable[[F], F]:
+    """Record the command in the audit log with its result (ok, or refused and why)."""
+
+    def wrap(method: F) -> F:
+        if inspect.iscoroutinefunction(method):
+
+            @functools.wraps(method)
+            async def run_async(self: Operator, *args: Any, **kwargs: Any) -> Any:
+                what = target(*args, **kwargs)
+                try:
+                    result = await method(self, *args, **kwargs)
+                except RequestError as exc:
+                    self._d.auditlog.record(action, what, f"refused: {exc}")
+                    raise
+                self._d.auditlog.record(action, what)
+                return result
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(method)
+        def run(self: Operator, *args: Any, **kwargs: Any) -> Any:
+            what = target(*args, **kwargs)
+            try:
+                result = method(self, *args, **kwargs)
+            except RequestError as exc:
+                self._d.auditlog.record(action, what, f"refused: {exc}")
+                raise
+            self._d.auditlog.record(action, what)
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def _trigger_target(
+    action: str, target: str, params: Any, dry_run: bool, by: str, force: bool = False
+) -> str:
+    flags = (" dry-run" if dry_run else "") + (" FORCED" if force else "")
+    return f"{action}({target}){flags}"
+
 
 class Operator:
     def __init__(self, daemon: Daemon, reads: ReadModels) -> None:
@@ -28,22 +74,26 @@ class Operator:
         self._reads = reads
 
     # ---- sources -------------------------------------------------------------------
+    @audited("pause_source", lambda source: source)
     def pause_source(self, source: str) -> SourceStatus:
         self._require("source", source)
         self._d.runtime.pause_source(source)
         return self._reads.source(source)
 
+    @audited("resume_source", lambda source: source)
     def resume_source(self, source: str) -> SourceStatus:
         self._require("source", source)
         self._d.runtime.resume_source(source)
         return self._reads.source(source)
 
+    @audited("set_breaker", lambda source, state, reason: f"{source} {state}")
     def set_breaker(self, source: str, state: str, reason: str) -> BreakerView:
         self._require("source", source)
         self._d.runtime.set_breaker(source, state, reason)
         return self._reads.breaker_view(source)
 
     # ---- the loop's policy ---------------------------------------------------------
+    @audited("set_mode", lambda mode, action="": f"{action or 'default'} {mode or '(cleared)'}")
     def set_mode(self, mode: str, action: str = "") -> tuple[str, dict[str, str]]:
         """The default automation mode, or one action's ("" clears the action's own).
         Returns the default mode and the per-action modes now in force."""
@@ -63,6 +113,7 @@ class Operator:
         policy.save()
         return self._reads.automation_mode(), self._reads.action_modes()
 
+    @audited("set_weights", lambda weights: str(dict(weights or {})) or "computed")
     def set_weights(self, weights: Mapping[str, float] | None) -> tuple[str, dict[str, float]]:
         """Manual criteria weights, or None/empty to hand back to the weighting method."""
         planner = self._d.loop.planner
@@ -70,6 +121,7 @@ class Operator:
         return planner.weights_note, values
 
     # ---- decisions -----------------------------------------------------------------
+    @audited("approve", lambda decision_id, by: decision_id)
     async def approve(self, decision_id: str, by: str) -> Decision:
         executor = self._d.loop.executor
         async with executor.deciding:
@@ -86,12 +138,14 @@ class Operator:
                 await executor.execute(d)
             return d
 
+    @audited("reject", lambda decision_id, by, reason: decision_id)
     def reject(self, decision_id: str, by: str, reason: str) -> Decision:
         executor = self._d.loop.executor
         d = executor.pending(decision_id)
         text = f"rejected by {by or 'operator'}" + (f": {reason}" if reason else "")
         return executor.settle(d, DecisionStatus.REJECTED, text)
 
+    @audited("trigger", _trigger_target)
     async def trigger(
         self,
         action: str,

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from helios.daemon.admission import Admission
+from helios.daemon.auditlog import AuditLog
 from helios.daemon.identity import Guard
 from helios.daemon.operator import Operator
 from helios.daemon.readmodels import ReadModels
@@ -19,5 +20,6 @@ class Services:
     reads: ReadModels
     operator: Operator
     guard: Guard  # who is calling (API keys, client certificates, roles)
+    auditlog: AuditLog  # what people and clients asked, by whom, with what result
     # Requests a front-end refused, by "Method:CODE" (GetStats and /metrics show them).
     refused: Counter[str] = field(default_factory=Counter)

@@ -48,6 +48,7 @@ FRONT_END_IMPORTS = {
     "helios.daemon.config",
     "helios.daemon.plugins",
     "helios.daemon.identity",
+    "helios.daemon.auditlog",
 }
 # The Daemon's parts: a front-end that names one of these reaches past the service layer.
 INTERNALS = {

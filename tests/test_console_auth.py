@@ -60,6 +60,20 @@ def test_nothing_is_served_without_signing_in(secure_console):
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert http.get(url + "/storage").status_code == 200  # the session cookie
+    # Both sign-ins are in the audit log, with who and from where.
+    import json
+    import time
+
+    path = secure_console.log.parent / "data" / "audit.log"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        logins = [(e["who"], e["result"].split(":")[0]) for e in lines if e["action"] == "login"]
+        if ("vera", "ok") in logins:
+            break
+        time.sleep(0.1)
+    assert ("(unauthenticated)", "refused") in logins and ("vera", "ok") in logins
+    assert all(e["peer"].startswith("127.0.0.1:") for e in lines if e["action"] == "login")
 
 
 def test_a_foreign_host_or_origin_is_refused(secure_console):

@@ -48,6 +48,7 @@ def _header(active: str) -> None:
             ("Recovery", "/recovery"),
             ("Storage", "/storage"),
             ("Jobs", "/jobs"),
+            ("Audit", "/audit"),
         ):
             link = ui.link(name, path).classes("text-white no-underline px-2")
             if name == active:
@@ -103,7 +104,7 @@ class Console:
         if bound not in ("0.0.0.0", "::", ""):
             hosts.add(bound)
         # Every request and websocket passes the gate first (Host, Origin, sign-in).
-        self.gate = Gate(self.app, services.guard, hosts)
+        self.gate = Gate(self.app, services.guard, hosts, services.auditlog)
         self.server = _QuietServer(
             uvicorn.Config(self.gate, host=host, port=int(port), log_level="warning")
         )
@@ -332,6 +333,43 @@ class Console:
         @ui.page("/storage")
         def storage_view() -> None:
             storage.storage_page(reads, _header)
+
+        @ui.page("/audit")
+        def audit_view(request: Request) -> None:
+            _header("Audit")
+            user = who(request)
+            with ui.card().classes("w-full"):
+                ui.label("Audit log: control actions, sign-ins, key changes").classes(
+                    "font-semibold"
+                )
+                if not user.may("admin"):
+                    ui.label(f"{user.name} ({user.role}) may not read the audit log (admin)")
+                    return
+                table = ui.table(
+                    columns=_columns("time", "who", "via", "peer", "action", "target", "result"),
+                    rows=[],
+                    row_key="key",
+                    pagination=25,
+                ).classes("w-full helios-audit")
+
+            def refresh() -> None:
+                table.rows = [
+                    {
+                        "key": f"{e.time}-{i}",
+                        "time": _clock(e.time),
+                        "who": e.who,
+                        "via": e.via,
+                        "peer": e.peer,
+                        "action": e.action,
+                        "target": e.target,
+                        "result": e.result,
+                    }
+                    for i, e in enumerate(services.auditlog.query(500))
+                ]
+                table.update()
+
+            refresh()
+            ui.timer(2.0, refresh)
 
 
 class _QuietServer(uvicorn.Server):

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from helios.daemon.identity import ANONYMOUS, Guard, Identity
+from helios.daemon.auditlog import AuditLog, from_peer
+from helios.daemon.identity import ANONYMOUS, Guard, Identity, acting_as
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -48,9 +49,12 @@ on the host).</p><p class="e">{error}</p>
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, guard: Guard, hosts: set[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, guard: Guard, hosts: set[str], auditlog: AuditLog | None = None
+    ) -> None:
         self.app = app
         self.guard = guard
+        self.auditlog = auditlog
         self.hosts = {h.lower() for h in hosts}
         self.sessions: dict[str, tuple[str, float]] = {}  # token -> (API key, expiry)
         self.refused: dict[str, int] = {}
@@ -104,7 +108,12 @@ class Gate:
             return
         if kind == "http" and path == "/logout":
             token = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
-            self.sessions.pop(token or "", None)
+            session = self.sessions.pop(token or "", None)
+            if session is not None and self.auditlog is not None:
+                found = self.guard.keys.verify(session[0])
+                who = found.name if isinstance(found, Identity) else "(expired session)"
+                with from_peer(_peer(scope)):
+                    self.auditlog.record("logout", "console", who=who)
             await _respond(send, 303, b"", [(b"location", b"/login"), _clear()])
             return
         identity = self.identity(headers, path)
@@ -150,6 +159,15 @@ class Gate:
         key = form.get("api_key", [""])[0].strip()
         target = _safe_next(form.get("next", ["/"])[0])
         found = self.guard.keys.verify(key) if key else "no API key given"
+        if self.auditlog is not None:
+            with from_peer(_peer(scope)):
+                if isinstance(found, Identity):
+                    with acting_as(found):
+                        self.auditlog.record("login", "console")
+                else:
+                    self.auditlog.record(
+                        "login", "console", f"refused: {found}", who="(unauthenticated)"
+                    )
         if not isinstance(found, Identity):
             self.refused["login"] = self.refused.get("login", 0) + 1
             page = LOGIN.format(error=html.escape(str(found)), next=html.escape(target))
@@ -164,6 +182,11 @@ class Gate:
         await _respond(
             send, 303, b"", [(b"location", target.encode()), (b"set-cookie", cookie.encode())]
         )
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
 
 
 def _safe_next(value: str) -> str:

@@ -1312,3 +1312,78 @@ class KeysService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuditServiceStub:
+    """The audit log (admin): what people and clients asked of heliosd.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAuditEvents = channel.unary_unary(
+                '/helios.v1.AuditService/ListAuditEvents',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """The audit log (admin): what people and clients asked of heliosd.
+    """
+
+    def ListAuditEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'helios.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('helios.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """The audit log (admin): what people and clients asked of heliosd.
+    """
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.AuditService/ListAuditEvents',
+            helios_dot_v1_dot_helios__pb2.ListAuditEventsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

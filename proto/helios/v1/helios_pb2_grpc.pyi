@@ -365,3 +365,31 @@ class KeysServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_helios_pb2.RotateKeyResponse, _abc.Awaitable[_helios_pb2.RotateKeyResponse]]: ...
 
 def add_KeysServiceServicer_to_server(servicer: KeysServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AuditServiceStub:
+    """The audit log (admin): what people and clients asked of heliosd."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListAuditEventsRequest, _helios_pb2.ListAuditEventsResponse]
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """The audit log (admin): what people and clients asked of heliosd."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListAuditEventsRequest, _helios_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The audit log (admin): what people and clients asked of heliosd."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _helios_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListAuditEventsResponse, _abc.Awaitable[_helios_pb2.ListAuditEventsResponse]]: ...
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
