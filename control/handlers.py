@@ -200,6 +200,14 @@ def _checker(guard: Guard, rpc: str, permission: str, auditlog: AuditLog | None)
                 f"{rpc} needs {need}; {found.name} has role {found.role} "
                 f"({', '.join(sorted(found.permissions)) or 'no permissions'})",
             )
+        wait = guard.limits.take(found, "requests")
+        if wait is not None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{found.name} is over its requests per second (security.rate_limits): "
+                f"retry in {wait:.2f} s",
+                trailing_metadata=(("retry-after", f"{max(1, round(wait))}"),),
+            )
         return found
 
     return check

@@ -63,11 +63,13 @@ STREAM_IN_FLIGHT = 64  # batches of one stream admitted but not yet acknowledged
 class IngestServicer:
     def __init__(self, services: Services) -> None:
         self.admission = services.admission
+        self.guard = services.guard
 
     async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
         received = time.perf_counter()
         if not request.events:
             raise RequestError("events", "batch has no events")
+        self.guard.slow_down("copies", len(request.events))
         result = await self.admission.admit(copies_from(request.events), received)
         if not result.accepted:  # nothing taken: the whole request failed
             paused = all(r.code == "source_paused" for r in result.rejections)
@@ -86,6 +88,7 @@ class IngestServicer:
         """Reads and admits batches while earlier ones are being stored, and sends the
         acknowledgements in order, each once its batch is stored."""
         submit = self.admission.submit
+        guard = self.guard
         parse = pb.PublishStreamRequest.FromString
         acks: asyncio.Queue[tuple[int, PublishResult, Awaitable[None]] | None] = asyncio.Queue(
             STREAM_IN_FLIGHT
@@ -101,6 +104,7 @@ class IngestServicer:
                         raise RequestError(
                             "request", f"not a valid helios.v1.PublishStreamRequest: {exc}"
                         ) from None
+                    guard.slow_down("copies", len(request.events))
                     result, stored = await submit(copies_from(request.events), received, True)
                     await acks.put((request.batch_id, result, stored))
             finally:

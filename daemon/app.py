@@ -181,6 +181,8 @@ class Daemon:
                 Path(security.keys_file or Path(config.daemon.data_dir) / "keys.json"),
                 security.roles,
                 security.client_roles,
+                security.rate_limits,
+                security.copy_limits,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

@@ -198,6 +198,8 @@ class SecurityConfig(_Section):
     allow_plaintext: bool = False  # plaintext on a non-loopback address (refused otherwise)
     console_hosts: list[str] = Field(default_factory=list)  # Host names the console answers
     roles: dict[str, list[str]] = Field(default_factory=dict)  # custom role -> permissions
+    rate_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> RPCs/s
+    copy_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> copies/s
 
     @model_validator(mode="after")
     def _pairs(self) -> SecurityConfig:
@@ -464,4 +466,6 @@ allow_plaintext = false               # serve plaintext on a non-loopback addres
 console_hosts = []                    # names the console answers to besides loopback and its bind
                                       # address, e.g. ["helios.example.com"] (DNS-rebinding guard)
 roles = {}                            # custom roles: { auditor = ["read"] }; permissions: read, ingest, operate, admin
+rate_limits = {}                      # RPCs per second by identity name or role: { viewer = 20.0 }
+copy_limits = {}                      # copies per second published, likewise: { ingester = 50000.0 }
 """

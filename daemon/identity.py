@@ -257,8 +257,11 @@ class Guard:
         keys_file: Path,
         custom_roles: Mapping[str, list[str]],
         client_roles: Mapping[str, str],
+        rate_limits: Mapping[str, float] | None = None,
+        copy_limits: Mapping[str, float] | None = None,
     ) -> None:
         self.auth = auth
+        self.limits = RateLimits(rate_limits or {}, copy_limits or {})
         self.roles = roles_from(custom_roles)
         unknown = sorted({r for r in client_roles.values() if r not in self.roles})
         if unknown:
@@ -287,6 +290,22 @@ class Guard:
             "or a client certificate"
         )
 
+    def slow_down(self, kind: str, n: float = 1.0) -> None:
+        """Raise RESOURCE_EXHAUSTED (with the wait) if the caller is over its limit."""
+        identity = caller()
+        if identity is None:
+            return
+        wait = self.limits.take(identity, kind, n)
+        if wait is not None:
+            unit = "copies" if kind == "copies" else "requests"
+            raise RequestError(
+                "identity",
+                f"{identity.name} is over its {unit} per second "
+                f"(security.{'copy' if kind == 'copies' else 'rate'}_limits): "
+                f"retry in {wait:.2f} s",
+                ErrorCode.EXHAUSTED,
+            )
+
     def claimed(self, claimed: str, peer: str) -> str:
         """The name an audit entry records: the authenticated identity; on an open
         daemon, what the caller claims, marked as unverified."""
@@ -294,3 +313,39 @@ class Guard:
         if identity is None or identity is ANONYMOUS:
             return f"{claimed or 'anonymous'} (unverified, {peer}; security.auth = none)"
         return identity.name
+
+
+class RateLimits:
+    """Token buckets per identity: requests per second (every RPC) and copies per second
+    (Publish, PublishStream), each looked up by the identity's name, then its role. An
+    identity with neither is not limited. A call over its bucket is refused with the
+    seconds to wait; a batch larger than a full bucket passes and leaves a debt."""
+
+    def __init__(self, requests: Mapping[str, float], copies: Mapping[str, float]) -> None:
+        for section, limits in (("rate_limits", requests), ("copy_limits", copies)):
+            bad = {k: v for k, v in limits.items() if not (v > 0 and v < float("inf"))}
+            if bad:
+                raise ValueError(f"security.{section}: limits must be finite numbers > 0: {bad}")
+        self.limits = {"requests": dict(requests), "copies": dict(copies)}
+        self.buckets: dict[tuple[str, str], list[float]] = {}  # -> [tokens, last refill]
+        self.refused: dict[str, int] = {}
+
+    def take(self, identity: Identity, kind: str, n: float = 1.0) -> float | None:
+        """None when allowed, else the seconds to wait before retrying."""
+        limits = self.limits[kind]
+        rate = limits.get(identity.name) or limits.get(identity.role)
+        if rate is None:
+            return None
+        now = time.monotonic()
+        key = (identity.name, kind)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = [rate, now]
+        tokens = min(rate, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if n > tokens and not (tokens >= rate and n > rate):
+            bucket[0] = tokens
+            self.refused[kind] = self.refused.get(kind, 0) + 1
+            return (n - tokens) / rate
+        bucket[0] = tokens - n
+        return None

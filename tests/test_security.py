@@ -434,3 +434,56 @@ async def test_the_audit_log_records_who_did_what_from_where_and_survives_a_rest
     async with again:
         kept = again.daemon.services.auditlog.query(100)
         assert {e.action for e in kept} >= {"set_breaker", "denied", "key.create"}
+
+
+async def test_rate_and_copy_limits_per_identity_answer_resource_exhausted_with_a_wait(tmp_path):
+    extra = """rate_limits = { viewer = 2.0 }
+copy_limits = { "feeder" = 100.0 }
+"""
+    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
+    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+    daemon = make_daemon(config)
+    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
+    await daemon.start()
+    await server.start()
+    keys = daemon.services.guard.keys
+    viewer, feeder = keys.create("v", "viewer")[1], keys.create("feeder", "ingester")[1]
+    admin = keys.create("a", "admin")[1]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            query = pb_grpc.QueryServiceStub(channel)
+            for _ in range(2):
+                await query.GetStats(pb.GetStatsRequest(), metadata=bearer(viewer))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await query.GetStats(pb.GetStatsRequest(), metadata=bearer(viewer))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry in" in caught.value.details()
+            assert dict(caught.value.trailing_metadata())["retry-after"] == "1"
+            for _ in range(5):  # another identity is not limited by the viewer's bucket
+                await query.GetStats(pb.GetStatsRequest(), metadata=bearer(admin))
+            ingest = pb_grpc.IngestServiceStub(channel)
+
+            def batch(n: int, tag: str) -> pb.PublishRequest:
+                return pb.PublishRequest(
+                    events=[
+                        pb.Event(event_id=f"{tag}{i}", source="aws", event_type="t", payload=b"{}")
+                        for i in range(n)
+                    ]
+                )
+
+            assert (await ingest.Publish(batch(100, "a"), metadata=bearer(feeder))).accepted == 100
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ingest.Publish(batch(50, "b"), metadata=bearer(feeder))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "copy_limits" in caught.value.details()
+    finally:
+        await server.stop()
+        await daemon.stop()
+
+
+def test_limits_must_be_finite_and_positive(tmp_path):
+    for bad in ("0.0", "inf", "-1.0"):
+        with pytest.raises(ConfigError):
+            make_daemon(
+                make_config(f'[security]\nauth = "none"\nrate_limits = {{ viewer = {bad} }}\n')
+            )
