@@ -46,15 +46,14 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
     grpc_server = GrpcServer(
         daemon.services, config.daemon.grpc_address, config.ingest, config.security
     )
-    await daemon.start()
-    await grpc_server.start()
     console = None
-    if config.daemon.console_address:
+    if config.daemon.console_address:  # built first: a refused bind starts nothing
         from helios.ui.console import Console
 
-        console = Console(
-            daemon.services, config.daemon.console_address, config.security.console_hosts
-        )
+        console = Console(daemon.services, config.daemon.console_address, config.security)
+    await daemon.start()
+    await grpc_server.start()
+    if console is not None:
         await console.start()
     host = config.daemon.grpc_address.rpartition(":")[0]
     if config.security.auth == "none":
@@ -70,7 +69,7 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
         host,
         grpc_server.port,
         config.security.auth,
-        f"http://{console.address}" if console else "(off)",
+        f"{console.scheme}://{console.address}" if console else "(off)",
         ",".join(config.sources.names),
         ",".join(n for n, spec in config.sources.inputs.items() if spec.enabled) or "(none)",
     )
@@ -268,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"heliosd: {exc}", file=sys.stderr)
-        return 2 if type(exc).__name__ == "PlaintextRefused" else 1
+        from helios.daemon.errors import PlaintextRefused
+
+        return 2 if isinstance(exc, PlaintextRefused) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -14,6 +14,7 @@ import grpc
 from helios.control.common import ts
 from helios.control.handlers import Context
 from helios.daemon.config import SecurityConfig
+from helios.daemon.errors import PlaintextRefused as PlaintextRefused
 from helios.daemon.errors import RequestError
 from helios.daemon.identity import ApiKey
 from helios.daemon.services import Services
@@ -83,10 +84,6 @@ class KeysServicer:
         key, secret = await asyncio.to_thread(self.keys.rotate, request.id, grace)
         self._audit("key.rotate", request.id, f"to {key.id}, {grace:g} s grace", context)
         return pb.RotateKeyResponse(key=_key_pb(key), secret=secret)
-
-
-class PlaintextRefused(OSError):
-    """A non-loopback address without TLS and without security.allow_plaintext."""
 
 
 def _read(path: str) -> bytes:

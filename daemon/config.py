@@ -458,7 +458,7 @@ deny = []                             # plugin names never to load
 auth = "keys"                         # keys: every RPC, the console and /metrics need an identity
                                       # none: nothing asked; loopback addresses only (local demo)
 keys_file = ""                        # API keys (hashed); default <data_dir>/keys.json
-tls_cert = ""                         # PEM certificate chain: gRPC over TLS (re-read on change)
+tls_cert = ""                         # PEM certificate chain: gRPC over TLS (re-read on change), console HTTPS
 tls_key = ""                          # its private key
 tls_client_ca = ""                    # CA of client certificates: mutual TLS
 client_roles = {}                     # client certificate CN -> role, e.g. { "ingest-1" = "ingester" }

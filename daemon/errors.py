@@ -33,3 +33,8 @@ class RequestError(Exception):
         self.field = field
         self.code = ErrorCode(code)
         self.violations = violations or [(field, message)]
+
+
+class PlaintextRefused(OSError):
+    """A non-loopback address without TLS and without security.allow_plaintext: heliosd
+    refuses to start (exit 2)."""

@@ -108,6 +108,17 @@ def test_a_viewer_signs_in_and_sees_every_control_disabled(secure_console, brows
     assert trigger.get_attribute("disabled") is not None or "disabled" in (
         trigger.get_attribute("class") or ""
     )
+    browser.get(base(secure_console) + "/audit")
+    wait_for(lambda: "may not read the audit log" in browser.page_source, what="audit refused")
     browser.get(base(secure_console) + "/logout")
     browser.get(base(secure_console) + "/recovery")
     wait_for(lambda: "sign in" in browser.page_source.lower(), what="signed out")
+    # An admin reads the audit log: the viewer's sign-in and sign-out are in it.
+    admin = secure_console.keys.create("ada", "admin")[1]
+    browser.get(base(secure_console) + "/audit")
+    browser.find_element(By.NAME, "api_key").send_keys(admin)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    audit = wait_for(
+        lambda: "logout" in (t := text_of(browser, ".helios-audit")) and t, what="the audit log"
+    )
+    assert "victor" in audit and "login" in audit

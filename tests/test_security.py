@@ -487,3 +487,49 @@ def test_limits_must_be_finite_and_positive(tmp_path):
             make_daemon(
                 make_config(f'[security]\nauth = "none"\nrate_limits = {{ viewer = {bad} }}\n')
             )
+
+
+def test_the_console_serves_https_with_the_certificate_and_refuses_plaintext_off_loopback(
+    tmp_path,
+):
+    import httpx
+
+    from tests.conftest import start_daemon_process, stop_daemon_process
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    files = make_pki(pki)
+    home = tmp_path / "tls"
+    home.mkdir()
+    daemon = start_daemon_process(
+        home,
+        f"""
+[security]
+auth = "keys"
+tls_cert = "{files["server.pem"]}"
+tls_key = "{files["server.key"]}"
+""",
+        console=True,
+    )
+    try:
+        url = f"https://127.0.0.1:{daemon.console_port}"
+        with httpx.Client(verify=str(files["ca.pem"]), follow_redirects=False) as http:
+            assert http.get(url + "/login").status_code == 200
+            key = KeyStore(home / "data" / "keys.json").create("tina", "viewer")[1]
+            signed = http.post(url + "/login", data={"api_key": key, "next": "/"})
+            assert "Secure" in signed.headers["set-cookie"]  # never sent over plain HTTP
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{daemon.console_port}/login", timeout=5)
+    finally:
+        stop_daemon_process(daemon)
+    done = run_heliosd(
+        tmp_path,
+        f"""
+[daemon]
+grpc_address = "127.0.0.1:{free_port()}"
+console_address = "0.0.0.0:{free_port()}"
+data_dir = "{tmp_path / "data"}"
+""",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to serve the console in plaintext" in done.stderr

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
-from helios.daemon.errors import RequestError
+from helios.daemon.config import SecurityConfig, is_loopback
+from helios.daemon.errors import PlaintextRefused, RequestError
 from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
-from helios.ui import decisions, detection, prometheus, recovery, storage
+from helios.ui import audit, decisions, detection, prometheus, recovery, storage
 from helios.ui.gate import Gate, who
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
@@ -84,7 +85,10 @@ def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]
 class Console:
     """The console web server, running as a task of heliosd's event loop."""
 
-    def __init__(self, services: Services, address: str, console_hosts: Sequence[str] = ()) -> None:
+    def __init__(
+        self, services: Services, address: str, security: SecurityConfig | None = None
+    ) -> None:
+        security = security or SecurityConfig()
         self.services = services
         self.state = ConsoleState(services.reads)
         host, _, port = address.rpartition(":")
@@ -100,13 +104,31 @@ class Console:
             binding_refresh_interval=None,
         )
         bound = host.strip("[]")
-        hosts = {"127.0.0.1", "localhost", "::1", *console_hosts}
+        hosts = {"127.0.0.1", "localhost", "::1", *security.console_hosts}
         if bound not in ("0.0.0.0", "::", ""):
             hosts.add(bound)
         # Every request and websocket passes the gate first (Host, Origin, sign-in).
         self.gate = Gate(self.app, services.guard, hosts, services.auditlog)
+        # HTTPS with the gRPC certificate when there is one; plaintext off loopback only
+        # when allowed explicitly (behind a TLS proxy), like gRPC.
+        tls = bool(security.tls_cert)
+        if not tls and not is_loopback(address) and not security.allow_plaintext:
+            raise PlaintextRefused(
+                f"refusing to serve the console in plaintext on {address}: sign-in keys and "
+                "session cookies would cross the network in the clear. Set security.tls_cert "
+                "and tls_key (the console then serves HTTPS), bind it to 127.0.0.1 behind a "
+                "TLS proxy, or set security.allow_plaintext = true (docs/security.md)"
+            )
+        self.scheme = "https" if tls else "http"
         self.server = _QuietServer(
-            uvicorn.Config(self.gate, host=host, port=int(port), log_level="warning")
+            uvicorn.Config(
+                self.gate,
+                host=host,
+                port=int(port),
+                log_level="warning",
+                ssl_certfile=security.tls_cert or None,
+                ssl_keyfile=security.tls_key or None,
+            )
         )
         self._task: asyncio.Task[None] | None = None
         self.port = int(port)
@@ -336,40 +358,7 @@ class Console:
 
         @ui.page("/audit")
         def audit_view(request: Request) -> None:
-            _header("Audit")
-            user = who(request)
-            with ui.card().classes("w-full"):
-                ui.label("Audit log: control actions, sign-ins, key changes").classes(
-                    "font-semibold"
-                )
-                if not user.may("admin"):
-                    ui.label(f"{user.name} ({user.role}) may not read the audit log (admin)")
-                    return
-                table = ui.table(
-                    columns=_columns("time", "who", "via", "peer", "action", "target", "result"),
-                    rows=[],
-                    row_key="key",
-                    pagination=25,
-                ).classes("w-full helios-audit")
-
-            def refresh() -> None:
-                table.rows = [
-                    {
-                        "key": f"{e.time}-{i}",
-                        "time": _clock(e.time),
-                        "who": e.who,
-                        "via": e.via,
-                        "peer": e.peer,
-                        "action": e.action,
-                        "target": e.target,
-                        "result": e.result,
-                    }
-                    for i, e in enumerate(services.auditlog.query(500))
-                ]
-                table.update()
-
-            refresh()
-            ui.timer(2.0, refresh)
+            audit.audit_page(services, _header, who(request))
 
 
 class _QuietServer(uvicorn.Server):
