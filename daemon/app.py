@@ -24,6 +24,7 @@ from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
 from helios.daemon.model import EventRecord
+from helios.daemon.oidc import Oidc
 from helios.daemon.operator import Operator
 from helios.daemon.pipeline import Pipeline, Watcher
 from helios.daemon.plugins import PluginManager, Registry, load
@@ -183,6 +184,16 @@ class Daemon:
                 security.client_roles,
                 security.rate_limits,
                 security.copy_limits,
+                Oidc(
+                    security.oidc_issuer,
+                    security.oidc_audience,
+                    Path(security.oidc_jwks_file),
+                    security.oidc_role_claim,
+                    security.oidc_name_claim,
+                    security.oidc_leeway_seconds,
+                )
+                if security.oidc_issuer
+                else None,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

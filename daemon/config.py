@@ -198,8 +198,22 @@ class SecurityConfig(_Section):
     allow_plaintext: bool = False  # plaintext on a non-loopback address (refused otherwise)
     console_hosts: list[str] = Field(default_factory=list)  # Host names the console answers
     roles: dict[str, list[str]] = Field(default_factory=dict)  # custom role -> permissions
+    # OIDC bearer tokens (JWT) from your identity provider, checked against its keys.
+    oidc_issuer: str = ""  # the token's `iss` must be this (empty: OIDC off)
+    oidc_audience: str = ""  # and its `aud` must contain this
+    oidc_jwks_file: str = ""  # the provider's JWKS (JSON), re-read when it changes
+    oidc_role_claim: str = "helios_role"  # the claim naming the caller's role
+    oidc_name_claim: str = "sub"  # the claim the audit trail records as the name
+    oidc_leeway_seconds: float = Field(60.0, ge=0, le=600)  # clock skew allowed
     rate_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> RPCs/s
     copy_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> copies/s
+
+    @model_validator(mode="after")
+    def _oidc(self) -> SecurityConfig:
+        given = [bool(self.oidc_issuer), bool(self.oidc_audience), bool(self.oidc_jwks_file)]
+        if any(given) and not all(given):
+            raise ValueError("security.oidc_issuer, oidc_audience and oidc_jwks_file go together")
+        return self
 
     @model_validator(mode="after")
     def _pairs(self) -> SecurityConfig:
@@ -466,6 +480,12 @@ allow_plaintext = false               # serve plaintext on a non-loopback addres
 console_hosts = []                    # names the console answers to besides loopback and its bind
                                       # address, e.g. ["helios.example.com"] (DNS-rebinding guard)
 roles = {}                            # custom roles: { auditor = ["read"] }; permissions: read, ingest, operate, admin
+oidc_issuer = ""                      # OIDC bearer tokens: the issuer (iss) they must carry...
+oidc_audience = ""                    # ...the audience (aud)...
+oidc_jwks_file = ""                   # ...signed by a key of this JWKS file (re-read on change)
+oidc_role_claim = "helios_role"       # the claim naming the role
+oidc_name_claim = "sub"               # the claim recorded as who (e.g. email)
+oidc_leeway_seconds = 60.0            # clock skew allowed on exp, nbf, iat
 rate_limits = {}                      # RPCs per second by identity name or role: { viewer = 20.0 }
 copy_limits = {}                      # copies per second published, likewise: { ingester = 50000.0 }
 """

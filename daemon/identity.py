@@ -26,9 +26,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.files import write_atomic
+
+if TYPE_CHECKING:
+    from helios.daemon.oidc import Oidc
 
 # What a role may do. `read`: every query and watch, the console's pages, /metrics;
 # `ingest`: Publish and PublishStream (and webhooks); `operate`: pause, breakers, modes,
@@ -248,8 +252,8 @@ def _digest(secret: str) -> str:
 
 
 class Guard:
-    """Decides who a caller is, from what the front door saw: a presented API key, or
-    the common name of a verified client certificate."""
+    """Decides who a caller is, from what the front door saw: a presented API key or
+    OIDC token, or the common name of a verified client certificate."""
 
     def __init__(
         self,
@@ -259,8 +263,10 @@ class Guard:
         client_roles: Mapping[str, str],
         rate_limits: Mapping[str, float] | None = None,
         copy_limits: Mapping[str, float] | None = None,
+        oidc: Oidc | None = None,  # helios.daemon.oidc
     ) -> None:
         self.auth = auth
+        self.oidc = oidc
         self.limits = RateLimits(rate_limits or {}, copy_limits or {})
         self.roles = roles_from(custom_roles)
         unknown = sorted({r for r in client_roles.values() if r not in self.roles})
@@ -279,15 +285,18 @@ class Guard:
         if self.auth == "none":
             return ANONYMOUS
         if api_key:
-            return self.keys.verify(api_key.strip())
+            token = api_key.strip()
+            if self.oidc is not None and token.count(".") == 2 and not token.startswith(PREFIX):
+                return self.oidc.verify(token, self.roles)
+            return self.keys.verify(token)
         if certificate_cn:
             role = self.client_roles.get(certificate_cn)
             if role is None:
                 return f"client certificate {certificate_cn!r} has no role (security.client_roles)"
             return Identity(certificate_cn, role, self.roles[role], "client certificate")
         return (
-            "no credentials: send an API key (metadata authorization: Bearer helios_...) "
-            "or a client certificate"
+            "no credentials: send an API key or OIDC token (metadata authorization: Bearer "
+            "...) or a client certificate"
         )
 
     def slow_down(self, kind: str, n: float = 1.0) -> None:
@@ -305,6 +314,12 @@ class Guard:
                 f"retry in {wait:.2f} s",
                 ErrorCode.EXHAUSTED,
             )
+
+    def identify_key(self, secret: str) -> Identity | str:
+        """An API key or an OIDC token, as the console's sign-in takes it."""
+        if not secret:
+            return "no API key or token given"
+        return self.identify(secret, None) if not self.open else ANONYMOUS
 
     def claimed(self, claimed: str, peer: str) -> str:
         """The name an audit entry records: the authenticated identity; on an open

@@ -533,3 +533,91 @@ data_dir = "{tmp_path / "data"}"
     )
     assert done.returncode == 2, done.stderr
     assert "refusing to serve the console in plaintext" in done.stderr
+
+
+def _rsa_jwk(kid: str):
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    public.update(kid=kid, use="sig", alg="RS256")
+    return private, public
+
+
+async def test_oidc_bearer_tokens_are_checked_for_signature_issuer_audience_expiry_and_role(
+    tmp_path,
+):
+    import time as clock
+
+    import jwt
+
+    good_key, good_jwk = _rsa_jwk("k1")
+    other_key, _ = _rsa_jwk("k1")  # same kid, a key the provider never published
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [good_jwk]}))
+    extra = f"""oidc_issuer = "https://idp.example.com"
+oidc_audience = "helios"
+oidc_jwks_file = "{jwks}"
+oidc_name_claim = "email"
+oidc_leeway_seconds = 5.0
+"""
+    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
+    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+    daemon = make_daemon(config)
+    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
+    await daemon.start()
+    await server.start()
+    now = int(clock.time())
+    base = {
+        "iss": "https://idp.example.com",
+        "aud": "helios",
+        "sub": "u-1",
+        "email": "olga@example.com",
+        "helios_role": "operator",
+        "iat": now,
+        "exp": now + 300,
+    }
+
+    def token(key=good_key, alg="RS256", **changes):
+        claims = {**base, **changes}
+        claims = {k: v for k, v in claims.items() if v is not None}
+        return jwt.encode(claims, key, algorithm=alg, headers={"kid": "k1"})
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            control = pb_grpc.ControlServiceStub(channel)
+            reply = await control.TriggerAction(
+                pb.TriggerActionRequest(action="notify", target="aws", dry_run=True),
+                metadata=bearer(token()),
+            )
+            assert reply.decision.decided_by == "olga@example.com"
+            refused = {
+                "expired": token(exp=now - 60, iat=now - 400),
+                "another audience": token(aud="someone-else"),
+                "another issuer": token(iss="https://evil.example.com"),
+                "Signature verification failed": token(key=other_key),
+                "no HELIOS role": token(helios_role=None),
+                "algorithm 'HS256'": jwt.encode(base, "secret", algorithm="HS256"),
+                "algorithm 'none'": jwt.encode(base, None, algorithm="none"),
+            }
+            for why, bad in refused.items():
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await control.SetBreaker(
+                        pb.SetBreakerRequest(source="aws", state="open"), metadata=bearer(bad)
+                    )
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, why
+                assert why in caught.value.details(), (why, caught.value.details())
+            viewer = token(helios_role="viewer")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await control.SetBreaker(
+                    pb.SetBreakerRequest(source="aws", state="open"), metadata=bearer(viewer)
+                )
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            within_skew = token(exp=now - 2, iat=now - 300)  # 2 s late, 5 s leeway
+            await pb_grpc.QueryServiceStub(channel).GetStats(
+                pb.GetStatsRequest(), metadata=bearer(within_skew)
+            )
+    finally:
+        await server.stop()
+        await daemon.stop()

@@ -76,14 +76,14 @@ class Gate:
         if session is not None:
             key, expires = session
             if expires > time.time():
-                found = self.guard.keys.verify(key)
+                found = self.guard.identify_key(key)
                 if isinstance(found, Identity):
                     return found
             self.sessions.pop(token or "", None)
         if path == "/metrics":
             scheme, _, value = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
-                found = self.guard.keys.verify(value.strip())
+                found = self.guard.identify_key(value.strip())
                 if isinstance(found, Identity):
                     return found
         return None
@@ -110,7 +110,7 @@ class Gate:
             token = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
             session = self.sessions.pop(token or "", None)
             if session is not None and self.auditlog is not None:
-                found = self.guard.keys.verify(session[0])
+                found = self.guard.identify_key(session[0])
                 who = found.name if isinstance(found, Identity) else "(expired session)"
                 with from_peer(_peer(scope)):
                     self.auditlog.record("logout", "console", who=who)
@@ -158,7 +158,7 @@ class Gate:
         form = parse_qs(body.decode("utf-8", "replace"))
         key = form.get("api_key", [""])[0].strip()
         target = _safe_next(form.get("next", ["/"])[0])
-        found = self.guard.keys.verify(key) if key else "no API key given"
+        found = self.guard.identify_key(key) if key else "no API key given"
         if self.auditlog is not None:
             with from_peer(_peer(scope)):
                 if isinstance(found, Identity):

@@ -1,0 +1,82 @@
+"""OIDC bearer tokens: who a caller is, from a JWT its identity provider signed
+(docs/security.md, "OIDC bearer tokens")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helios.daemon.identity import Identity
+
+
+@dataclass
+class Oidc:
+    """OIDC bearer tokens: a JWT signed by a key of the provider's JWKS (RS256, PS256 or
+    ES256 only: never `none`, never a shared-secret algorithm), with this issuer, this
+    audience, unexpired (exp, nbf, iat within `leeway`), naming a role in `role_claim`."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path
+    role_claim: str = "helios_role"
+    name_claim: str = "sub"
+    leeway: float = 60.0
+    _keys: dict[str, object] = field(default_factory=dict)
+    _stamp: float | None = None
+
+    ALGORITHMS = ("RS256", "PS256", "ES256")
+
+    def _jwks(self) -> dict[str, object]:
+        import jwt
+
+        try:
+            stamp = self.jwks_file.stat().st_mtime
+        except OSError:
+            return self._keys
+        if stamp != self._stamp:
+            try:
+                found = jwt.PyJWKSet.from_json(self.jwks_file.read_text(encoding="utf-8"))
+                self._keys = {k.key_id or "": k.key for k in found.keys}
+            except (OSError, ValueError, jwt.PyJWTError):
+                return self._keys  # keep the keys we had
+            self._stamp = stamp
+        return self._keys
+
+    def verify(self, token: str, roles: Mapping[str, frozenset[str]]) -> Identity | str:
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg", "")
+            if algorithm not in self.ALGORITHMS:
+                return f"token algorithm {algorithm!r} is not accepted (RS256, PS256, ES256)"
+            keys = self._jwks()
+            key = keys.get(header.get("kid") or "") or (
+                next(iter(keys.values())) if len(keys) == 1 else None
+            )
+            if key is None:
+                return "token signed by a key that is not in the provider's JWKS"
+            claims = jwt.decode(
+                token,
+                key,  # type: ignore[arg-type]
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return "token expired"
+        except jwt.InvalidAudienceError:
+            return "token is for another audience"
+        except jwt.InvalidIssuerError:
+            return "token from another issuer"
+        except jwt.PyJWTError as exc:
+            return f"invalid token: {exc}"
+        role = str(claims.get(self.role_claim, ""))
+        permissions = roles.get(role)
+        if permissions is None:
+            return f"token names no HELIOS role in {self.role_claim!r}"
+        name = str(claims.get(self.name_claim) or claims.get("sub") or "?")
+        return Identity(name, role, permissions, f"oidc {self.issuer}")
