@@ -173,8 +173,10 @@ def _event_from_json(obj: Any) -> pb.Event:
     produced = obj.get("produced_at")
     if produced is None:
         when = datetime.now(UTC).timestamp()
-    elif isinstance(produced, int | float):
+    elif isinstance(produced, int | float) and not isinstance(produced, bool):
         when = float(produced)
+        if not -62_135_596_800 <= when <= 253_402_300_799:
+            raise ValueError("produced_at must be epoch seconds within years 1 to 9999")
     elif isinstance(produced, str):
         when = datetime.fromisoformat(produced.replace("Z", "+00:00")).timestamp()
     else:
@@ -192,14 +194,16 @@ def _event_from_json(obj: Any) -> pb.Event:
     )
 
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """Non-empty lines as bytes: a line that is not UTF-8 is then one bad event (the JSON
+    parser names it), not a traceback."""
+    handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 yield number, line
     finally:
-        if handle is not sys.stdin:
+        if handle is not sys.stdin.buffer:
             handle.close()
 
 
@@ -246,6 +250,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         send()
     except FileNotFoundError as exc:
         raise CliError(f"no such file: {exc.filename}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
     problems.sort()
     if args.json:
         print(

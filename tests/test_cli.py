@@ -237,3 +237,19 @@ def test_heliosd_names_a_taken_port_and_exits_1(tmp_path):
             )
             assert result.returncode == 1, result.stderr
             assert f"daemon.{key}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ingest_names_a_non_utf8_line_and_an_impossible_time_instead_of_a_traceback(
+    daemon_process, tmp_path
+):
+    good = json.dumps({"event_id": "u8-1", "source": "aws", "event_type": "t", "payload": {}})
+    far = json.dumps({"event_id": "u8-2", "source": "aws", "event_type": "t", "produced_at": 1e300})
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(good.encode() + b"\n" + b'{"event_id": "\xff\xfe"}\n' + far.encode() + b"\n")
+    done = helios(daemon_process, "ingest", str(path))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    text = done.stdout + done.stderr
+    assert "line 2" in text and "line 3" in text and "accepted 1" in text, text
+    missing = helios(daemon_process, "ingest", str(tmp_path))  # a directory
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
