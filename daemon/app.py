@@ -125,6 +125,7 @@ class Daemon:
                 adopt=self.adopt,
                 release=self.release,
                 read_marks=self.index.read_marks,
+                max_batch=config.ingest.max_batch_events,
                 watch=self._watch_all,
                 unwatch=self.pipeline.unwatch,
             )

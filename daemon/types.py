@@ -121,6 +121,8 @@ class SourceContext:
     release: Callable[[Callable[[str], bool]], Awaitable[int]] | None = None
     # The index's stored marks by prefix (IndexBackend.read_marks).
     read_marks: Callable[[str], Awaitable[dict[str, int]]] | None = None
+    # Copies one admission call may carry (ingest.max_batch_events).
+    max_batch: int = 10_000
     # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
     watch: Callable[[], Any] | None = None
     unwatch: Callable[[Any], None] | None = None

@@ -20,7 +20,9 @@ from tests.helpers import make_config, make_daemon
 TOPICS = ("helios.events", "helios.outcomes", "helios.dlq")
 
 
-def kafka_config(bootstrap: str, data_dir: Path, group: str = "helios", index: str = "sqlite"):
+def kafka_config(
+    bootstrap: str, data_dir: Path, group: str = "helios", index: str = "sqlite", **env: str
+):
     return make_config(
         f"""
 [sources.inputs.bus]
@@ -31,6 +33,7 @@ session_timeout_ms = 6000
 """,
         INDEX__BACKEND=f'"{index}"',
         DAEMON__DATA_DIR=f'"{data_dir}"',
+        **env,
     )
 
 
@@ -99,7 +102,8 @@ async def test_copies_from_a_topic_are_reconciled_and_bad_messages_go_to_the_dlq
             (b"e4", event_bytes("e4", "nowhere")),
         ],
     )
-    daemon = make_daemon(kafka_config(bootstrap, tmp_path / "data"))
+    # Admission takes at most 3 copies a call here: the input admits its polls in pieces.
+    daemon = make_daemon(kafka_config(bootstrap, tmp_path / "data", INGEST__MAX_BATCH_EVENTS="3"))
     await daemon.start()
     try:
         source = source_of(daemon)

@@ -227,8 +227,9 @@ class KafkaSource(SourceBase):
             if high is not None and tp in ends:
                 self.lag[tp.partition] = max(0, high - ends[tp])
         self.counts["messages"] += sum(len(m) for m in batches.values())
-        for start in range(0, len(copies), ADMIT_CHUNK):  # within ingest.max_batch_events
-            end = start + ADMIT_CHUNK
+        chunk = min(ADMIT_CHUNK, self.context.max_batch)  # within ingest.max_batch_events
+        for start in range(0, len(copies), chunk):
+            end = start + chunk
             result = await self._admit(copies[start:end], positions[start:end])
             for r in result.rejections:
                 refused.append((messages[start + r.index], r.field, r.reason, r.code))
