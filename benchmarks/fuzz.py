@@ -22,7 +22,7 @@ from helios.daemon.identity import KeyStore  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from tests.conftest import start_daemon_process, stop_daemon_process  # noqa: E402
-from tests.fuzz import BAD, call, invoke  # noqa: E402
+from tests.fuzz_calls import BAD, call, invoke  # noqa: E402
 
 
 def main() -> int:
