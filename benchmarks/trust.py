@@ -9,8 +9,6 @@ times. Certificates are made with openssl in a temporary directory.
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,30 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from helios.daemon.identity import KeyStore  # noqa: E402
 
+from benchmarks.bench_run import MINIMAL, bench  # noqa: E402
 from tests.conftest import start_daemon_process, stop_daemon_process  # noqa: E402
 from tests.test_security import make_pki  # noqa: E402
 
-CONFIG = """
-[index]
-backend = "memory"
-[reconcile]
-window_seconds = 2.0
-grace_seconds = 1.0
-"""
-
-
-def bench(address: str, events: int, extra: list[str]) -> float:
-    helios = Path(sys.executable).with_name("helios")
-    done = subprocess.run(
-        [str(helios), "--address", address, *extra, "bench", "--events", str(events)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    found = re.search(r"sustained: ([\d,]+) copies/s", done.stdout)
-    if not found or "all outcomes correct" not in done.stdout:
-        raise SystemExit(f"bench failed:\n{done.stdout}\n{done.stderr}")
-    return float(found.group(1).replace(",", ""))
+CONFIG = MINIMAL
 
 
 def main() -> None:

@@ -8,8 +8,6 @@ raw bytes (no decoding), in another process, so what is measured is heliosd's si
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -19,31 +17,10 @@ import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_run import MINIMAL, bench  # noqa: E402
 from tests.conftest import start_daemon_process, stop_daemon_process  # noqa: E402
 
-CONFIG = """
-[index]
-backend = "memory"
-[reconcile]
-window_seconds = 2.0
-grace_seconds = 1.0
-
-
-"""
-
-
-def bench(address: str, events: int) -> float:
-    helios = Path(sys.executable).with_name("helios")
-    done = subprocess.run(
-        [str(helios), "--address", address, "bench", "--events", str(events)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    found = re.search(r"sustained: ([\d,]+) copies/s", done.stdout)
-    if not found:
-        raise SystemExit(f"bench failed:\n{done.stdout}\n{done.stderr}")
-    return float(found.group(1).replace(",", ""))
+CONFIG = MINIMAL
 
 
 def watch(address: str, stop: threading.Event, received: list[int]) -> None:

@@ -6,6 +6,7 @@ split by topic, servicers would import from several places for one response."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from enum import StrEnum
@@ -14,8 +15,10 @@ from typing import Any
 
 from helios.control.common import ts
 from helios.daemon.audit import Decision, Execution
+from helios.daemon.auditlog import AuditEntry
 from helios.daemon.detection import Anomaly
 from helios.daemon.domain import AutomationMode, Diagnosis, Verification
+from helios.daemon.identity import ApiKey
 from helios.daemon.jobs import Job
 from helios.daemon.metrics import MetricsMinute
 from helios.daemon.model import CopyIn, EventRecord, Outcome
@@ -407,4 +410,33 @@ def _bloom(view: BloomView | None) -> pb.BloomStats | None:
         aged_late=view.aged_late,
         aged_duplicates=view.aged_duplicates,
         oldest_slice_started=ts(view.oldest_slice_started) if view.slices else None,
+    )
+
+
+def key_pb(key: ApiKey) -> pb.ApiKey:
+    out = pb.ApiKey(
+        id=key.id,
+        name=key.name,
+        role=key.role,
+        created=ts(key.created),
+        state=key.state(time.time()),
+        rotated_to=key.rotated_to,
+    )
+    if key.expires is not None:
+        out.expires.CopyFrom(ts(key.expires))
+    if key.revoked is not None:
+        out.revoked.CopyFrom(ts(key.revoked))
+    return out
+
+
+def audit_event_pb(e: AuditEntry) -> pb.AuditEvent:
+    return pb.AuditEvent(
+        time=ts(e.time),
+        who=e.who,
+        via=e.via,
+        peer=e.peer,
+        action=e.action,
+        target=e.target,
+        result=e.result,
+        detail=e.detail,
     )

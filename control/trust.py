@@ -6,37 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from helios.control.common import ts
+from helios.control.convert import audit_event_pb, key_pb
 from helios.control.handlers import Context
 from helios.daemon.config import SecurityConfig
 from helios.daemon.errors import PlaintextRefused as PlaintextRefused
 from helios.daemon.errors import RequestError
-from helios.daemon.identity import ApiKey
 from helios.daemon.services import Services
 from helios.v1 import helios_pb2 as pb
 
 log = logging.getLogger("helios.grpc")
-
-
-def _key_pb(key: ApiKey) -> pb.ApiKey:
-    out = pb.ApiKey(
-        id=key.id,
-        name=key.name,
-        role=key.role,
-        created=ts(key.created),
-        state=key.state(time.time()),
-        rotated_to=key.rotated_to,
-    )
-    if key.expires is not None:
-        out.expires.CopyFrom(ts(key.expires))
-    if key.revoked is not None:
-        out.revoked.CopyFrom(ts(key.revoked))
-    return out
 
 
 def _expiry(value: float, field: str) -> float | None:
@@ -64,18 +46,18 @@ class KeysServicer:
         expires = _expiry(request.expires_in_seconds, "expires_in_seconds")
         key, secret = await asyncio.to_thread(self.keys.create, request.name, request.role, expires)
         self._audit("key.create", key.id, f"{key.name}, role {key.role}", context)
-        return pb.CreateKeyResponse(key=_key_pb(key), secret=secret)
+        return pb.CreateKeyResponse(key=key_pb(key), secret=secret)
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
         keys = await asyncio.to_thread(self.keys.list)
-        return pb.ListKeysResponse(keys=[_key_pb(k) for k in keys])
+        return pb.ListKeysResponse(keys=[key_pb(k) for k in keys])
 
     async def RevokeKey(
         self, request: pb.RevokeKeyRequest, context: Context
     ) -> pb.RevokeKeyResponse:
         key = await asyncio.to_thread(self.keys.revoke, request.id)
         self._audit("key.revoke", key.id, key.name, context)
-        return pb.RevokeKeyResponse(key=_key_pb(key))
+        return pb.RevokeKeyResponse(key=key_pb(key))
 
     async def RotateKey(
         self, request: pb.RotateKeyRequest, context: Context
@@ -83,7 +65,7 @@ class KeysServicer:
         grace = _expiry(request.grace_seconds, "grace_seconds") or 0.0
         key, secret = await asyncio.to_thread(self.keys.rotate, request.id, grace)
         self._audit("key.rotate", request.id, f"to {key.id}, {grace:g} s grace", context)
-        return pb.RotateKeyResponse(key=_key_pb(key), secret=secret)
+        return pb.RotateKeyResponse(key=key_pb(key), secret=secret)
 
 
 def _read(path: str) -> bytes:
@@ -140,18 +122,4 @@ class AuditServicer:
         if not 0 < size <= 10_000:
             raise RequestError("page_size", f"page_size must be 1 to 10000, got {size}")
         events = self.auditlog.query(size, request.who, request.action)
-        return pb.ListAuditEventsResponse(
-            events=[
-                pb.AuditEvent(
-                    time=ts(e.time),
-                    who=e.who,
-                    via=e.via,
-                    peer=e.peer,
-                    action=e.action,
-                    target=e.target,
-                    result=e.result,
-                    detail=e.detail,
-                )
-                for e in events
-            ]
-        )
+        return pb.ListAuditEventsResponse(events=[audit_event_pb(e) for e in events])

@@ -46,8 +46,12 @@ def test_every_rpc_in_the_proto_needs_a_permission():
 
 
 class Secure:
-    def __init__(self, tmp_path: Path, extra: str = "") -> None:
-        self.config = make_config(SECURE + extra, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+    """An in-process heliosd with auth = "keys" and its gRPC server; `security` adds keys
+    to the [security] section."""
+
+    def __init__(self, tmp_path: Path, security: str = "") -> None:
+        text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + security)
+        self.config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
         self.daemon = make_daemon(self.config)
         self.server = GrpcServer(
             self.daemon.services, "127.0.0.1:0", self.config.ingest, self.config.security
@@ -55,14 +59,20 @@ class Secure:
         self.keys = self.daemon.services.guard.keys
         self.address = f"127.0.0.1:{self.server.port}"
 
-    async def __aenter__(self) -> Secure:
+    async def start(self) -> None:
         await self.daemon.start()
         await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.daemon.stop()
+
+    async def __aenter__(self) -> Secure:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.server.stop()
-        await self.daemon.stop()
+        await self.stop()
 
     def key(self, role: str, name: str | None = None) -> str:
         return self.keys.create(name or f"{role}-1", role)[1]
@@ -256,16 +266,24 @@ def run_heliosd(
     )
 
 
-def test_a_non_loopback_plaintext_bind_refuses_to_start(tmp_path):
-    done = run_heliosd(
+def run_bound(
+    tmp_path: Path, grpc_host: str, console_host: str
+) -> subprocess.CompletedProcess[str]:
+    """heliosd with the default security (keys, no TLS) bound to these hosts."""
+    console = f"{console_host}:{free_port()}" if console_host else ""
+    return run_heliosd(
         tmp_path,
         f"""
 [daemon]
-grpc_address = "0.0.0.0:{free_port()}"
-console_address = ""
+grpc_address = "{grpc_host}:{free_port()}"
+console_address = "{console}"
 data_dir = "{tmp_path / "data"}"
 """,
     )
+
+
+def test_a_non_loopback_plaintext_bind_refuses_to_start(tmp_path):
+    done = run_bound(tmp_path, "0.0.0.0", "")
     assert done.returncode == 2, done.stderr
     assert "refusing to serve gRPC in plaintext" in done.stderr and "tls_cert" in done.stderr
 
@@ -336,12 +354,9 @@ tls_key = "{files["server.key"]}"
 tls_client_ca = "{files["ca.pem"]}"
 client_roles = {{ "ops-robot" = "operator" }}
 """
-    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
-    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
-    daemon = make_daemon(config)
-    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
-    await daemon.start()
-    await server.start()
+    secure = Secure(tmp_path, extra)
+    daemon, server = secure.daemon, secure.server
+    await secure.start()
     address = f"127.0.0.1:{server.port}"
     ca = files["ca.pem"].read_bytes()
 
@@ -388,8 +403,7 @@ client_roles = {{ "ops-robot" = "operator" }}
         assert process.returncode == 0, err.decode()
         assert "cli-admin" in out.decode() and admin not in out.decode()
     finally:
-        await server.stop()
-        await daemon.stop()
+        await secure.stop()
 
 
 async def test_the_audit_log_records_who_did_what_from_where_and_survives_a_restart(tmp_path):
@@ -440,12 +454,9 @@ async def test_rate_and_copy_limits_per_identity_answer_resource_exhausted_with_
     extra = """rate_limits = { viewer = 2.0 }
 copy_limits = { "feeder" = 100.0 }
 """
-    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
-    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
-    daemon = make_daemon(config)
-    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
-    await daemon.start()
-    await server.start()
+    secure = Secure(tmp_path, extra)
+    daemon, server = secure.daemon, secure.server
+    await secure.start()
     keys = daemon.services.guard.keys
     viewer, feeder = keys.create("v", "viewer")[1], keys.create("feeder", "ingester")[1]
     admin = keys.create("a", "admin")[1]
@@ -477,8 +488,7 @@ copy_limits = { "feeder" = 100.0 }
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "copy_limits" in caught.value.details()
     finally:
-        await server.stop()
-        await daemon.stop()
+        await secure.stop()
 
 
 def test_limits_must_be_finite_and_positive(tmp_path):
@@ -522,15 +532,7 @@ tls_key = "{files["server.key"]}"
             httpx.get(f"http://127.0.0.1:{daemon.console_port}/login", timeout=5)
     finally:
         stop_daemon_process(daemon)
-    done = run_heliosd(
-        tmp_path,
-        f"""
-[daemon]
-grpc_address = "127.0.0.1:{free_port()}"
-console_address = "0.0.0.0:{free_port()}"
-data_dir = "{tmp_path / "data"}"
-""",
-    )
+    done = run_bound(tmp_path, "127.0.0.1", "0.0.0.0")
     assert done.returncode == 2, done.stderr
     assert "refusing to serve the console in plaintext" in done.stderr
 
@@ -562,12 +564,9 @@ oidc_jwks_file = "{jwks}"
 oidc_name_claim = "email"
 oidc_leeway_seconds = 5.0
 """
-    text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + extra)
-    config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
-    daemon = make_daemon(config)
-    server = GrpcServer(daemon.services, "127.0.0.1:0", config.ingest, config.security)
-    await daemon.start()
-    await server.start()
+    secure = Secure(tmp_path, extra)
+    server = secure.server
+    await secure.start()
     now = int(clock.time())
     base = {
         "iss": "https://idp.example.com",
@@ -619,5 +618,4 @@ oidc_leeway_seconds = 5.0
                 pb.GetStatsRequest(), metadata=bearer(within_skew)
             )
     finally:
-        await server.stop()
-        await daemon.stop()
+        await secure.stop()

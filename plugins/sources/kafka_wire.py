@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from google.protobuf.message import DecodeError
+from helios.control.convert import outcome_pb
 from helios.daemon.model import CopyIn, Outcome
 from helios.v1 import helios_pb2 as pb
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,12 +58,8 @@ def decode(m: Any) -> tuple[CopyIn | None, tuple[str, str, str] | None]:
 
 
 def outcome_bytes(o: Outcome) -> bytes:
-    kind: Any = int(o.kind)
-    m = pb.Outcome(kind=kind, event_id=o.event_id, event_type=o.event_type, sequence=o.sequence)
-    m.sources.extend(o.sources)
-    m.late_by_seconds = o.late_by
-    m.time.FromNanoseconds(int(o.time * 1e9))
-    return m.SerializeToString()
+    """The outcome as the gRPC API's helios.v1.Outcome (one conversion for both)."""
+    return bytes(outcome_pb(o).SerializeToString())
 
 
 async def publish_outcomes(source: Any) -> None:
