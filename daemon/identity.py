@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -44,6 +45,7 @@ ROLES: dict[str, frozenset[str]] = {
     "operator": frozenset({"read", "operate"}),
     "admin": frozenset(PERMISSIONS),
 }
+log = logging.getLogger("helios.identity")
 PREFIX = "helios_"
 NAME = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 
@@ -149,7 +151,12 @@ class KeyStore:
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp or force:
-            self._keys = self._read()
+            try:
+                self._keys = self._read()
+            except (RequestError, OSError) as exc:
+                # A damaged file must not take every call down: keep the keys read last
+                # (none, at start) until it is fixed, and say so once per change.
+                log.error("API keys not re-read: %s; the previous keys stay in force", exc)
             self._stamp = stamp
 
     @contextlib.contextmanager

@@ -619,3 +619,17 @@ oidc_leeway_seconds = 5.0
             )
     finally:
         await secure.stop()
+
+
+async def test_a_damaged_key_file_keeps_the_last_keys_and_answers_no_unknown(tmp_path, caplog):
+    async with Secure(tmp_path) as s, s.channel() as channel:
+        viewer = s.key("viewer", "vi")
+        query = pb_grpc.QueryServiceStub(channel)
+        await query.GetStats(pb.GetStatsRequest(), metadata=bearer(viewer))
+        (tmp_path / "data" / "keys.json").write_text("{torn")
+        s.keys.refresh(force=True)
+        await query.GetStats(pb.GetStatsRequest(), metadata=bearer(viewer))  # still known
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await query.GetStats(pb.GetStatsRequest(), metadata=bearer("helios_1234abcd_x"))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "is not a HELIOS key file" in caplog.text
