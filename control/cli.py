@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import grpc
-from helios.control import heal_cli, keys_cli
+from helios.control import heal_cli, inputs_cli, keys_cli
 from helios.control.common import (
     DEFAULT_ADDRESS,
     OK,
@@ -143,6 +143,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return inputs_cli.cmd_list(args)
+    if not args.source:
+        raise CliError(f"helios sources {args.action} SOURCE")
     stub = pb_grpc.ControlServiceStub(channel(args.address))
     if args.action == "pause":
         source = stub.PauseSource(pb.PauseSourceRequest(source=args.source), timeout=10).source
@@ -257,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_jobs
     )
 
-    sources = sub.add_parser("sources", help="pause or resume a source")
-    sources.add_argument("action", choices=["pause", "resume"])
-    sources.add_argument("source")
+    sources = sub.add_parser("sources", help="list the inputs, or pause or resume a source")
+    sources.add_argument("action", choices=["list", "pause", "resume"])
+    sources.add_argument("source", nargs="?", default="")
     sources.set_defaults(func=cmd_sources)
+    inputs_cli.register(sub, sources)
 
     metrics = sub.add_parser("metrics", help="per-minute reconciliation metrics")
     metrics.add_argument("--minutes", type=int, default=15)

@@ -46,8 +46,11 @@ RPC_PERMISSIONS: dict[str, str] = {
             "ListExecutions",
             "GetTrace",
             "ListActions",
+            "ListInputs",
+            "ListDeadLetters",
         )
     },
+    "QueryService/GetDeadLetter": "operate",  # its body carries business data
     **{
         f"ControlService/{m}": "operate"
         for m in (
@@ -59,6 +62,7 @@ RPC_PERMISSIONS: dict[str, str] = {
             "SetAutomationMode",
             "SetBreaker",
             "SetWeights",
+            "ReplayDeadLetters",
         )
     },
     **{f"KeysService/{m}": "admin" for m in ("CreateKey", "ListKeys", "RevokeKey", "RotateKey")},

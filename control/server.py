@@ -34,6 +34,7 @@ from helios.control.convert import (
     stats_pb,
     trace_pb,
 )
+from helios.control.deliveries import DeadLetterControl, InputQueries
 from helios.control.handlers import Context, bad_request, handlers
 from helios.control.trust import AuditServicer, KeysServicer, PlaintextRefused, tls_credentials
 from helios.daemon.config import IngestConfig, SecurityConfig, is_loopback
@@ -128,8 +129,9 @@ class IngestServicer:
                     await reader
 
 
-class QueryServicer:
+class QueryServicer(InputQueries):
     def __init__(self, services: Services) -> None:
+        super().__init__(services)
         self.reads = services.reads
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
@@ -238,8 +240,9 @@ def _encoded(batch: Batch) -> bytes:
     return encoded
 
 
-class ControlServicer:
+class ControlServicer(DeadLetterControl):
     def __init__(self, services: Services) -> None:
+        super().__init__(services)
         self.operator = services.operator
         self.guard = services.guard
 

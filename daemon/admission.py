@@ -32,6 +32,7 @@ class Admission:
         received: float | None = None,
         wait: bool = False,
         positions: Sequence[tuple[str, int]] | None = None,
+        whole: bool = False,
     ) -> PublishResult:
         """Validate and enqueue a batch, and return once it is stored (with a durable
         index; at once otherwise): the acknowledgement. Each bad copy is reported by its
@@ -44,8 +45,11 @@ class Admission:
 
         `positions` (one per copy: a mark name and an integer, e.g. a Kafka partition
         and offset) are stored with the copies, the highest of each slice in the same
-        write: a source reads them back to skip what was stored already."""
-        result, stored = await self.submit(copies, received, wait, positions)
+        write: a source reads them back to skip what was stored already.
+
+        `whole`: one bad copy refuses the batch (nothing enqueued, accepted 0, the
+        rejections named): a webhook delivery is taken whole or retried whole."""
+        result, stored = await self.submit(copies, received, wait, positions, whole)
         await stored
         return result
 
@@ -55,6 +59,7 @@ class Admission:
         received: float | None = None,
         wait: bool = False,
         positions: Sequence[tuple[str, int]] | None = None,
+        whole: bool = False,
     ) -> tuple[PublishResult, Awaitable[None]]:
         """admit() without waiting for the store: the result, and what completes when
         the batch is stored. PublishStream reads its next batch meanwhile and sends the
@@ -100,8 +105,21 @@ class Admission:
         rejections: list[Rejected] = []
         stored: list[asyncio.Future[None]] = []
         try:
+            checked = None
+            if whole:  # check every slice before enqueueing any
+                checked = [pipeline.check(copies[s : s + SLICE]) for s in range(0, count, SLICE)]
+                refused = [
+                    replace(r, index=r.index + n * SLICE)
+                    for n, (_, result) in enumerate(checked)
+                    for r in result.rejections
+                ]
+                if refused:
+                    return PublishResult(0, refused), _stored()
             for start in range(0, count, SLICE):
-                good, result = pipeline.check(copies[start : start + SLICE])
+                if checked is not None:
+                    good, result = checked[start // SLICE]
+                else:
+                    good, result = pipeline.check(copies[start : start + SLICE])
                 for r in result.rejections:
                     rejections.append(replace(r, index=r.index + start) if start else r)
                 marks = _marks(positions[start : start + SLICE]) if positions else None

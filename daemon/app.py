@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from helios.daemon import __version__
@@ -16,6 +17,7 @@ from helios.daemon.auditlog import AuditLog
 from helios.daemon.bloom import DeliveryFilters, FilterStore
 from helios.daemon.clock import Clock, ManualClock, make_clock
 from helios.daemon.config import Config, ConfigError
+from helios.daemon.deadletters import DeadLetters
 from helios.daemon.detection import Detection
 from helios.daemon.files import DataDirLock
 from helios.daemon.housekeeping import Rates, schedule
@@ -35,6 +37,7 @@ from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.services import Services
 from helios.daemon.shards import ShardedIndex
 from helios.daemon.types import IndexBackend, IndexContext, Source, SourceContext
+from helios.daemon.webhooks import Webhooks
 
 log = logging.getLogger("helios.daemon")
 SOURCE_MEMBERS = ("start", "stop", "pause", "resume", "delivers", "replays", "replay")
@@ -102,6 +105,12 @@ class Daemon:
         self.detection = Detection(
             config.detectors, registry, self.metrics, self.clock, config.daemon.data_dir, manager
         )
+        self.deadletters = DeadLetters(
+            Path(config.daemon.data_dir),
+            config.ingest.dead_letters_max,
+            config.ingest.dead_letters_max_bytes,
+        )
+        self.webhooks = Webhooks(self.deadletters)
         self.inputs: dict[str, Source] = {}
         for name, spec in config.sources.inputs.items():
             if not spec.enabled:
@@ -128,6 +137,9 @@ class Daemon:
                 max_batch=config.ingest.max_batch_events,
                 watch=self._watch_all,
                 unwatch=self.pipeline.unwatch,
+                serve=partial(self.webhooks.serve, name) if config.daemon.console_address else None,
+                stats=self.webhooks.stats_of(name),
+                dead_letter=partial(self.webhooks.dead_letter, name),
             )
             try:
                 instance = factory.factory(context, spec.options())
@@ -199,7 +211,9 @@ class Daemon:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.auditlog = AuditLog(Path(config.daemon.data_dir) / "audit.log")
-        self.services = Services(self.admission, reads, Operator(self, reads), guard, self.auditlog)
+        self.services = Services(
+            self.admission, reads, Operator(self, reads), guard, self.auditlog, self.webhooks
+        )
         self.refused = self.services.refused
         self.lock = DataDirLock(config.daemon.data_dir)
         schedule(self)
@@ -249,6 +263,7 @@ class Daemon:
             self._load_filters(self.filter_store)
         self.runtime.open()
         self.auditlog.open()
+        self.deadletters.open()
         self.detection.open()
         self.loop.open()
         self.pipeline.start()
@@ -330,6 +345,7 @@ class Daemon:
         await self.save_filters()
         await self.index.close()
         self.auditlog.close()
+        self.deadletters.close()
         self.lock.release()
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:

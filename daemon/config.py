@@ -67,6 +67,8 @@ class IngestConfig(_Section):
     max_event_type_length: int = Field(256, gt=0)
     max_watchers: int = Field(256, gt=0)  # WatchOutcomes streams open at once
     max_concurrent_rpcs: int = Field(1024, gt=0)  # beyond: RESOURCE_EXHAUSTED
+    dead_letters_max: int = Field(1000, gt=0)  # refused webhook deliveries kept
+    dead_letters_max_bytes: int = Field(64 * 1_048_576, gt=0)
 
 
 class ReconcileConfig(_Section):
@@ -384,6 +386,8 @@ max_event_id_length = 512             # a longer event_id is rejected (field "ev
 max_event_type_length = 256           # a longer event_type is rejected (field "event_type")
 max_watchers = 256                    # WatchOutcomes streams open at once; beyond: RESOURCE_EXHAUSTED
 max_concurrent_rpcs = 1024            # RPCs served at once; beyond: RESOURCE_EXHAUSTED
+dead_letters_max = 1000               # refused webhook deliveries kept (helios dlq); oldest go first
+dead_letters_max_bytes = 67108864     # ... and at most this many bytes of them
 
 [reconcile]
 window_seconds = 60.0                 # default window, from the first copy's arrival

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from helios.daemon.audit import Alternative, Decision, Execution
@@ -16,6 +16,7 @@ from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import caller
 from helios.daemon.readmodels import BreakerView, ReadModels, SourceStatus
 from helios.daemon.types import CRITERIA, ActionError
+from helios.daemon.webhooks import WebReply
 
 # Parameters heliosd sets for every decision (Executor.params): a caller cannot set them.
 RESERVED_PARAMS = ("trace_id", "decision_id", "diagnosis")
@@ -91,6 +92,17 @@ class Operator:
         self._require("source", source)
         self._d.runtime.set_breaker(source, state, reason)
         return self._reads.breaker_view(source)
+
+    @audited("replay_dead_letters", lambda ids: ",".join(str(i) for i in ids))
+    async def replay_dead_letters(self, ids: Sequence[int]) -> list[tuple[int, WebReply]]:
+        """Each dead letter through its input again; NOT_FOUND / FAILED_PRECONDITION
+        for an unknown or queue-pulled one, before any is replayed."""
+        webhooks = self._d.webhooks
+        for letter_id in ids:
+            letter = webhooks.deadletters.get(letter_id)
+            if letter is None or letter.method == "PULL":
+                await webhooks.replay(letter_id)  # raises the error naming it
+        return [(i, (await webhooks.replay(i))[1]) for i in ids]
 
     # ---- the loop's policy ---------------------------------------------------------
     @audited("set_mode", lambda mode, action="": f"{action or 'default'} {mode or '(cleared)'}")

@@ -12,6 +12,7 @@ from helios.daemon.audit import Decision, Execution
 from helios.daemon.detection import Anomaly, StepRecord, parse_anomaly_filter
 from helios.daemon.domain import AutomationMode, DecisionStatus
 from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.inputs import InputView, input_views
 from helios.daemon.jobs import Job
 from helios.daemon.metrics import MetricsMinute
 from helios.daemon.model import Outcome
@@ -85,6 +86,9 @@ class ReadModels:
             )
             for name, c in zip(d.config.sources.names, d.reconciler.by_source, strict=True)
         ]
+
+    def inputs(self) -> list[InputView]:
+        return input_views(self._d)
 
     def source(self, name: str) -> SourceStatus:
         self._d.runtime.check_source(name)

@@ -12,6 +12,7 @@ from helios.daemon.domain import Diagnosis
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.model import CopyIn, EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
+from helios.daemon.webhooks import InputStats
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,14 @@ class SourceContext:
     # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
     watch: Callable[[], Any] | None = None
     unwatch: Callable[[Any], None] | None = None
+    # Serve a webhook route on the console's HTTP server (Webhooks.serve without the
+    # input name): serve(path, handler, max_body, secret_headers). None when the
+    # console is off.
+    serve: Callable[..., None] | None = None
+    # What this input received and refused (`helios sources list`, the Sources page).
+    stats: InputStats | None = None
+    # Keep a refused message as a dead letter: (reason, detail, body, where) (pull inputs).
+    dead_letter: Callable[[str, str, bytes, str], Awaitable[Any]] | None = None
 
 
 SourceFactory = Callable[[SourceContext, Mapping[str, Any]], Source]

@@ -38,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 extra=""
-[ "${1:-}" = dev ] && extra="[dev]"
+[ "${1:-}" = dev ] && extra="[dev,clouds]"
 # Installed already from these very files? Then there is nothing to do. The stamp covers
 # the build file and the list of modules (a strict editable install maps each file).
 stamp=$( { echo "$extra"; cat pyproject.toml; find daemon control plugins ui ml proto -name '*.py' |

@@ -21,14 +21,21 @@ from tests.helpers import make_config, make_daemon
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("daemon", "control", "plugins", "ui", "ml")
 FRONT_ENDS = [
-    ROOT / "control" / name for name in ("server.py", "handlers.py", "convert.py")
+    ROOT / "control" / name for name in ("server.py", "handlers.py", "convert.py", "deliveries.py")
 ] + sorted((ROOT / "ui").glob("*.py"))
 # heliosd's entry point assembles the daemon and its front-ends: it imports the Daemon,
 # and then touches nothing of it but services, start() and stop().
 ENTRY_POINT = ROOT / "control" / "heliosd.py"
 THIN_CLIENT = [
     ROOT / "control" / name
-    for name in ("cli.py", "common.py", "events_cli.py", "detection_cli.py", "heal_cli.py")
+    for name in (
+        "cli.py",
+        "common.py",
+        "events_cli.py",
+        "detection_cli.py",
+        "heal_cli.py",
+        "inputs_cli.py",
+    )
 ]
 # What a front-end may import from the daemon: the service layer, its read models'
 # shapes, errors, and the domain's plain data types. Not the parts behind them.
@@ -49,6 +56,9 @@ FRONT_END_IMPORTS = {
     "helios.daemon.plugins",
     "helios.daemon.identity",
     "helios.daemon.auditlog",
+    "helios.daemon.webhooks",  # the service side of webhook deliveries and dead letters
+    "helios.daemon.deadletters",
+    "helios.daemon.inputs",
 }
 # The Daemon's parts: a front-end that names one of these reaches past the service layer.
 INTERNALS = {

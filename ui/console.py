@@ -108,7 +108,7 @@ class Console:
         if bound not in ("0.0.0.0", "::", ""):
             hosts.add(bound)
         # Every request and websocket passes the gate first (Host, Origin, sign-in).
-        self.gate = Gate(self.app, services.guard, hosts, services.auditlog)
+        self.gate = Gate(self.app, services.guard, hosts, services.auditlog, services.webhooks)
         # HTTPS with the gRPC certificate when there is one; plaintext off loopback only
         # when allowed explicitly (behind a TLS proxy), like gRPC.
         tls = bool(security.tls_cert)

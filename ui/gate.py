@@ -9,6 +9,8 @@ passes here first.
   as gRPC), checks it and sets an HttpOnly, SameSite=Strict cookie. The key is checked
   again on every request, so a revoked key logs its sessions out at once. /metrics also
   takes `Authorization: Bearer <key>` (read permission) for Prometheus.
+- /ingest/... is the clouds' webhook deliveries: no session and no Host check (each
+  input verifies its cloud's signature, token or key: helios.ui.webhooks).
 
 The identity is put in the ASGI scope's state for the pages, which gate their actions by
 permission and record the identity as who acted.
@@ -25,6 +27,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.identity import ANONYMOUS, Guard, Identity, acting_as
+from helios.daemon.webhooks import Webhooks
+from helios.ui import webhooks
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,6 +38,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 COOKIE = "helios_session"
 SESSION_SECONDS = 8 * 3600
 PUBLIC = ("/login", "/logout", "/favicon.ico")
+INGEST = "/ingest/"  # webhook deliveries (helios.ui.webhooks)
 STATIC = "/_nicegui/"  # scripts and styles; the socket.io channel (/_nicegui_ws) is not public
 LOGIN = """<!doctype html><html><head><meta charset="utf-8"><title>HELIOS - sign in</title>
 <style>body{{font-family:sans-serif;background:#0f172a;color:#e2e8f0;display:flex;
@@ -50,9 +55,15 @@ on the host).</p><p class="e">{error}</p>
 
 class Gate:
     def __init__(
-        self, app: ASGIApp, guard: Guard, hosts: set[str], auditlog: AuditLog | None = None
+        self,
+        app: ASGIApp,
+        guard: Guard,
+        hosts: set[str],
+        auditlog: AuditLog | None = None,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.app = app
+        self.webhooks = webhooks
         self.guard = guard
         self.auditlog = auditlog
         self.hosts = {h.lower() for h in hosts}
@@ -94,8 +105,13 @@ class Gate:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
+        if kind == "http" and path.startswith(INGEST) and self.webhooks is not None:
+            # Clouds' deliveries: no session, no browser; each input checks its own
+            # credentials (signature, token, key), whatever Host the cloud was given.
+            await webhooks.serve(self.webhooks, scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
         if not self._host_ok(headers.get(b"host", b"").decode("latin-1")):
             await self._refuse(scope, send, 421, "this console does not answer to that Host")
             return

@@ -217,6 +217,21 @@ class QueryServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.ListActionsRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.ListActionsResponse.FromString,
                 _registered_method=True)
+        self.ListInputs = channel.unary_unary(
+                '/helios.v1.QueryService/ListInputs',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListInputsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListInputsResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/helios.v1.QueryService/ListDeadLetters',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/helios.v1.QueryService/GetDeadLetter',
+                request_serializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -303,6 +318,27 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInputs(self, request, context):
+        """Every input (webhooks, SQS, Kafka, simulator): what it received and refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Refused deliveries kept in the dead-letter store, newest first, without bodies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """One dead letter with its body (needs the operate permission: bodies carry business data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -370,6 +406,21 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ListActions,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.ListActionsRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.ListActionsResponse.SerializeToString,
+            ),
+            'ListInputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInputs,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListInputsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListInputsResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -733,6 +784,87 @@ class QueryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListInputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListInputs',
+            helios_dot_v1_dot_helios__pb2.ListInputsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListInputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListDeadLetters',
+            helios_dot_v1_dot_helios__pb2.ListDeadLettersRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/GetDeadLetter',
+            helios_dot_v1_dot_helios__pb2.GetDeadLetterRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.GetDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ControlServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -782,6 +914,11 @@ class ControlServiceStub:
                 '/helios.v1.ControlService/SetWeights',
                 request_serializer=helios_dot_v1_dot_helios__pb2.SetWeightsRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.SetWeightsResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/helios.v1.ControlService/ReplayDeadLetters',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
 
 
@@ -842,6 +979,14 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayDeadLetters(self, request, context):
+        """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
+        one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -884,6 +1029,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.SetWeights,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.SetWeightsRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.SetWeightsResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1102,6 +1252,33 @@ class ControlService:
             '/helios.v1.ControlService/SetWeights',
             helios_dot_v1_dot_helios__pb2.SetWeightsRequest.SerializeToString,
             helios_dot_v1_dot_helios__pb2.SetWeightsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/ReplayDeadLetters',
+            helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,12 @@ class QueryServiceStub:
     """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification."""
     ListActions: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListActionsRequest, _helios_pb2.ListActionsResponse]
     """The action catalogue with current estimates, the automation mode, weights and breakers."""
+    ListInputs: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListInputsRequest, _helios_pb2.ListInputsResponse]
+    """Every input (webhooks, SQS, Kafka, simulator): what it received and refused."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListDeadLettersRequest, _helios_pb2.ListDeadLettersResponse]
+    """Refused deliveries kept in the dead-letter store, newest first, without bodies."""
+    GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetDeadLetterRequest, _helios_pb2.GetDeadLetterResponse]
+    """One dead letter with its body (needs the operate permission: bodies carry business data)."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -110,6 +116,12 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """Everything one trace links: anomaly -> diagnosis -> decisions -> executions -> verification."""
     ListActions: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListActionsRequest, _helios_pb2.ListActionsResponse]  # type: ignore[assignment]
     """The action catalogue with current estimates, the automation mode, weights and breakers."""
+    ListInputs: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListInputsRequest, _helios_pb2.ListInputsResponse]  # type: ignore[assignment]
+    """Every input (webhooks, SQS, Kafka, simulator): what it received and refused."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListDeadLettersRequest, _helios_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Refused deliveries kept in the dead-letter store, newest first, without bodies."""
+    GetDeadLetter: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetDeadLetterRequest, _helios_pb2.GetDeadLetterResponse]  # type: ignore[assignment]
+    """One dead letter with its body (needs the operate permission: bodies carry business data)."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -206,6 +218,30 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_helios_pb2.ListActionsResponse, _abc.Awaitable[_helios_pb2.ListActionsResponse]]:
         """The action catalogue with current estimates, the automation mode, weights and breakers."""
 
+    @_abc_1.abstractmethod
+    def ListInputs(
+        self,
+        request: _helios_pb2.ListInputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListInputsResponse, _abc.Awaitable[_helios_pb2.ListInputsResponse]]:
+        """Every input (webhooks, SQS, Kafka, simulator): what it received and refused."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _helios_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListDeadLettersResponse, _abc.Awaitable[_helios_pb2.ListDeadLettersResponse]]:
+        """Refused deliveries kept in the dead-letter store, newest first, without bodies."""
+
+    @_abc_1.abstractmethod
+    def GetDeadLetter(
+        self,
+        request: _helios_pb2.GetDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.GetDeadLetterResponse, _abc.Awaitable[_helios_pb2.GetDeadLetterResponse]]:
+        """One dead letter with its body (needs the operate permission: bodies carry business data)."""
+
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ControlServiceStub:
@@ -229,6 +265,10 @@ class ControlServiceStub:
     SetAutomationMode: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetAutomationModeRequest, _helios_pb2.SetAutomationModeResponse]
     SetBreaker: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetBreakerRequest, _helios_pb2.SetBreakerResponse]
     SetWeights: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetWeightsRequest, _helios_pb2.SetWeightsResponse]
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ReplayDeadLettersRequest, _helios_pb2.ReplayDeadLettersResponse]
+    """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
+    one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
+    """
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -249,6 +289,10 @@ class ControlServiceAsyncStub(ControlServiceStub):
     SetAutomationMode: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetAutomationModeRequest, _helios_pb2.SetAutomationModeResponse]  # type: ignore[assignment]
     SetBreaker: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetBreakerRequest, _helios_pb2.SetBreakerResponse]  # type: ignore[assignment]
     SetWeights: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetWeightsRequest, _helios_pb2.SetWeightsResponse]  # type: ignore[assignment]
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_helios_pb2.ReplayDeadLettersRequest, _helios_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
+    one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
+    """
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -314,6 +358,16 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _helios_pb2.SetWeightsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_helios_pb2.SetWeightsResponse, _abc.Awaitable[_helios_pb2.SetWeightsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _helios_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_helios_pb2.ReplayDeadLettersResponse]]:
+        """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
+        one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
+        """
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
