@@ -109,7 +109,7 @@ class CertServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.endswith(".pem"):
                     payload = pem
                 else:

@@ -186,7 +186,7 @@ def eventgrid(event_id: str) -> list:
     return [
         {
             "id": event_id,
-            "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.EventGrid/topics/orders",
+            "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.EventGrid/topics/o",
             "subject": "orders",
             "eventType": "order.created",
             "eventTime": "2026-11-29T10:00:00.3000000Z",
@@ -506,7 +506,7 @@ MALFORMED = [
     (
         "batch with one bad",
         EG,
-        json.dumps(eventgrid("m-4") + [{"eventType": "t", "data": {}}]).encode(),
+        json.dumps([*eventgrid("m-4"), {"eventType": "t", "data": {}}]).encode(),
         JSON,
         400,
         "missing_event_id",
