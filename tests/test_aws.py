@@ -136,7 +136,12 @@ source = "aws"
 envelope = "eventbridge"
 wait_seconds = 1
 visibility_timeout = 2
-publish = {{ kind = "eventbridge", bus = "default", source = "helios.replay", endpoint_url = "{moto}", region = "{REGION}" }}
+[sources.inputs.aws_queue.publish]
+kind = "eventbridge"
+bus = "default"
+source = "helios.replay"
+endpoint_url = "{moto}"
+region = "{REGION}"
 [decision]
 automation = "observe"
 """,
