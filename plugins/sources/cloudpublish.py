@@ -55,7 +55,7 @@ _KNOWN = {
 }
 
 
-def _require(module: str) -> None:
+def require(module: str) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
@@ -247,7 +247,7 @@ def build(options: dict[str, Any], envelope: str = "") -> Publisher | None:
     missing = [k for k in _NEEDS[kind] if not options.get(k)]
     if missing:
         raise ValueError(f"publish ({kind}) needs {', '.join(missing)}")
-    _require(
+    require(
         {
             "eventbridge": "boto3",
             "sns": "boto3",
