@@ -73,18 +73,12 @@ class ReadModels:
     # ---- reconciliation ------------------------------------------------------------
     def sources(self) -> list[SourceStatus]:
         d = self._d
-        paused = d.pipeline.paused
+        names, counts = d.config.sources.names, d.reconciler.by_source
         return [
-            SourceStatus(
-                name,
-                c.copies,
-                c.expected,
-                c.delivered,
-                c.delivered / c.expected if c.expected else 1.0,
-                c.duplicates,
-                name in paused,
+            SourceStatus(name, c.copies, c.expected, c.delivered, c.share, c.duplicates, p)
+            for name, c, p in zip(
+                names, counts, [n in d.pipeline.paused for n in names], strict=True
             )
-            for name, c in zip(d.config.sources.names, d.reconciler.by_source, strict=True)
         ]
 
     def inputs(self) -> list[InputView]:

@@ -51,6 +51,11 @@ class SourceCounters:
     delivered: int = 0
     duplicates: int = 0
 
+    @property
+    def share(self) -> float:
+        """Completeness: delivered of expected (1.0 before any was expected)."""
+        return self.delivered / self.expected if self.expected else 1.0
+
 
 class Reconciler:
     """Keeps open windows and decides outcomes; closed records go to the index."""

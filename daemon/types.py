@@ -127,13 +127,10 @@ class SourceContext:
     # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
     watch: Callable[[], Any] | None = None
     unwatch: Callable[[Any], None] | None = None
-    # Serve a webhook route on the console's HTTP server (Webhooks.serve without the
-    # input name): serve(path, handler, max_body, secret_headers). None when the
-    # console is off.
+    # serve(path, handler, max_body, secret_headers): a webhook route (None: no console);
+    # stats: what it received and refused; dead_letter(reason, detail, body, where).
     serve: Callable[..., None] | None = None
-    # What this input received and refused (`helios sources list`, the Sources page).
     stats: InputStats | None = None
-    # Keep a refused message as a dead letter: (reason, detail, body, where) (pull inputs).
     dead_letter: Callable[[str, str, bytes, str], Awaitable[Any]] | None = None
 
 

@@ -17,6 +17,7 @@ from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
 from helios.ui import audit, decisions, detection, prometheus, recovery, storage
 from helios.ui.gate import Gate, who
+from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
@@ -47,6 +48,7 @@ def _header(active: str) -> None:
             ("Detection", "/detection"),
             ("Decisions", "/decisions"),
             ("Recovery", "/recovery"),
+            ("Sources", "/sources"),
             ("Storage", "/storage"),
             ("Jobs", "/jobs"),
             ("Audit", "/audit"),
@@ -355,6 +357,10 @@ class Console:
         @ui.page("/storage")
         def storage_view() -> None:
             storage.storage_page(reads, _header)
+
+        @ui.page("/sources")
+        def sources_view(request: Request) -> None:
+            sources_page(services, _header, who(request))
 
         @ui.page("/audit")
         def audit_view(request: Request) -> None:
