@@ -1,7 +1,7 @@
 """Webhook ingest: deliveries per second into one heliosd, measured with wrk (C, light
 on the CPU it shares with heliosd) over keep-alive connections, every delivery a new
 event. Three shapes, side by side in one run against the same daemon (SQLite index,
-fsync per group commit, so a 200 means durable; verification on):
+fsync per group commit, so a 200 means durable; then the memory index; verification on):
 
 - EventBridge API destination: one event per POST, x-api-key checked;
 - Event Grid: BATCH events per POST (`?code=` checked);
@@ -10,7 +10,8 @@ fsync per group commit, so a 200 means durable; verification on):
     .venv/bin/python benchmarks/webhooks.py [SECONDS] [CONNECTIONS] [BATCH]   (default 10 64 100)
 
 Needs wrk (Debian package `wrk`). Prints deliveries/s, copies/s, latency, and the
-non-2xx answers (there must be none: a 429 would show pushback)."""
+non-2xx answers (there must be none: a 429 would show pushback), for the durable SQLite
+index and then the memory index, and their ratio."""
 
 from __future__ import annotations
 
@@ -153,24 +154,32 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="helios-webhooks-"))
     secret = work / "secret"
     secret.write_text("bench-secret")
-    daemon = start_daemon_process(work, CONFIG.format(secret=secret), console=True)
-    url = f"http://127.0.0.1:{daemon.console_port}"
-    try:
-        print(
-            f"{seconds} s each, {connections} keep-alive connections, wrk -t 2; heliosd: sqlite index"
+    print(f"{seconds} s each, {connections} keep-alive connections, wrk -t 2")
+    rates: dict[tuple[str, str], float] = {}
+    for backend in ("sqlite", "memory"):  # durable (fsync per group commit) vs not
+        home = work / backend
+        home.mkdir()
+        config = CONFIG.format(secret=secret).replace(
+            'backend = "sqlite"', f'backend = "{backend}"'
         )
-        for kind, (path, headers, body) in BODIES.items():
-            lua = work / f"{kind}.lua"
-            lua.write_text(script(kind, path, headers, body))
-            per = 1 if kind == "eventbridge" else batch
-            r = run(url, lua, seconds, connections, per)
-            print(
-                f"{kind:<12} {per:>4} events/delivery: {r['deliveries']:>9,.0f} deliveries/s "
-                f"{r['deliveries'] * per:>10,.0f} copies/s  p50 {r['p50']:.1f} ms  "
-                f"p99 {r['p99']:.1f} ms  non-2xx {r['non2xx']:.0f}"
-            )
-    finally:
-        stop_daemon_process(daemon)
+        daemon = start_daemon_process(home, config, console=True)
+        url = f"http://127.0.0.1:{daemon.console_port}"
+        try:
+            for kind, (path, headers, body) in BODIES.items():
+                lua = work / f"{kind}.lua"
+                lua.write_text(script(kind, path, headers, body))
+                per = 1 if kind == "eventbridge" else batch
+                r = run(url, lua, seconds, connections, per)
+                rates[(backend, kind)] = r["deliveries"]
+                print(
+                    f"{backend:<7}{kind:<12} {per:>4} events/delivery: "
+                    f"{r['deliveries']:>8,.0f} deliveries/s {r['deliveries'] * per:>9,.0f} copies/s"
+                    f"  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  non-2xx {r['non2xx']:.0f}"
+                )
+        finally:
+            stop_daemon_process(daemon)
+    for kind in BODIES:
+        print(f"{kind}: sqlite / memory = {rates[('sqlite', kind)] / rates[('memory', kind)]:.2f}")
 
 
 if __name__ == "__main__":

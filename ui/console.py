@@ -141,6 +141,10 @@ class Console:
         host = self.address.rpartition(":")[0]
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: uvicorn writes a response's head and body
+        # apart, and with Nagle the body waited for the client's delayed ACK, 40 ms a
+        # response on a keep-alive connection (benchmarks/webhooks.py).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((host, self.port))
         except OSError as exc:
