@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from helios.daemon import __version__
 from helios.daemon.admission import Admission
@@ -36,7 +37,7 @@ from helios.daemon.runtime import ActionRuntime
 from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.services import Services
 from helios.daemon.shards import ShardedIndex
-from helios.daemon.types import IndexBackend, IndexContext, Source, SourceContext
+from helios.daemon.types import IndexBackend, IndexContext, PublishResult, Source, SourceContext
 from helios.daemon.webhooks import Webhooks
 
 log = logging.getLogger("helios.daemon")
@@ -151,6 +152,8 @@ class Daemon:
                     f"sources.inputs.{name}: plugin {plugin!r} made a source that lacks "
                     f"{', '.join(lacking)} (see helios.daemon.types.Source and SourceBase)"
                 )
+            if not getattr(instance, "counts_deliveries", False):
+                _count_deliveries(context)  # each accepted copy is one delivery
             self.inputs[name] = instance
         self.rates = Rates(self.reconciler)
         self.jobs = Scheduler(self.clock)
@@ -362,3 +365,27 @@ class Daemon:
                 await asyncio.sleep(0)
             while self.pipeline.queued:
                 await asyncio.sleep(0)
+
+
+def _count_deliveries(context: SourceContext) -> None:
+    """Count what an input that does not count its own deliveries (the simulator, Kafka)
+    gets accepted, each copy as one delivery, in its InputStats."""
+    stats, publish, submit = context.stats, context.publish, context.submit
+    assert stats is not None
+
+    async def counted_publish(*args: Any, **kwargs: Any) -> PublishResult:
+        result: PublishResult = await publish(*args, **kwargs)
+        if result.accepted:
+            stats.delivered(result.accepted, result.accepted)
+        return result
+
+    context.publish = counted_publish
+    if submit is not None:
+
+        async def counted_submit(*args: Any, **kwargs: Any) -> tuple[PublishResult, Any]:
+            result, stored = await submit(*args, **kwargs)
+            if result.accepted:
+                stats.delivered(result.accepted, result.accepted)
+            return result, stored
+
+        context.submit = counted_submit

@@ -76,16 +76,16 @@ class InputStats:
         self.last_error = 0.0
         self._seconds: deque[list[int]] = deque(maxlen=61)  # [second, deliveries]
 
-    def delivered(self, copies: int) -> None:
+    def delivered(self, copies: int, deliveries: int = 1) -> None:
         now = time.time()
-        self.deliveries += 1
+        self.deliveries += deliveries
         self.copies += copies
         self.last_delivery = now
         second = int(now)
         if self._seconds and self._seconds[-1][0] == second:
-            self._seconds[-1][1] += 1
+            self._seconds[-1][1] += deliveries
         else:
-            self._seconds.append([second, 1])
+            self._seconds.append([second, deliveries])
 
     def refused(self, reason: str) -> None:
         self.errors[reason] += 1

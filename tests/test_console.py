@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
@@ -49,6 +50,12 @@ rate_per_second = 200.0
 drop_probability = 0.03
 duplicate_probability = 0.02
 corrupt_probability = 0.01
+
+[sources.inputs.edge]
+plugin = "webhook"
+envelope = "cloudevents"
+source = "aws"
+verify = "none"
 """,
         console=True,
     )
@@ -327,6 +334,45 @@ def test_storage_view_shows_the_durable_index_and_the_open_windows(console_daemo
     )
     assert "per lookup" in text_of(browser, ".helios-storage-bloom-fp")
     browser.save_screenshot(str(ARTIFACTS / "console-storage.png"))
+
+
+def test_sources_view_lists_inputs_and_replays_a_dead_letter(console_daemon, browser):
+    url = f"http://127.0.0.1:{console_daemon.console_port}"
+    ce = {"content-type": "application/cloudevents+json"}
+    good = {"specversion": "1.0", "id": "web-1", "type": "bench.web", "source": "/t", "data": {}}
+    with httpx.Client() as http:
+        assert http.post(url + "/ingest/cloudevents", json=good, headers=ce).status_code == 200
+        bad = http.post(url + "/ingest/cloudevents", content=b"{not json", headers=ce)
+        assert bad.status_code == 400
+    letter_id = bad.json()["dead_letter"]
+    browser.get(f"{url}/sources")
+    inputs = wait_for(
+        lambda: "invalid_json 1" in (t := text_of(browser, ".helios-inputs")) and t,
+        what="the webhook input's row",
+    )
+    assert "webhook cloudevents" in inputs and "/ingest/cloudevents" in inputs
+    assert "simulator" in inputs and "none" in inputs
+    letters = wait_for(
+        lambda: "invalid_json" in (t := text_of(browser, ".helios-dead-letters")) and t,
+        what="the dead letter",
+    )
+    assert str(letter_id) in letters
+    click(browser, ".helios-dead-letters tbody .q-checkbox")
+    click(browser, ".helios-dlq-replay")
+    with grpc.insecure_channel(console_daemon.address) as channel:
+        query = pb_grpc.QueryServiceStub(channel)
+        replayed = wait_for(
+            lambda: (
+                (
+                    d := query.GetDeadLetter(pb.GetDeadLetterRequest(id=letter_id)).dead_letter
+                ).attempts
+                == 2
+                and d
+            ),
+            what="the replay from the console",
+        )
+    assert replayed.replays == ["400 invalid_json"]  # still broken: kept, attempt counted
+    browser.save_screenshot(str(ARTIFACTS / "console-sources.png"))
 
 
 def click(browser, css: str) -> None:

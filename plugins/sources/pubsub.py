@@ -51,6 +51,8 @@ class PubsubOptions(BaseModel):
 
 
 class PubsubSource(SourceBase):
+    counts_deliveries = True  # InputStats: deliveries as the cloud made them
+
     def __init__(self, context: SourceContext, options: PubsubOptions) -> None:
         if options.source not in context.sources:
             raise ValueError(f"source {options.source!r} is not one of sources.names")

@@ -57,6 +57,8 @@ class SqsOptions(BaseModel):
 
 
 class SqsSource(SourceBase):
+    counts_deliveries = True  # InputStats: deliveries as the cloud made them
+
     def __init__(self, context: SourceContext, options: SqsOptions) -> None:
         if options.source not in context.sources:
             raise ValueError(f"source {options.source!r} is not one of sources.names")

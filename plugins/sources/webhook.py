@@ -72,6 +72,8 @@ class WebhookOptions(BaseModel):
 
 
 class WebhookSource(SourceBase):
+    counts_deliveries = True  # InputStats: deliveries as the cloud made them
+
     def __init__(self, context: SourceContext, options: WebhookOptions) -> None:
         if options.source not in context.sources:
             raise ValueError(
