@@ -2,7 +2,8 @@
 limit), kept so an operator can read them and replay them after a fix
 (`helios dlq list|show|replay`, the console's Sources page).
 
-Bounded by entries and by bytes (the oldest go first), kept in memory for reading and
+Bounded by entries and by bytes (the oldest go first; unverified deliveries, which anyone
+can send, within a tenth of the entries), kept in memory for reading and
 in `<data_dir>/deadletters.sqlite3` so they survive a restart; the file is written by
 one thread, never on the event loop. Credentials in headers and in the query are
 redacted before anything is kept.
@@ -26,6 +27,9 @@ SECRET_HEADERS = frozenset(
     {"authorization", "aeg-sas-key", "aeg-sas-token", "x-api-key", "cookie", "proxy-authorization"}
 )
 REDACTED = "(redacted)"
+# Deliveries that never passed their input's check (or reached no input) keep at most
+# 1/UNVERIFIED_SHARE of the store: a flood of junk cannot push out the real ones.
+UNVERIFIED_SHARE = 10
 
 
 @dataclass
@@ -107,9 +111,18 @@ class DeadLetters:
     async def add(self, letter: DeadLetter) -> DeadLetter:
         letter.id = self.next_id
         self.next_id += 1
+        gone = []
+        if not letter.verified:  # anyone can send those: they may not push out the rest
+            unverified = [i for i, d in self.entries.items() if not d.verified]
+            cap = max(1, self.max_entries // UNVERIFIED_SHARE)
+            for old_id in unverified[: max(0, len(unverified) - cap + 1)]:
+                old = self.entries.pop(old_id)
+                self.bytes -= old.size
+                self.dropped += 1
+                gone.append(old_id)
         self.entries[letter.id] = letter
         self.bytes += letter.size
-        gone = self._bound()
+        gone += self._bound()
         await self._write([letter], gone)
         return letter
 

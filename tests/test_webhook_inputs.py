@@ -296,3 +296,27 @@ async def test_credentials_are_redacted_before_a_dead_letter_is_kept(daemon):
     assert {letter.headers[k] for k in ("authorization", "aeg-sas-key", "x-api-key")} == {
         "(redacted)"
     }
+
+
+def test_a_flood_of_unverified_junk_cannot_push_out_the_verified_dead_letters(tmp_path):
+    async def flood() -> None:
+        store = DeadLetters(tmp_path, max_entries=20, max_bytes=1 << 20)
+        store.open()
+        for n in range(5):
+            await store.add(
+                DeadLetter(
+                    0, 1.0, "eb", "missing_event_id", 400, f"{n}", "POST", "/p", "", {}, b"", True
+                )
+            )
+        for _ in range(500):
+            await store.add(
+                DeadLetter(
+                    0, 1.0, "", "unknown_input", 404, "junk", "POST", "/x", "", {}, b"", False
+                )
+            )
+        kept = store.list(limit=100)
+        assert sum(1 for d in kept if d.verified) == 5
+        assert sum(1 for d in kept if not d.verified) == 2  # a tenth of 20
+        store.close()
+
+    asyncio.run(flood())
