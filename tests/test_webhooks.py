@@ -594,3 +594,17 @@ def test_a_dead_letter_survives_a_restart_and_is_replayed_after_the_fix(env):
     with pytest.raises(grpc.RpcError) as err:
         env.query().GetDeadLetter(pb.GetDeadLetterRequest(id=letter_id))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_200_means_durable_across_kill_9(env):
+    headers = {**JSON, "x-api-key": "eb-api-key"}
+    with httpx.Client(timeout=10) as http:
+        for n in range(40):
+            body = json.dumps(eventbridge(f"ord-k9-{n}")).encode()
+            assert http.post(env.url + EB, content=body, headers=headers).status_code == 200
+    env.daemon.proc.kill()  # no clean stop: what was answered 200 must be on disk
+    env.daemon.proc.wait(10)
+    env.start()
+    missing = [n for n in range(40) if env.event(f"ord-k9-{n}") is None]
+    assert missing == []
+    assert env.event("ord-k9-0").event.copies[0].source == "aws"
