@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class Anomaly:
     values: dict[str, float]
     baselines: dict[str, tuple[float, float]]  # metric -> (mean, spread), when known
     diagnosis: Diagnosis
+    until: float = 0.0  # the last minute its episode was still on (0: only its first)
 
 
 @dataclass
@@ -136,6 +137,8 @@ class Detection:
         self._saving: set[asyncio.Future[None]] = set()
         self.sequence = 0
         self.counts: dict[str, int] = dict.fromkeys(self.detectors, 0)
+        self.episodes: dict[str, Anomaly] = {}  # per detector: the anomaly of its open episode
+        self.updates: list[Anomaly] = []  # open episodes seen again since the last take
 
     def _path(self, name: str) -> Path:
         return self.state_dir / f"{name}.json"
@@ -199,18 +202,21 @@ class Detection:
                 record.baselines[name] = {
                     m: b for m in step if (b := detector.baseline(m)) is not None
                 }
+                previous = self.history[-1].values if self.history else None
                 if result.is_anomaly:
-                    previous = self.history[-1].values if self.history else None
-                    found.append(
-                        self._record(
-                            name,
-                            minute.minute,
-                            step,
-                            result,
-                            record.baselines.get(name, {}),
-                            previous,
-                        )
+                    anomaly = self._record(
+                        name, minute.minute, step, result, record.baselines.get(name, {}), previous
                     )
+                    found.append(anomaly)
+                    self.episodes[name] = anomaly
+                elif result.metrics and name in self.episodes:
+                    # The episode goes on: one anomaly, updated; the decision loop hears
+                    # of it each minute (an expired approval is asked for again).
+                    self.updates.append(
+                        self._update(name, minute.minute, step, result, record, previous)
+                    )
+                else:
+                    self.episodes.pop(name, None)
             self.history.append(record)
             self.minutes_seen += 1
         for anomaly in found:
@@ -249,6 +255,40 @@ class Detection:
         self._by_id[anomaly.id] = anomaly
         self.counts[name] += 1
         return anomaly
+
+    def _update(
+        self,
+        name: str,
+        minute: float,
+        step: Mapping[str, float],
+        result: DetectionResult,
+        record: StepRecord,
+        previous: Mapping[str, float] | None,
+    ) -> Anomaly:
+        """The open episode's anomaly as of this minute: same id, the metrics still out,
+        their values and a fresh diagnosis; kept as `until` on the stored one."""
+        opened = self.episodes[name]
+        baselines = record.baselines.get(name, {})
+        current = replace(
+            opened,
+            minute=minute,
+            detected_at=self.clock.now(),
+            score=result.score,
+            metrics=tuple(result.metrics),
+            values=dict(step),
+            baselines={m: baselines[m] for m in result.metrics if m in baselines},
+            diagnosis=diagnose(step, baselines, result.metrics, self.sources, previous),
+            until=minute,
+        )
+        stored = self._by_id.get(opened.id)
+        if stored is not None:
+            kept = replace(stored, until=minute)
+            self._by_id[opened.id] = kept
+            for i in range(len(self.anomalies) - 1, -1, -1):
+                if self.anomalies[i].id == opened.id:
+                    self.anomalies[i] = kept
+                    break
+        return current
 
     def get(self, anomaly_id: str) -> Anomaly | None:
         return self._by_id.get(anomaly_id)

@@ -72,7 +72,8 @@ def schedule(d: Daemon) -> None:
     async def detect() -> str:
         seen = d.detection.minutes_seen
         found = d.detection.process()
-        d.loop.submit(found)
+        updates, d.detection.updates = d.detection.updates, []
+        d.loop.submit(found + updates)
         if d.detection.minutes_seen != seen:  # a new minute learnt: save it, off the loop
             d.detection.save_soon()
         return f"{len(found)} anomalies" if found else "no anomaly"

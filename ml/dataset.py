@@ -1,4 +1,6 @@
-"""Windows of scaled per-minute features, as the LSTM sees them (numpy)."""
+"""Windows of per-minute features as the LSTM sees them (numpy): standardised residuals
+against the deployment's own running baseline (`residuals`, what the detector feeds
+the model), or, for models trained before, z-scores with fixed training-time scaling."""
 
 from __future__ import annotations
 
@@ -43,4 +45,29 @@ def windows(series: Series, scaling: Scaling) -> tuple[np.ndarray, np.ndarray]:
     x = scaling.apply(series.steps)
     labels = np.array([label is not None for label in series.labels], dtype=np.float32)
     view = np.lib.stride_tricks.sliding_window_view(x, WINDOW, axis=0)  # (n, features, WINDOW)
+    return np.ascontiguousarray(view.transpose(0, 2, 1)), labels[WINDOW - 1 :]
+
+
+def residuals(series: Series, features: Sequence[str] = FEATURES) -> np.ndarray:
+    """Each step's features as standardised residuals against the running EWMA baseline
+    before that step, clipped, exactly as LstmDetector computes them at run time: the
+    scale of a deployment never reaches the model."""
+    from helios.plugins.detectors.ewma import EwmaDetector
+
+    ewma = EwmaDetector()
+    rows = np.zeros((len(series.steps), len(features)), dtype=np.float32)
+    for i, step in enumerate(series.steps):
+        for j, name in enumerate(features):
+            base = ewma.baseline(name)
+            if base is not None:
+                rows[i, j] = max(-CLIP, min(CLIP, (step[name] - base[0]) / base[1]))
+        ewma.update(step)
+    return rows
+
+
+def residual_windows(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """(n, WINDOW, features) residual windows and the label of each window's last step."""
+    x = residuals(series)
+    labels = np.array([label is not None for label in series.labels], dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(x, WINDOW, axis=0)
     return np.ascontiguousarray(view.transpose(0, 2, 1)), labels[WINDOW - 1 :]

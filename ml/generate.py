@@ -41,11 +41,47 @@ class Series:
     labels: list[str | None] = field(default_factory=list)  # anomaly kind per step
 
 
-def _normal_step(minute: int, rng: random.Random, drift: float) -> dict[str, float]:
+@dataclass(frozen=True)
+class Regime:
+    """A deployment's levels: traffic (events a minute at the daily mean), latency scale,
+    noise scale, payload size level, and how strong the daily cycle is. The default is
+    the regime the generator always had; training draws many (`random_regime`)."""
+
+    events: float = 3000.0
+    latency: float = 1.0
+    noise: float = 1.0
+    payload: float = 2500.0
+    season: float = 0.4
+
+
+def random_regime(rng: random.Random) -> Regime:
+    """Traffic from tens to hundreds of thousands of events a minute, latencies 0.3-5x,
+    noise 0.5-3x, payload levels 200-20,000, daily cycles from flat to strong."""
+    return Regime(
+        events=10 ** rng.uniform(1.5, 5.7),
+        latency=10 ** rng.uniform(-0.5, 0.7),
+        noise=rng.uniform(0.5, 3.0),
+        payload=10 ** rng.uniform(2.3, 4.3),
+        season=rng.uniform(0.0, 0.6),
+    )
+
+
+REGIME = Regime()
+
+
+def _normal_step(
+    minute: int, rng: random.Random, drift: float, regime: Regime = REGIME
+) -> dict[str, float]:
     day = 2 * math.pi * (minute % DAY) / DAY
     week = 2 * math.pi * (minute % (7 * DAY)) / (7 * DAY)
-    rate = 3000.0 * (1 + 0.4 * math.sin(day - 1.2)) * (1 + 0.15 * math.sin(week)) * (1 + drift)
-    events = max(50.0, rng.gauss(rate, math.sqrt(rate)))
+    rate = (
+        regime.events
+        * (1 + regime.season * math.sin(day - 1.2))
+        * (1 + 0.15 * math.sin(week))
+        * (1 + drift)
+    )
+    floor = min(50.0, regime.events / 4)
+    events = max(floor, rng.gauss(rate, math.sqrt(rate)))
 
     def share(p: float) -> float:
         return max(0.0, rng.gauss(p, math.sqrt(p * (1 - p) / events)))
@@ -56,10 +92,13 @@ def _normal_step(minute: int, rng: random.Random, drift: float) -> dict[str, flo
         "inconsistent_rate": share(0.0005),
     }
     for (a, b), base in zip(PAIRS, (30.0, 70.0, 45.0), strict=True):
+        base *= regime.latency
         load = 1 + 0.15 * math.sin(day - 1.2) + 0.5 * drift
-        step[f"latency_{a}_{b}_ms"] = max(1.0, rng.gauss(base * load, 0.05 * base))
+        step[f"latency_{a}_{b}_ms"] = max(1.0, rng.gauss(base * load, 0.05 * base * regime.noise))
     step["event_rate_per_minute"] = events
-    step["payload_size_variance"] = max(0.0, rng.gauss(2500.0, 60.0))
+    step["payload_size_variance"] = max(
+        0.0, rng.gauss(regime.payload, 0.024 * regime.payload * regime.noise)
+    )
     for source in SOURCES:
         step[f"missing_rate:{source}"] = share(0.001 / len(SOURCES))
     return step
@@ -112,9 +151,11 @@ def generate(
     anomalies_per_day: float = 0.0,
     kinds: tuple[str, ...] = KINDS,
     quiet_minutes: int = 120,
+    regime: Regime = REGIME,
 ) -> Series:
-    """`days` of minutes. Anomaly episodes (5-30 minutes) start at random after the first
-    `quiet_minutes`, never overlapping; each step is labelled with its episode's kind."""
+    """`days` of minutes of a deployment with `regime`'s levels. Anomaly episodes (5-30
+    minutes) start at random after the first `quiet_minutes`, never overlapping; each
+    step is labelled with its episode's kind."""
     rng = random.Random(seed)
     minutes = int(days * DAY)
     series = Series()
@@ -131,7 +172,7 @@ def generate(
     active = {m: (s, e, k, p) for s, e, k, p in episodes for m in range(s, e)}
     for minute in range(minutes):
         drift = 0.05 * minute / (7 * DAY)
-        step = _normal_step(minute, rng, drift)
+        step = _normal_step(minute, rng, drift, regime)
         label = None
         if minute in active:
             s, e, kind, params = active[minute]

@@ -1,7 +1,10 @@
-"""Train the LSTM detector on generated metrics and export it to a single ONNX file.
+"""Train the LSTM detector on generated metrics of many deployments (regimes) and export
+it to a single ONNX file. Its inputs are standardised residuals against each
+deployment's own running baseline (helios.ml.dataset.residuals), so no level learnt
+here decides what is normal where it runs.
 
     pip install -e '.[train]'          # torch==2.13.0, CPU
-    python -m helios.ml.train          # writes ml/models/lstm.onnx, lstm.json, MODEL_CARD.md
+    python -m helios.ml.train          # writes ml/models/lstm.onnx, lstm.json
 
 Deterministic for a given --seed on the same machine and torch version.
 """
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from helios.ml.dataset import WINDOW, fit_scaling, windows
-from helios.ml.generate import FEATURES, generate
+from helios.ml.dataset import WINDOW, fit_scaling, residual_windows
+from helios.ml.generate import FEATURES, REGIME, generate, random_regime
 
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -66,8 +70,9 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, min_precision: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--days", type=float, default=60.0)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--days", type=float, default=48.0)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--regimes", type=int, default=12, help="deployments drawn")
     parser.add_argument("--out", type=Path, default=MODELS)
     args = parser.parse_args()
 
@@ -77,11 +82,29 @@ def main() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(args.seed)
     started = time.time()
-    train_series = generate(args.days, seed=args.seed * 1000 + 1, anomalies_per_day=8)
-    valid_series = generate(7, seed=args.seed * 1000 + 2, anomalies_per_day=8)
-    scaling = fit_scaling(train_series)
-    x_train, y_train = windows(train_series, scaling)
-    x_valid, y_valid = windows(valid_series, scaling)
+    # Many deployments: the default regime and random ones (traffic from tens to
+    # hundreds of thousands of events a minute, other latencies, noise, cycles).
+    draw = random.Random(args.seed)
+    per = args.days / args.regimes
+    parts = [
+        residual_windows(
+            generate(per, seed=args.seed * 1000 + 10 + i, anomalies_per_day=8,
+                     regime=REGIME if i == 0 else random_regime(draw))
+        )
+        for i in range(args.regimes)
+    ]  # fmt: skip
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    valid = [
+        residual_windows(
+            generate(3, seed=args.seed * 1000 + 500 + i, anomalies_per_day=8,
+                     regime=random_regime(draw))
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    x_valid = np.concatenate([p[0] for p in valid])
+    y_valid = np.concatenate([p[1] for p in valid])
+    scaling = fit_scaling(generate(2, seed=args.seed * 1000 + 1))  # a fallback only
     hidden, dense = (32, 16), 16
     model = build(hidden, dense)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -129,6 +152,7 @@ def main() -> None:
         dynamo=False,
     )
     meta = {
+        "inputs": "residuals",  # against the running baseline (helios.ml.dataset)
         "features": scaling.features,
         "mean": scaling.mean,
         "std": scaling.std,
@@ -138,6 +162,7 @@ def main() -> None:
         "trained": {
             "seed": args.seed,
             "days": args.days,
+            "regimes": args.regimes,
             "epochs": args.epochs,
             "hidden": list(hidden),
             "dense": dense,
@@ -146,7 +171,7 @@ def main() -> None:
             "positive_share": round(positives / len(y_train), 4),
             "seconds": round(time.time() - started, 1),
             "command": f"python -m helios.ml.train --seed {args.seed} --days {args.days:g} "
-            f"--epochs {args.epochs}",
+            f"--regimes {args.regimes} --epochs {args.epochs}",
         },
     }
     (args.out / "lstm.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -47,7 +47,7 @@ def test_ewma_on_a_single_series_warms_up_then_flags_a_spike():
     spike = detector.update({"value": 30.0})
     assert spike.is_anomaly and spike.metrics == ["value"]
     assert spike.severity in ("major", "critical") and spike.score > 8
-    assert "value = 30 is" in spike.explanation and "baseline 9.99" in spike.explanation
+    assert "value = 30 is" in spike.explanation and "baseline 10 (" in spike.explanation
     assert not detector.update({"value": 10.1}).is_anomaly
 
 
@@ -61,12 +61,55 @@ def test_a_falling_missing_rate_is_good_news_but_falling_traffic_is_not():
     assert result.is_anomaly and result.metrics == ["event_rate_per_minute"]
 
 
-def test_an_ongoing_outage_does_not_become_the_baseline():
-    detector = create("ewma", warmup=10)
+def test_an_outage_is_one_anomaly_and_a_sustained_change_becomes_the_new_normal():
+    detector = create("ewma", warmup=10, adopt_after=60)
     feed(detector, [0.001, 0.002] * 20, "missing_rate")
-    outage = feed(detector, [0.25] * 120, "missing_rate")
-    assert all(r.is_anomaly for r in outage)
-    assert detector.baseline("missing_rate")[0] < 0.01
+    outage = feed(detector, [0.25] * 59, "missing_rate")
+    assert [r.is_anomaly for r in outage] == [True] + [False] * 58  # one per episode
+    assert all(r.metrics == ["missing_rate"] for r in outage)  # still named while it lasts
+    assert detector.baseline("missing_rate")[0] < 0.01  # learnt slowly, not adopted yet
+    assert "out of baseline: missing_rate" in detector.status()
+    adopted = detector.update({"missing_rate": 0.25})
+    assert (
+        not adopted.is_anomaly
+        and "level shift of missing_rate since step 40" in adopted.explanation
+    )
+    assert abs(detector.baseline("missing_rate")[0] - 0.25) < 1e-9
+    assert detector.shifts[-1]["onset_step"] == 40
+    later = feed(detector, [0.25] * 100, "missing_rate")
+    assert not any(r.is_anomaly for r in later)  # it does not alarm forever
+    back = feed(detector, [0.001] * 3, "missing_rate")
+    assert not any(r.is_anomaly for r in back)  # a rate falling is good news
+
+
+def test_an_episode_closes_after_quiet_steps_and_a_new_one_is_a_new_anomaly():
+    detector = create("ewma", warmup=10, quiet_steps=3)
+    feed(detector, [10.0, 10.4, 9.6, 10.2, 9.8] * 6)
+    assert detector.update({"value": 30.0}).is_anomaly
+    assert not detector.update({"value": 31.0}).is_anomaly  # the same episode
+    feed(detector, [10.0, 10.1, 9.9])  # three quiet steps: closed
+    assert detector.update({"value": 30.0}).is_anomaly
+
+
+def test_a_slow_ramp_is_found_by_the_cusum_before_any_step_crosses_the_threshold():
+    detector = create("ewma", warmup=10)
+    feed(detector, [100.0 + (i % 5) for i in range(200)])
+    spread = detector.baseline("value")[1]
+    results = feed(detector, [102.0 + 3.5 * spread] * 30)  # under 6 spreads every step
+    flagged = [i for i, r in enumerate(results) if r.is_anomaly]
+    assert flagged and flagged[0] < 20
+    assert "drifted (CUSUM)" in results[flagged[0]].explanation
+
+
+def test_a_rate_is_judged_with_the_noise_of_its_count():
+    # 1% missing: out of 100 events a minute that is one event, noise; out of 100,000
+    # it is 1,000 events, far outside a 0.1% baseline.
+    for events, expected in ((100.0, False), (100_000.0, True)):
+        detector = create("ewma", warmup=5, absolute_floor={"rate": 0.0})
+        for _ in range(60):
+            detector.update({"missing_rate": 0.001, "event_rate_per_minute": events})
+        hit = detector.update({"missing_rate": 0.011, "event_rate_per_minute": events})
+        assert hit.is_anomaly is expected, (events, hit)
 
 
 def test_state_round_trips_through_json():

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from helios.ml.evaluate import evaluate
-from helios.ml.generate import generate
+from helios.ml.generate import KINDS, Regime, generate
 from helios.plugins.detectors import create
 from helios.plugins.detectors.lstm import shipped_model
 
@@ -69,13 +69,31 @@ def test_lstm_state_round_trips():
 
 
 @pytest.mark.slow
-def test_on_held_out_data_the_lstm_meets_its_bars_and_ewma_is_reported_beside_it():
+def test_on_deployments_it_never_saw_the_lstm_meets_its_bars_and_ewma_is_reported_beside_it():
     report = evaluate(days=14, seed=7, detectors=("ewma", "lstm"))
-    lstm = report["detectors"]["lstm"]
-    assert lstm["overall"]["precision"] >= 0.95, lstm["overall"]
-    assert lstm["overall"]["recall"] >= 0.90, lstm["overall"]
-    for name in ("ewma", "lstm"):
-        assert report["detectors"][name]["normal_7_days"]["false_alarms_per_day"] < 1.0
+    for regime, rows in report["regimes"].items():  # 60, 3,000 and 400,000 events a minute
+        lstm = rows["lstm"]
+        assert lstm["overall"]["recall"] >= 0.90, (regime, lstm["overall"])
+        assert all(lstm[kind]["recall"] >= 0.6 for kind in KINDS), (regime, lstm)
+        assert lstm["normal_7_days"]["false_alarms_per_day"] <= 1.0, regime
+        assert rows["ewma"]["normal_7_days"]["false_alarms_per_day"] <= 1.0, regime
+
+
+def test_the_model_sees_residuals_so_the_level_of_a_deployment_does_not_matter():
+    # The demo's payload size variance is about 205, the default generator's 2,500: the
+    # old model, scaled at training time, flagged every minute of the demo as anomalous.
+    quiet = generate(days=0.5, seed=31, regime=Regime(payload=205.0, events=120.0))
+    detector = create("lstm")
+    assert not any(detector.update(step).is_anomaly for step in quiet.steps[60:])
+
+
+def test_a_step_without_the_models_features_is_judged_per_metric_never_with_zeros():
+    detector = create("lstm")
+    results = [detector.update({"value": 10.0 + (i % 3)}) for i in range(40)]
+    spike = detector.update({"value": 90.0})
+    assert spike.is_anomaly and spike.metrics == ["value"]  # the EWMA path
+    assert "LSTM not run: the step lacks missing_rate" in spike.explanation
+    assert "not run" in detector.status() and not any(r.is_anomaly for r in results)
 
 
 async def test_the_daemon_runs_both_detectors_and_reports_the_lstm_status():

@@ -1,4 +1,28 @@
-"""The EWMA / z-score detector: per-metric exponentially weighted mean and variance."""
+"""The EWMA / z-score detector: per-metric exponentially weighted baselines, judged in
+spreads, with episodes, level shifts, count noise and a drift detector
+(docs/detection.md).
+
+- **Scale-free.** Each metric's baseline (mean and spread) is learnt from the metric
+  itself; no constant from training data decides what is normal. Updates are clipped
+  at `clip` spreads (Huber), so one outlier does not widen the spread for an hour.
+- **Episodes.** A metric that crosses `threshold` opens an episode and the step is an
+  anomaly; while the episode lasts the metric is not reported again; it closes after
+  `quiet_steps` steps back under `threshold * exit_ratio` (hysteresis). One anomaly
+  per episode, however long the outage.
+- **Level shifts.** A metric that stays out of its baseline for `adopt_after` steps has
+  a new normal: the baseline restarts from the episode's values, the shift (onset,
+  before, after) is kept in `shifts` and named once in the explanation. While out,
+  the baseline learns slowly (`anomaly_alpha`), never frozen.
+- **Rates with their noise.** A rate (missing, duplicate, inconsistent) is judged with
+  at least the binomial spread its event count implies (`event_rate_per_minute` in the
+  step): 1% missing of 100 events is noise, of 100,000 it is not.
+- **Slow drifts.** A one-sided CUSUM (Page) on each metric's standardised residuals
+  opens an episode when small deviations add up past `cusum_h` (slack `cusum_k`):
+  ramps that never cross `threshold` in one step.
+
+Long because the per-metric state (baseline, episode, CUSUM) and its persistence are one
+unit, and splitting it would spread one update rule over several files.
+"""
 
 from __future__ import annotations
 
@@ -20,55 +44,80 @@ DEFAULT_DIRECTIONS: dict[str, Direction] = {
     "payload_size_variance": "both",
 }
 # Below these spreads a deviation is noise, however steady the past was: rates are
-# fractions, latencies milliseconds.
+# fractions, latencies milliseconds. A metric of no known kind has none (scale-free).
 DEFAULT_ABSOLUTE_FLOOR = {"rate": 0.005, "latency": 2.0}
 SEVERITIES = (("critical", 4.0), ("major", 2.0), ("minor", 1.0))
+COUNT_METRIC = "event_rate_per_minute"  # the denominator of the rates, when present
 
 
 def _kind(metric: str) -> str:
     if metric.startswith("latency_"):
         return "latency"
-    return "rate" if "rate" in metric and metric != "event_rate_per_minute" else "other"
+    return "rate" if "rate" in metric and metric != COUNT_METRIC else "other"
 
 
 def _direction(metric: str, overrides: Mapping[str, Direction]) -> Direction:
     if metric in overrides:
         return overrides[metric]
-    if metric in DEFAULT_DIRECTIONS:
-        return DEFAULT_DIRECTIONS[metric]
-    if metric.startswith("latency_") or metric.startswith("missing_rate"):
+    base = metric.split(":", 1)[0]
+    if base in DEFAULT_DIRECTIONS:
+        return DEFAULT_DIRECTIONS[base]
+    if metric.startswith("latency_"):
         return "up"
     return "both"
 
 
 class _Stat:
-    __slots__ = ("mean", "n", "var")
+    """One metric: its baseline, its episode and its CUSUM."""
+
+    __slots__ = ("cusum", "mean", "n", "out", "quiet", "run_mean", "run_var", "since", "var")
 
     def __init__(self, mean: float, var: float = 0.0, n: int = 0) -> None:
         self.mean = mean
         self.var = var
         self.n = n
+        self.out = False  # in an episode
+        self.since = 0  # the step its episode began
+        self.quiet = 0  # steps back inside while the episode is still open
+        self.run_mean = 0.0  # the episode's own values: a level shift's new normal
+        self.run_var = 0.0
+        self.cusum = 0.0
+
+    def to_list(self) -> list[float]:
+        return [self.mean, self.var, self.n, float(self.out), self.since, self.quiet,
+                self.run_mean, self.run_var, self.cusum]  # fmt: skip
+
+    @classmethod
+    def from_list(cls, v: list[float]) -> _Stat:
+        stat = cls(float(v[0]), float(v[1]), int(v[2]))
+        if len(v) >= 9:
+            stat.out, stat.since, stat.quiet = bool(v[3]), int(v[4]), int(v[5])
+            stat.run_mean, stat.run_var, stat.cusum = float(v[6]), float(v[7]), float(v[8])
+        return stat
 
 
 class EwmaDetector:
-    """Flags a step when a metric is more than `threshold` spreads from its EWMA baseline.
-
-    The baseline (mean and variance) is exponentially weighted with `alpha`; during
-    `warmup` steps it only learns. Anomalous steps are learnt with `anomaly_alpha`
-    (0 = not at all), so an outage does not become the new normal."""
+    """Flags the step where a metric moves more than `threshold` spreads from its EWMA
+    baseline (or drifts past the CUSUM bound), once per episode."""
 
     name = "ewma"
     score_unit = "spreads"
 
     def __init__(
         self,
-        alpha: float = 0.05,
-        threshold: float = 4.0,
+        alpha: float = 0.01,
+        threshold: float = 6.0,
         warmup: int = 15,
-        anomaly_alpha: float = 0.0,
+        anomaly_alpha: float = 0.005,
         directions: Mapping[str, Direction] | None = None,
         relative_floor: float = 0.05,
         absolute_floor: Mapping[str, float] | None = None,
+        exit_ratio: float = 0.75,
+        quiet_steps: int = 20,
+        adopt_after: int = 60,
+        clip: float = 3.0,
+        cusum_k: float = 2.0,
+        cusum_h: float = 20.0,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -78,6 +127,12 @@ class EwmaDetector:
             raise ValueError(f"warmup must be >= 1, got {warmup}")
         if not 0 <= anomaly_alpha < 1:
             raise ValueError(f"anomaly_alpha must be in [0, 1), got {anomaly_alpha}")
+        if not 0 < exit_ratio <= 1:
+            raise ValueError(f"exit_ratio must be in (0, 1], got {exit_ratio}")
+        if quiet_steps < 1 or adopt_after < 1:
+            raise ValueError("quiet_steps and adopt_after must be >= 1")
+        if clip <= 0 or cusum_k < 0 or cusum_h <= 0:
+            raise ValueError("clip and cusum_h must be > 0, cusum_k >= 0")
         for metric, direction in (directions or {}).items():
             if direction not in ("up", "down", "both"):
                 raise ValueError(f"directions.{metric} must be up, down or both")
@@ -88,16 +143,30 @@ class EwmaDetector:
         self.directions = dict(directions or {})
         self.relative_floor = relative_floor
         self.absolute_floor = {**DEFAULT_ABSOLUTE_FLOOR, **(absolute_floor or {})}
+        self.exit_ratio = exit_ratio
+        self.quiet_steps = quiet_steps
+        self.adopt_after = adopt_after
+        self.clip = clip
+        self.cusum_k = cusum_k
+        self.cusum_h = cusum_h
         self.stats: dict[str, _Stat] = {}
         self.steps = 0
+        self.shifts: list[dict[str, Any]] = []  # level shifts adopted, newest last
+        self._count: float | None = None  # this step's event count (binomial noise)
 
     def spread(self, metric: str) -> float:
-        """The standard deviation used for z: the EW one, floored."""
+        """The standard deviation used for z: the EW one, floored by the metric's kind,
+        `relative_floor` of its level, and for a rate the binomial noise of its count."""
         stat = self.stats[metric]
-        floor = max(
-            self.absolute_floor.get(_kind(metric), 0.0), self.relative_floor * abs(stat.mean), 1e-9
-        )
-        return max(math.sqrt(stat.var), floor)
+        kind = _kind(metric)
+        floor = max(self.absolute_floor.get(kind, 0.0), self.relative_floor * abs(stat.mean))
+        if kind == "rate" and self._count:
+            n = self._count
+            p = min(max(stat.mean, 1.0 / n), 0.5)
+            floor = max(floor, math.sqrt(p * (1 - p) / n))
+        # Scale-free last resort: a series that never moved yet has a spread of 1e-6 of
+        # its level (or 1e-9), not zero.
+        return max(math.sqrt(stat.var), floor, 1e-6 * abs(stat.mean), 1e-9)
 
     def baseline(self, metric: str) -> tuple[float, float] | None:
         """(mean, spread) of a metric's baseline, or None before its first step."""
@@ -105,50 +174,109 @@ class EwmaDetector:
             return None
         return self.stats[metric].mean, self.spread(metric)
 
+    def _signed(self, metric: str, z: float) -> float:
+        direction = _direction(metric, self.directions)
+        if direction == "up":
+            return max(z, 0.0)
+        if direction == "down":
+            return max(-z, 0.0)
+        return abs(z)
+
     def update(self, step: Mapping[str, float]) -> DetectionResult:
         stats = self.stats
+        count = step.get(COUNT_METRIC)
+        self._count = float(count) if count and count > 0 else None
         scores: dict[str, float] = {}
+        opened: list[str] = []  # metrics whose episode begins at this step
+        ongoing: list[str] = []
+        adopted: list[str] = []
+        drifting: list[str] = []
+        before: dict[str, tuple[float, float]] = {}  # the baseline an opened metric left
         warm = self.steps >= self.warmup
-        for metric, value in step.items():
+        for metric, raw in step.items():
+            value = float(raw)
+            if not math.isfinite(value):
+                continue
             stat = stats.get(metric)
             if stat is None:
-                stats[metric] = _Stat(float(value))
+                stats[metric] = _Stat(value)
                 continue
-            if warm and stat.n >= self.warmup:
-                z = (value - stat.mean) / self.spread(metric)
-                direction = _direction(metric, self.directions)
-                if direction == "up":
-                    z = max(z, 0.0)
-                elif direction == "down":
-                    z = max(-z, 0.0)
+            if not (warm and stat.n >= self.warmup):
+                self._learn(stat, value, self.alpha, None)
+                continue
+            spread = self.spread(metric)
+            z = (value - stat.mean) / spread
+            signed = self._signed(metric, z)
+            scores[metric] = signed
+            # CUSUM on the residual in the bad direction(s), each step's share capped.
+            capped = min(signed, self.threshold)
+            stat.cusum = max(0.0, stat.cusum + capped - self.cusum_k) if not stat.out else 0.0
+            if not stat.out:
+                if signed >= self.threshold or stat.cusum >= self.cusum_h:
+                    if signed < self.threshold:
+                        drifting.append(metric)
+                        scores[metric] = max(signed, self.threshold)
+                    stat.out, stat.since, stat.quiet = True, self.steps, 0
+                    stat.run_mean, stat.run_var, stat.cusum = value, 0.0, 0.0
+                    opened.append(metric)
+                    before[metric] = (stat.mean, spread)
+                    self._learn(stat, value, self.anomaly_alpha, spread)
                 else:
-                    z = abs(z)
-                scores[metric] = z
-        responsible = sorted(
-            (m for m, z in scores.items() if z >= self.threshold), key=lambda m: -scores[m]
-        )
-        is_anomaly = bool(responsible)
-        alpha = self.anomaly_alpha if is_anomaly else self.alpha
-        for metric, value in step.items():
-            stat = stats[metric]
-            # Early on, a plain running mean and variance (1/(n+1)): an EW variance
-            # that starts at 0 is biased low for about 1/alpha steps.
-            rate = max(alpha, 1.0 / (stat.n + 2)) if not is_anomaly else alpha
-            if rate > 0:
-                diff = value - stat.mean
-                increment = rate * diff
-                stat.mean += increment
-                stat.var = (1 - rate) * (stat.var + diff * increment)
-            stat.n += 1
+                    self._learn(stat, value, self.alpha, spread)
+                continue
+            # In an episode: close it after quiet_steps back inside; adopt a level
+            # shift after adopt_after steps out.
+            diff = value - stat.run_mean
+            stat.run_mean += diff / (self.steps - stat.since + 1)
+            stat.run_var += (diff * (value - stat.run_mean) - stat.run_var) / (
+                self.steps - stat.since + 1
+            )
+            if signed < self.threshold * self.exit_ratio:
+                stat.quiet += 1
+                if stat.quiet >= self.quiet_steps:
+                    stat.out = False
+                self._learn(stat, value, self.alpha, spread)
+            else:
+                stat.quiet = 0
+                ongoing.append(metric)
+                if self.steps - stat.since + 1 >= self.adopt_after:
+                    self.shifts.append(
+                        {"metric": metric, "onset_step": stat.since, "adopted_step": self.steps,
+                         "before": stat.mean, "after": stat.run_mean}
+                    )  # fmt: skip
+                    del self.shifts[:-50]
+                    stat.mean, stat.var = stat.run_mean, max(stat.run_var, stat.var)
+                    stat.out, stat.cusum = False, 0.0
+                    adopted.append(metric)
+                else:
+                    self._learn(stat, value, self.anomaly_alpha, spread)
         self.steps += 1
+        responsible = sorted(opened, key=lambda m: -scores[m])
         score = max(scores.values(), default=0.0)
         return DetectionResult(
-            is_anomaly=is_anomaly,
+            is_anomaly=bool(responsible),
             score=score,
-            severity=self.severity(score),
-            metrics=responsible,
-            explanation=self._explain(step, responsible, scores),
+            severity=self.severity(max((scores[m] for m in responsible), default=score)),
+            metrics=responsible + sorted(ongoing, key=lambda m: -scores[m]),
+            explanation=self._explain(
+                step, responsible, ongoing, adopted, drifting, scores, before
+            ),
         )
+
+    def _learn(self, stat: _Stat, value: float, alpha: float, spread: float | None) -> None:
+        """EW mean and variance; early on a plain running mean (1/(n+1)): an EW variance
+        that starts at 0 is biased low for about 1/alpha steps. Past warm-up the change
+        is clipped at `clip` spreads."""
+        rate = max(alpha, 1.0 / (stat.n + 2)) if alpha >= self.alpha else alpha
+        diff = value - stat.mean
+        if spread is not None:
+            bound = self.clip * spread
+            diff = max(-bound, min(bound, diff))
+        if rate > 0:
+            increment = rate * diff
+            stat.mean += increment
+            stat.var = (1 - rate) * (stat.var + diff * increment)
+        stat.n += 1
 
     def severity(self, score: float) -> str:
         for name, times in SEVERITIES:
@@ -157,41 +285,60 @@ class EwmaDetector:
         return "none"
 
     def _explain(
-        self, step: Mapping[str, float], responsible: list[str], scores: Mapping[str, float]
+        self,
+        step: Mapping[str, float],
+        opened: list[str],
+        ongoing: list[str],
+        adopted: list[str],
+        drifting: list[str],
+        scores: Mapping[str, float],
+        before: Mapping[str, tuple[float, float]],
     ) -> str:
-        if not responsible:
-            if self.steps <= self.warmup:
-                return f"warming up ({self.steps}/{self.warmup} steps)"
-            return "every metric within its baseline"
         parts = []
-        for metric in responsible[:3]:
-            mean, spread = self.baseline(metric) or (0.0, 0.0)
+        for metric in opened[:3]:
+            mean, spread = before[metric]
+            how = "drifted (CUSUM) to" if metric in drifting else "="
             parts.append(
-                f"{metric} = {step[metric]:.4g} is {scores[metric]:.1f} spreads from its "
+                f"{metric} {how} {step[metric]:.4g} is {scores[metric]:.1f} spreads from its "
                 f"baseline {mean:.4g} (spread {spread:.3g})"
             )
-        more = f"; and {len(responsible) - 3} more" if len(responsible) > 3 else ""
-        return "; ".join(parts) + more
+        if len(opened) > 3:
+            parts.append(f"and {len(opened) - 3} more")
+        for metric in adopted:
+            shift = next(s for s in reversed(self.shifts) if s["metric"] == metric)
+            parts.append(
+                f"level shift of {metric} since step {shift['onset_step']}: "
+                f"{shift['before']:.4g} -> {shift['after']:.4g}, adopted as the new normal"
+            )
+        if ongoing and not opened:
+            parts.append(f"still out of baseline: {', '.join(ongoing[:5])}")
+        if parts:
+            return "; ".join(parts)
+        if self.steps <= self.warmup:
+            return f"warming up ({self.steps}/{self.warmup} steps)"
+        return "every metric within its baseline"
 
     def state(self) -> dict[str, Any]:
         return {
             "detector": self.name,
             "steps": self.steps,
-            "stats": {m: [s.mean, s.var, s.n] for m, s in self.stats.items()},
+            "stats": {m: s.to_list() for m, s in self.stats.items()},
+            "shifts": self.shifts,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         if state.get("detector") != self.name:
             raise ValueError(f"state is for detector {state.get('detector')!r}, not {self.name!r}")
         self.steps = int(state["steps"])
-        self.stats = {
-            m: _Stat(float(v[0]), float(v[1]), int(v[2])) for m, v in state["stats"].items()
-        }
+        self.stats = {m: _Stat.from_list(list(v)) for m, v in state["stats"].items()}
+        self.shifts = list(state.get("shifts", []))
 
     def status(self) -> str:
         if self.steps < self.warmup:
             return f"warming up: {self.steps} of {self.warmup} steps"
-        return f"ready: {len(self.stats)} metrics, {self.steps} steps learnt"
+        out = [m for m, s in self.stats.items() if s.out]
+        episode = f"; out of baseline: {', '.join(out[:5])}" if out else ""
+        return f"ready: {len(self.stats)} metrics, {self.steps} steps learnt{episode}"
 
 
 def _factory(**options: Any) -> Detector:

@@ -49,9 +49,13 @@ class LstmDetector:
         self.mean: list[float] = []
         self.std: list[float] = []
         self.clip = 20.0
+        self.residuals = False  # inputs as residuals against the running baseline
         self._load(threshold)
         self.window: deque[list[float]] = deque(maxlen=self.window_size)
         self.last_score = 0.0
+        self.out = False  # in an episode
+        self.quiet = 0
+        self.missing: list[str] = []  # features the last step lacked
 
     def _load(self, threshold: float | None) -> None:
         try:
@@ -63,6 +67,7 @@ class LstmDetector:
             self.mean = [float(v) for v in meta["mean"]]
             self.std = [float(v) for v in meta["std"]]
             self.clip = float(meta.get("clip", 20.0))
+            self.residuals = meta.get("inputs") == "residuals"
             self.window_size = int(meta["window"])
             self.threshold = float(threshold if threshold is not None else meta["threshold"])
             options = onnxruntime.SessionOptions()
@@ -89,11 +94,22 @@ class LstmDetector:
             self.fallback_reason = f"model unusable: {type(exc).__name__}: {exc}"
 
     def _scaled(self, step: Mapping[str, float]) -> list[float]:
+        """Each feature as a standardised residual against this deployment's own running
+        baseline (the EWMA's mean and spread before this step), clipped: the same model
+        serves 50 events a minute and 500,000. The training-time mean and spread in
+        lstm.json are used only by a model trained before (lstm.json without
+        "inputs": "residuals")."""
         clip = self.clip
-        return [
-            max(-clip, min(clip, (step.get(f, 0.0) - m) / s))
-            for f, m, s in zip(self.features, self.mean, self.std, strict=True)
-        ]
+        row = []
+        for f, m, s in zip(self.features, self.mean, self.std, strict=True):
+            if self.residuals:
+                base = self.ewma.baseline(f)
+                row.append(
+                    0.0 if base is None else max(-clip, min(clip, (step[f] - base[0]) / base[1]))
+                )
+            else:  # a model trained before residuals: its fixed training-time scaling
+                row.append(max(-clip, min(clip, (step[f] - m) / s)))
+        return row
 
     def score(self) -> float:
         import numpy as np
@@ -102,7 +118,21 @@ class LstmDetector:
         return float(self.session.run(None, {self.input_name: window})[0][0][0])
 
     def update(self, step: Mapping[str, float]) -> DetectionResult:
+        missing = [f for f in self.features if f not in step] if self.session is not None else []
+        scaled = self._scaled(step) if self.session is not None and not missing else None
         attributed = self.ewma.update(step)
+        if missing:  # never zeros for what was not measured: the per-metric path judges
+            self.missing = missing
+            return DetectionResult(
+                attributed.is_anomaly,
+                attributed.score,
+                attributed.severity,
+                attributed.metrics,
+                f"(LSTM not run: the step lacks {', '.join(missing[:4])}"
+                f"{' and more' if len(missing) > 4 else ''}; judged per metric by its EWMA) "
+                f"{attributed.explanation}",
+            )
+        self.missing = []
         if self.session is None:
             return DetectionResult(
                 attributed.is_anomaly,
@@ -111,23 +141,36 @@ class LstmDetector:
                 attributed.metrics,
                 f"(ewma fallback: {self.fallback_reason}) {attributed.explanation}",
             )
-        self.window.append(self._scaled(step))
+        assert scaled is not None
+        self.window.append(scaled)
         if len(self.window) < self.window_size:
             return DetectionResult(
                 False, 0.0, "none", [], f"warming up ({len(self.window)}/{self.window_size} steps)"
             )
         score = self.last_score = self.score()
-        is_anomaly = score >= self.threshold
+        over = score >= self.threshold
+        # One anomaly per episode: it opens when the score crosses the threshold and
+        # closes after the EWMA's quiet_steps below it.
+        if over:
+            opened, self.quiet = not self.out, 0
+            self.out = True
+        else:
+            opened = False
+            self.quiet += 1
+            if self.quiet >= self.ewma.quiet_steps:
+                self.out = False
         metrics = attributed.metrics
-        if is_anomaly and not metrics:  # the LSTM saw a pattern no single metric shows
-            scaled = self.window[-1]
-            metrics = [self.features[max(range(len(scaled)), key=lambda i: abs(scaled[i]))]]
+        if over and not metrics:  # the LSTM saw a pattern no single metric shows
+            last = self.window[-1]
+            metrics = [self.features[max(range(len(last)), key=lambda i: abs(last[i]))]]
         explanation = (
             f"LSTM score {score:.3f} >= {self.threshold:g}; most off baseline: {', '.join(metrics)}"
-            if is_anomaly
+            if over
             else f"LSTM score {score:.3f} below {self.threshold:g}"
         )
-        return DetectionResult(is_anomaly, score, self.severity(score), metrics, explanation)
+        return DetectionResult(
+            opened, score, self.severity(score), metrics if self.out else [], explanation
+        )
 
     def severity(self, score: float) -> str:
         if score < self.threshold:
@@ -152,6 +195,11 @@ class LstmDetector:
         self.window = deque(rows, maxlen=self.window_size)
 
     def status(self) -> str:
+        if self.missing:
+            return (
+                f"model loaded but not run: steps lack {', '.join(self.missing[:4])}; "
+                f"judging per metric with its ewma ({self.ewma.status()})"
+            )
         if self.session is None:
             return f"fallback to ewma: {self.fallback_reason}; ewma {self.ewma.status()}"
         if len(self.window) < self.window_size:
