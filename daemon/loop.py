@@ -105,7 +105,11 @@ class DecisionLoop:
             by_minute.setdefault(a.minute, []).append(a)
         decided = 0
         for minute, found in sorted(by_minute.items()):
-            known = [a for a in found if a.diagnosis.kind is not IssueKind.UNKNOWN] or found[:1]
+            # An "unknown" with no confidence is for people to read, not to act on: it
+            # stays an anomaly and opens no decision (and so no approval).
+            known = [a for a in found if a.diagnosis.kind is not IssueKind.UNKNOWN] or [
+                a for a in found[:1] if a.diagnosis.confidence > 0
+            ]
             for a in known:
                 key = (minute, str(a.diagnosis))
                 if key in self.handled:

@@ -130,3 +130,20 @@ async def test_the_daemon_diagnoses_an_aws_outage_as_missing_events_from_aws():
         )
         counts = served.daemon.reconciler.outcome_counts
         assert counts[OutcomeKind.MISSING] > 0
+
+
+async def test_an_unknown_diagnosis_with_no_confidence_opens_no_decision():
+    from helios.daemon.detection import Anomaly
+    from helios.daemon.diagnosis import Diagnosis
+    from helios.daemon.domain import IssueKind
+
+    from tests.helpers import make_config, make_daemon
+
+    daemon = make_daemon(make_config())
+    unknown = Anomaly(
+        "ewma-x", 1, "ewma", 60.0, 60.0, 9.0, "critical", ("payload_size_variance",), "odd",
+        {}, {}, Diagnosis(IssueKind.UNKNOWN, "", 0.0, ("payload_size_variance odd",), "sudden"),
+    )  # fmt: skip
+    daemon.loop.submit([unknown])
+    await daemon.loop.cycle()
+    assert not daemon.loop.audit.decisions  # nothing to approve, nothing run
