@@ -138,6 +138,7 @@ class DetectorsConfig(_Section):
 
     enabled: list[str] = Field(default_factory=list)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    history_days: int = Field(30, ge=0, le=3650)  # recorded minutes kept; 0 records none
 
 
 class DecisionConfig(_Section):
@@ -443,6 +444,7 @@ keep = 64                             # ...and this many kept, at most 64 (hourl
 [detectors]
 enabled = []                          # detector plugins watching per-minute metrics
 options = {}                          # per detector: { ewma = { threshold = 3.0 } }
+history_days = 30                     # minutes recorded in <data_dir>/metrics (helios.ml.train --history); 0 = none
 
 [decision]
 method = "topsis"                     # MCDM method ranking recovery actions: topsis | wsm | wpm | vikor

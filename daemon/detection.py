@@ -18,6 +18,7 @@ from helios.daemon.clock import Clock
 from helios.daemon.config import ConfigError, DetectorsConfig
 from helios.daemon.diagnosis import Diagnosis, diagnose
 from helios.daemon.files import write_json
+from helios.daemon.history import MetricsHistory
 from helios.daemon.metrics import MetricsMinute, MetricsRollup
 from helios.daemon.plugins import PluginManager, Registry
 from helios.daemon.query import FilterError, PageRequest, newest_first, parse_terms, parse_time
@@ -105,6 +106,8 @@ class Detection:
         self.clock = clock
         self.plugins = plugins
         self.state_dir = Path(data_dir) / "detectors"
+        self.recorded = MetricsHistory(Path(data_dir), config.history_days)
+        promoted = Path(data_dir) / "models"
         self.detectors: dict[str, Detector] = {}
         self.notes: dict[str, str] = {}  # why a detector's saved state was not restored
         for name in config.enabled:
@@ -114,8 +117,12 @@ class Detection:
                     f"detectors.enabled: unknown detector {name!r}; "
                     f"loaded: {', '.join(sorted(registry.detectors)) or 'none'}"
                 )
+            options = dict(config.options.get(name, {}))
+            if "model" not in options and (promoted / f"{name}.onnx").exists():
+                # A model fitted to this deployment and promoted (helios.ml.train --history).
+                options["model"] = str(promoted / f"{name}.onnx")
             try:
-                self.detectors[name] = entry.factory(**config.options.get(name, {}))
+                self.detectors[name] = entry.factory(**options)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"detectors.options.{name}: {exc}") from exc
         # Options of a registered detector that is not enabled are kept for when it is;
@@ -180,6 +187,7 @@ class Detection:
         """Write a snapshot, unless a newer one was written already (writes from the
         detection job's thread and from stop() may overlap)."""
         generation, states = snapshot
+        self.recorded.flush()
         with self._write_lock:
             if generation < self._written:
                 return
@@ -218,6 +226,7 @@ class Detection:
                 else:
                     self.episodes.pop(name, None)
             self.history.append(record)
+            self.recorded.add(minute.minute, step, any(r.metrics for r in record.results.values()))
             self.minutes_seen += 1
         for anomaly in found:
             if self.plugins is not None:

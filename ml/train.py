@@ -74,13 +74,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--regimes", type=int, default=12, help="deployments drawn")
     parser.add_argument("--out", type=Path, default=MODELS)
+    parser.add_argument(
+        "--history",
+        type=Path,
+        help="a heliosd data directory: fit a model to its recorded metrics, shadow-evaluate "
+        "it against the running one and promote it only when it is better",
+    )
     args = parser.parse_args()
+    if args.history is not None:
+        from helios.ml.fit_history import fit_history
 
-    import torch
-
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(args.seed)
+        raise SystemExit(fit_history(args))
     started = time.time()
     # Many deployments: the default regime and random ones (traffic from tens to
     # hundreds of thousands of events a minute, other latencies, noise, cycles).
@@ -93,8 +97,6 @@ def main() -> None:
         )
         for i in range(args.regimes)
     ]  # fmt: skip
-    x_train = np.concatenate([p[0] for p in parts])
-    y_train = np.concatenate([p[1] for p in parts])
     valid = [
         residual_windows(
             generate(3, seed=args.seed * 1000 + 500 + i, anomalies_per_day=8,
@@ -102,9 +104,38 @@ def main() -> None:
         )
         for i in range(3)
     ]  # fmt: skip
+    command = (
+        f"python -m helios.ml.train --seed {args.seed} --days {args.days:g} "
+        f"--regimes {args.regimes} --epochs {args.epochs}"
+    )
+    fit_and_export(
+        parts, valid, args.seed, args.epochs, args.out, started,
+        {"days": args.days, "regimes": args.regimes, "command": command},
+    )  # fmt: skip
+
+
+def fit_and_export(
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    valid: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    epochs: int,
+    out: Path,
+    started: float,
+    trained_extra: dict[str, Any],
+    name: str = "lstm",
+) -> Path:
+    """Train on residual windows, choose the threshold on `valid`, and write
+    `out/<name>.onnx` and `out/<name>.json`; returns the .onnx path."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(seed)
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
     x_valid = np.concatenate([p[0] for p in valid])
     y_valid = np.concatenate([p[1] for p in valid])
-    scaling = fit_scaling(generate(2, seed=args.seed * 1000 + 1))  # a fallback only
+    scaling = fit_scaling(generate(2, seed=seed * 1000 + 1))  # a fallback only
     hidden, dense = (32, 16), 16
     model = build(hidden, dense)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -113,7 +144,7 @@ def main() -> None:
         pos_weight=torch.tensor([(len(y_train) - positives) / max(positives, 1.0)])
     )
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         model.train()
         order = torch.from_numpy(rng.permutation(len(xt)))
         total = 0.0
@@ -124,7 +155,7 @@ def main() -> None:
             loss.backward()
             optimiser.step()
             total += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {total / len(xt):.4f}", flush=True)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(xt):.4f}", flush=True)
 
     model.eval()
     with torch.no_grad():
@@ -139,8 +170,8 @@ def main() -> None:
         def forward(self, window: torch.Tensor) -> torch.Tensor:
             return torch.sigmoid(self.inner(window))
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "lstm.onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / f"{name}.onnx"
     torch.onnx.export(
         WithSigmoid(model),
         (torch.zeros(1, WINDOW, len(FEATURES)),),
@@ -160,22 +191,20 @@ def main() -> None:
         "window": WINDOW,
         "threshold": round(threshold, 4),
         "trained": {
-            "seed": args.seed,
-            "days": args.days,
-            "regimes": args.regimes,
-            "epochs": args.epochs,
+            "seed": seed,
+            "epochs": epochs,
             "hidden": list(hidden),
             "dense": dense,
             "torch": torch.__version__,
             "train_windows": len(x_train),
             "positive_share": round(positives / len(y_train), 4),
             "seconds": round(time.time() - started, 1),
-            "command": f"python -m helios.ml.train --seed {args.seed} --days {args.days:g} "
-            f"--regimes {args.regimes} --epochs {args.epochs}",
+            **trained_extra,
         },
     }
-    (args.out / "lstm.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {onnx_path} ({onnx_path.stat().st_size:,} bytes), threshold {threshold:.3f}")
+    return onnx_path
 
 
 if __name__ == "__main__":
