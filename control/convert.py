@@ -107,7 +107,7 @@ def add_outcomes(target: Any, outcomes: Iterable[Outcome]) -> None:
 
 
 def anomaly_pb(a: Anomaly) -> pb.Anomaly:
-    return pb.Anomaly(
+    out = pb.Anomaly(
         id=a.id,
         detector=a.detector,
         minute=ts(a.minute),
@@ -121,6 +121,9 @@ def anomaly_pb(a: Anomaly) -> pb.Anomaly:
         baseline_spreads={m: b[1] for m, b in a.baselines.items()},
         diagnosis=diagnosis_pb(a.diagnosis),
     )
+    if a.until:
+        out.until.CopyFrom(ts(a.until))
+    return out
 
 
 def source_stats_pb(s: SourceStatus) -> pb.SourceStats:

@@ -49,11 +49,12 @@ def cmd_anomalies_list(args: argparse.Namespace) -> int:
         print(json.dumps([_anomaly_dict(a) for a in response.anomalies], indent=2))
         return OK
     table(
-        [("ID", "MINUTE", "SEVERITY", "SCORE", "DIAGNOSIS", "CONFIDENCE", "METRICS")]
+        [("ID", "MINUTE", "UNTIL", "SEVERITY", "SCORE", "DIAGNOSIS", "CONFIDENCE", "METRICS")]
         + [
             (
                 a.id,
                 _when(a.minute)[:16],
+                _when(a.until)[11:16] if a.HasField("until") else "-",
                 a.severity,
                 f"{a.score:.1f}",
                 _diagnosis(a.diagnosis),
@@ -80,6 +81,8 @@ def cmd_anomalies_get(args: argparse.Namespace) -> int:
         print(json.dumps(_anomaly_dict(a), indent=2))
         return OK
     print(f"anomaly {a.id}  detector {a.detector}  minute {_when(a.minute)}")
+    if a.HasField("until"):
+        print(f"its episode lasted until {_when(a.until)}")
     print(f"severity {a.severity}  score {a.score:.2f}")
     print(a.explanation)
     d = a.diagnosis

@@ -204,6 +204,8 @@ async def test_the_daemon_detects_an_outage_keeps_the_anomaly_and_restores_state
     assert anomalies, daemon.detection.status()
     first = anomalies[0]
     assert first.detector == "ewma" and "missing_rate" in first.metrics[0]
+    # The 3-minute outage is one anomaly, updated while it lasted.
+    assert len(anomalies) == 1 and first.until >= first.minute + 2 * 60
     assert 18 * 60 <= first.minute - (clock.now() - 25 * 60) < 22 * 60
     saved = json.loads((daemon.detection.state_dir / "ewma.json").read_text())
     assert saved["steps"] >= 24

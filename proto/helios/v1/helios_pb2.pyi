@@ -1143,6 +1143,7 @@ class Anomaly(_message.Message):
     BASELINE_MEANS_FIELD_NUMBER: _builtins.int
     BASELINE_SPREADS_FIELD_NUMBER: _builtins.int
     DIAGNOSIS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"<detector>-<YYYYMMDDTHHMM>" of the metrics minute."""
     detector: _builtins.str
@@ -1172,6 +1173,12 @@ class Anomaly(_message.Message):
     def baseline_spreads(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
     def diagnosis(self) -> Global___Diagnosis: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """One anomaly per episode: the last minute its episode was still on (unset while it
+        lasted only its first minute).
+        """
+
     def __init__(
         self,
         *,
@@ -1187,10 +1194,11 @@ class Anomaly(_message.Message):
         baseline_means: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         baseline_spreads: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         diagnosis: Global___Diagnosis | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "diagnosis", b"diagnosis", "minute", b"minute"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "diagnosis", b"diagnosis", "minute", b"minute", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_means", b"baseline_means", "baseline_spreads", b"baseline_spreads", "detected_at", b"detected_at", "detector", b"detector", "diagnosis", b"diagnosis", "explanation", b"explanation", "id", b"id", "metrics", b"metrics", "minute", b"minute", "score", b"score", "severity", b"severity", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_means", b"baseline_means", "baseline_spreads", b"baseline_spreads", "detected_at", b"detected_at", "detector", b"detector", "diagnosis", b"diagnosis", "explanation", b"explanation", "id", b"id", "metrics", b"metrics", "minute", b"minute", "score", b"score", "severity", b"severity", "until", b"until", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
