@@ -101,7 +101,7 @@ async def test_the_daemon_runs_both_detectors_and_reports_the_lstm_status():
 
     daemon = make_daemon(make_config('[detectors]\nenabled = ["ewma", "lstm"]\n'))
     status = daemon.detection.status()
-    assert status["lstm"].startswith("model loaded; warming up: 0 of 60")
+    assert status["lstm"].startswith("model loaded; warming up: 0 of 16")
     missing = make_daemon(
         make_config(
             '[detectors]\nenabled = ["lstm"]\n'
@@ -109,3 +109,15 @@ async def test_the_daemon_runs_both_detectors_and_reports_the_lstm_status():
         )
     )
     assert missing.detection.status()["lstm"].startswith("fallback to ewma: model file missing")
+
+
+def test_the_lstm_is_warm_before_the_demos_first_fault_at_minute_20():
+    detector = create("lstm")
+    series = generate(days=1, seed=202)
+    for step in series.steps[:16]:
+        detector.update(step)
+    assert detector.status().startswith("ready"), detector.status()
+    quiet = [detector.update(step).is_anomaly for step in series.steps[16:20]]
+    spiked = dict(series.steps[20], missing_rate=series.steps[20]["missing_rate"] + 0.25)
+    spiked["missing_rate:aws"] = series.steps[20]["missing_rate:aws"] + 0.25
+    assert not any(quiet) and detector.update(spiked).is_anomaly

@@ -114,8 +114,20 @@ class LstmDetector:
     def score(self) -> float:
         import numpy as np
 
-        window = np.asarray([list(self.window)], dtype=np.float32)
+        rows = list(self.window)
+        if len(rows) < self.window_size:  # residual models only (see warm())
+            rows = [[0.0] * len(self.features)] * (self.window_size - len(rows)) + rows
+        window = np.asarray([rows], dtype=np.float32)
         return float(self.session.run(None, {self.input_name: window})[0][0][0])
+
+    def warm(self) -> bool:
+        """Ready to score. A residual model is ready once its EWMA baseline is (a window
+        not full yet is padded with zeros: in residual terms, "at the baseline", the calm
+        past it was trained on), so it is warm after `warmup` minutes, not 60; a model of
+        fixed scaling needs the full window."""
+        if len(self.window) >= self.window_size:
+            return True
+        return self.residuals and self.ewma.steps > self.ewma.warmup
 
     def update(self, step: Mapping[str, float]) -> DetectionResult:
         missing = [f for f in self.features if f not in step] if self.session is not None else []
@@ -143,7 +155,7 @@ class LstmDetector:
             )
         assert scaled is not None
         self.window.append(scaled)
-        if len(self.window) < self.window_size:
+        if not self.warm():
             return DetectionResult(
                 False, 0.0, "none", [], f"warming up ({len(self.window)}/{self.window_size} steps)"
             )
@@ -202,8 +214,9 @@ class LstmDetector:
             )
         if self.session is None:
             return f"fallback to ewma: {self.fallback_reason}; ewma {self.ewma.status()}"
-        if len(self.window) < self.window_size:
-            return f"model loaded; warming up: {len(self.window)} of {self.window_size} steps"
+        if not self.warm():
+            needed = self.ewma.warmup + 1 if self.residuals else self.window_size
+            return f"model loaded; warming up: {len(self.window)} of {needed} steps"
         return f"ready: model {self.model_path.name}, threshold {self.threshold:g}"
 
 
