@@ -38,7 +38,11 @@ class LstmDetector:
         model: str | None = None,
         threshold: float | None = None,
         ewma: Mapping[str, Any] | None = None,
+        corroborate: float = 4.0,
     ) -> None:
+        if corroborate < 0:
+            raise ValueError(f"corroborate must be >= 0, got {corroborate}")
+        self.corroborate = corroborate
         self.ewma = EwmaDetector(**dict(ewma or {}))
         self.model_path = Path(model) if model else shipped_model()
         self.session: Any = None
@@ -160,7 +164,9 @@ class LstmDetector:
                 False, 0.0, "none", [], f"warming up ({len(self.window)}/{self.window_size} steps)"
             )
         score = self.last_score = self.score()
-        over = score >= self.threshold
+        # The model's alarm needs a metric at least `corroborate` spreads off its own
+        # baseline: a pattern no metric shows is, on unfamiliar noise, mostly a false alarm.
+        over = score >= self.threshold and attributed.score >= self.corroborate
         # One anomaly per episode: it opens when the score crosses the threshold and
         # closes after the EWMA's quiet_steps below it.
         if over:
