@@ -92,7 +92,9 @@ def series(days: float, seed: int, episodes: int) -> Series:
             - 0.15 * math.exp(-(((day - 0.52) / 0.02) ** 2))
         )
         mean = level * cycle * (1.0 if weekday else 0.6) * (1.3 if busy else 1.0)
-        label, params = None, {}
+        label: str | None = None
+        params: dict[str, float] = {}
+        progress = 0.0
         if minute in active:
             s, e, label, params = active[minute]
             progress = (minute - s + 1) / (e - s)
