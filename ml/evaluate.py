@@ -35,6 +35,7 @@ REGIMES = {
     "big": Regime(events=400_000.0, latency=3.0, noise=0.7, payload=12_000.0, season=0.5),
 }
 WARMUP = 60  # minutes before false alarms count (both detectors are warm by then)
+HELD_OUT = (4, 5, 6, 7, 8)  # othergen deployments never looked at while choosing defaults
 
 
 @dataclass
@@ -240,12 +241,13 @@ def main() -> None:
     parser.add_argument("--card", action="store_true", help="write ml/models/MODEL_CARD.md")
     args = parser.parse_args()
     report = evaluate(args.days, args.seed, ("ewma", "lstm"))
-    other = evaluate_other((1, 2, 3), ("ewma", "lstm"))
+    # Deployments 1-3 were looked at while the defaults were chosen; 4-8 never were.
+    other = evaluate_other(HELD_OUT, ("ewma", "lstm"))
     if args.json:
         print(json.dumps({**report, "other_generator": other}, indent=2))
     else:
         print_table(report)
-        print("\nthe second generator (helios.ml.othergen), deployments 1, 2, 3:")
+        print("\nthe second generator (helios.ml.othergen), deployments 4-8:")
         for name, rows in other["detectors"].items():
             kinds = ", ".join(
                 f"{k} {r['found']}/{r['episodes']}" for k, r in rows.items() if k != "overall"

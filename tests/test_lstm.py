@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from helios.ml.evaluate import evaluate, evaluate_other
+from helios.ml.evaluate import HELD_OUT, evaluate, evaluate_other
 from helios.ml.generate import Regime, generate
 from helios.plugins.detectors import create
 from helios.plugins.detectors.lstm import shipped_model
@@ -71,9 +71,9 @@ def test_lstm_state_round_trips():
 @pytest.mark.slow
 def test_on_deployments_it_never_saw_the_lstm_meets_its_bars_and_ewma_is_reported_beside_it():
     report = evaluate(days=14, seed=7, detectors=("ewma", "lstm"))
-    # 3,000 and 400,000 events a minute: 90% of episodes; 60 a minute (one event in 60
-    # is a 1.7% rate): 75%. Never more than one false alarm a day.
-    for regime, least in (("default", 0.9), ("big", 0.9), ("small", 0.75)):
+    # 3,000 and 400,000 events a minute: 90% of episodes; 60 a minute (a 4% loss is 2-3
+    # events): 60%. Never more than one false alarm a day.
+    for regime, least in (("default", 0.9), ("big", 0.9), ("small", 0.6)):
         rows = report["regimes"][regime]
         assert rows["lstm"]["overall"]["recall"] >= least, (regime, rows["lstm"]["overall"])
         for name in ("ewma", "lstm"):
@@ -81,11 +81,13 @@ def test_on_deployments_it_never_saw_the_lstm_meets_its_bars_and_ewma_is_reporte
 
 
 @pytest.mark.slow
-def test_on_the_second_generator_both_detectors_keep_false_alarms_under_one_a_day():
-    other = evaluate_other((1, 2, 3), ("ewma", "lstm"))
+def test_on_the_second_generator_the_bars_hold_for_both_detectors():
+    # Deployments 4-8 of ml/othergen.py were never looked at while choosing the defaults.
+    other = evaluate_other(HELD_OUT, ("ewma", "lstm"))
     for name, rows in other["detectors"].items():
         assert rows["overall"]["false_alarms_per_normal_day"] <= 1.0, (name, rows["overall"])
-        assert rows["overall"]["recall"] >= 0.8, (name, rows["overall"])
+        assert rows["overall"]["recall"] >= 0.9, (name, rows["overall"])
+        assert all(r["recall"] >= 0.6 for k, r in rows.items() if k != "overall"), (name, rows)
 
 
 def test_the_model_sees_residuals_so_the_level_of_a_deployment_does_not_matter():

@@ -48,6 +48,8 @@ DEFAULT_DIRECTIONS: dict[str, Direction] = {
 DEFAULT_ABSOLUTE_FLOOR = {"rate": 0.005, "latency": 2.0}
 SEVERITIES = (("critical", 4.0), ("major", 2.0), ("minor", 1.0))
 COUNT_METRIC = "event_rate_per_minute"  # the denominator of the rates, when present
+DEFAULT_ALPHAS = {COUNT_METRIC: 0.05}
+COUNT_FLOOR = 0.1
 
 
 def _kind(metric: str) -> str:
@@ -118,6 +120,7 @@ class EwmaDetector:
         clip: float = 3.0,
         cusum_k: float = 2.0,
         cusum_h: float = 20.0,
+        alphas: Mapping[str, float] | None = None,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -137,6 +140,11 @@ class EwmaDetector:
             if direction not in ("up", "down", "both"):
                 raise ValueError(f"directions.{metric} must be up, down or both")
         self.alpha = alpha
+        # Traffic follows daily cycles a slow baseline lags behind: it learns faster.
+        self.alphas = {**DEFAULT_ALPHAS, **(alphas or {})}
+        for metric, value in self.alphas.items():
+            if not 0 < value < 1:
+                raise ValueError(f"alphas.{metric} must be between 0 and 1, got {value}")
         self.threshold = threshold
         self.warmup = warmup
         self.anomaly_alpha = anomaly_alpha
@@ -154,16 +162,22 @@ class EwmaDetector:
         self.shifts: list[dict[str, Any]] = []  # level shifts adopted, newest last
         self._count: float | None = None  # this step's event count (binomial noise)
 
+    def _alpha(self, metric: str) -> float:
+        return self.alphas.get(metric, self.alpha)
+
     def spread(self, metric: str) -> float:
         """The standard deviation used for z: the EW one, floored by the metric's kind,
         `relative_floor` of its level, and for a rate the binomial noise of its count."""
         stat = self.stats[metric]
         kind = _kind(metric)
-        floor = max(self.absolute_floor.get(kind, 0.0), self.relative_floor * abs(stat.mean))
+        relative = COUNT_FLOOR if metric == COUNT_METRIC else self.relative_floor
+        floor = max(self.absolute_floor.get(kind, 0.0), relative * abs(stat.mean))
         if kind == "rate" and self._count:
+            # With the count known, its binomial noise is the floor, not a fixed 0.5%:
+            # 12 inconsistent events out of 50,000 a minute stand out of a baseline of 1.
             n = self._count
             p = min(max(stat.mean, 1.0 / n), 0.5)
-            floor = max(floor, math.sqrt(p * (1 - p) / n))
+            floor = max(relative * abs(stat.mean), math.sqrt(p * (1 - p) / n))
         # Scale-free last resort: a series that never moved yet has a spread of 1e-6 of
         # its level (or 1e-9), not zero.
         return max(math.sqrt(stat.var), floor, 1e-6 * abs(stat.mean), 1e-9)
@@ -202,7 +216,7 @@ class EwmaDetector:
                 stats[metric] = _Stat(value)
                 continue
             if not (warm and stat.n >= self.warmup):
-                self._learn(stat, value, self.alpha, None)
+                self._learn(stat, value, self._alpha(metric), None)
                 continue
             spread = self.spread(metric)
             z = (value - stat.mean) / spread
@@ -222,7 +236,7 @@ class EwmaDetector:
                     before[metric] = (stat.mean, spread)
                     self._learn(stat, value, self.anomaly_alpha, spread)
                 else:
-                    self._learn(stat, value, self.alpha, spread)
+                    self._learn(stat, value, self._alpha(metric), spread)
                 continue
             # In an episode: close it after quiet_steps back inside; adopt a level
             # shift after adopt_after steps out.
@@ -235,7 +249,7 @@ class EwmaDetector:
                 stat.quiet += 1
                 if stat.quiet >= self.quiet_steps:
                     stat.out = False
-                self._learn(stat, value, self.alpha, spread)
+                self._learn(stat, value, self._alpha(metric), spread)
             else:
                 stat.quiet = 0
                 ongoing.append(metric)
@@ -267,7 +281,7 @@ class EwmaDetector:
         """EW mean and variance; early on a plain running mean (1/(n+1)): an EW variance
         that starts at 0 is biased low for about 1/alpha steps. Past warm-up the change
         is clipped at `clip` spreads."""
-        rate = max(alpha, 1.0 / (stat.n + 2)) if alpha >= self.alpha else alpha
+        rate = max(alpha, 1.0 / (stat.n + 2)) if alpha > self.anomaly_alpha else alpha
         diff = value - stat.mean
         if spread is not None:
             bound = self.clip * spread
@@ -324,6 +338,7 @@ class EwmaDetector:
             "steps": self.steps,
             "stats": {m: s.to_list() for m, s in self.stats.items()},
             "shifts": self.shifts,
+            "count": self._count,  # the last step's event count (the rates' noise)
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -332,6 +347,8 @@ class EwmaDetector:
         self.steps = int(state["steps"])
         self.stats = {m: _Stat.from_list(list(v)) for m, v in state["stats"].items()}
         self.shifts = list(state.get("shifts", []))
+        count = state.get("count")
+        self._count = float(count) if count else None
 
     def status(self) -> str:
         if self.steps < self.warmup:

@@ -38,7 +38,7 @@ class LstmDetector:
         model: str | None = None,
         threshold: float | None = None,
         ewma: Mapping[str, Any] | None = None,
-        corroborate: float = 4.0,
+        corroborate: float = 5.0,
     ) -> None:
         if corroborate < 0:
             raise ValueError(f"corroborate must be >= 0, got {corroborate}")
