@@ -111,7 +111,7 @@ class Daemon:
             config.ingest.dead_letters_max,
             config.ingest.dead_letters_max_bytes,
         )
-        self.webhooks = Webhooks(self.deadletters)
+        self.webhooks = Webhooks(self.deadletters, config.ingest.max_webhook_deliveries)
         self.inputs: dict[str, Source] = {}
         for name, spec in config.sources.inputs.items():
             if not spec.enabled:

@@ -68,6 +68,7 @@ class IngestConfig(_Section):
     max_watchers: int = Field(256, gt=0)  # WatchOutcomes streams open at once
     max_concurrent_rpcs: int = Field(1024, gt=0)  # beyond: RESOURCE_EXHAUSTED
     dead_letters_max: int = Field(1000, gt=0)  # refused webhook deliveries kept
+    max_webhook_deliveries: int = Field(256, gt=0)  # read or handled at once; beyond: 503
     dead_letters_max_bytes: int = Field(64 * 1_048_576, gt=0)
 
 
@@ -388,6 +389,7 @@ max_event_type_length = 256           # a longer event_type is rejected (field "
 max_watchers = 256                    # WatchOutcomes streams open at once; beyond: RESOURCE_EXHAUSTED
 max_concurrent_rpcs = 1024            # RPCs served at once; beyond: RESOURCE_EXHAUSTED
 dead_letters_max = 1000               # refused webhook deliveries kept (helios dlq); oldest go first
+max_webhook_deliveries = 256          # webhook deliveries read or handled at once; beyond: 503 + Retry-After
 dead_letters_max_bytes = 67108864     # ... and at most this many bytes of them
 
 [reconcile]

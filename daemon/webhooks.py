@@ -98,7 +98,11 @@ class InputStats:
 
 
 class Webhooks:
-    def __init__(self, deadletters: DeadLetters) -> None:
+    def __init__(self, deadletters: DeadLetters, max_in_flight: int = 256) -> None:
+        # Deliveries being read or handled at once: bodies held are at most
+        # max_in_flight x the largest max_body; beyond, 503 before reading.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self.routes: dict[str, Route] = {}
         self.deadletters = deadletters
         self.stats: dict[str, InputStats] = {}

@@ -320,3 +320,28 @@ def test_a_flood_of_unverified_junk_cannot_push_out_the_verified_dead_letters(tm
         store.close()
 
     asyncio.run(flood())
+
+
+async def test_past_max_webhook_deliveries_a_delivery_is_refused_unread(daemon):
+    webhooks = daemon.services.webhooks
+    webhooks.in_flight = webhooks.max_in_flight  # that many bodies held right now
+    read = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(1)
+        return {"type": "http.request", "body": eventbridge("busy-1"), "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/ingest/aws/eventbridge",
+             "query_string": b"", "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+    await door.serve(webhooks, scope, receive, send)
+    assert sent[0]["status"] == 503 and not read
+    assert json.loads(sent[1]["body"])["error"] == "overloaded"
+    assert webhooks.stats_of("eb").errors["overloaded"] == 1 and not webhooks.deadletters.list()
+    webhooks.in_flight = 0
+    status, _, _ = await call(daemon, "POST", "/ingest/aws/eventbridge", eventbridge("ok-1"), JSON)
+    assert status == 200 and webhooks.in_flight == 0

@@ -75,6 +75,33 @@ async def serve(webhooks: Webhooks, scope: Scope, receive: Receive, send: Send) 
         b"",
         f"{client[0]}:{client[1]}",
     )
+    if webhooks.in_flight >= webhooks.max_in_flight:  # bounded memory: refused unread
+        busy = refusal(
+            503,
+            "overloaded",
+            f"{webhooks.in_flight} deliveries are being handled (ingest.max_webhook_deliveries)",
+            retry_after=1,
+        )
+        reply = await webhooks.refused(route, request, busy) if route is not None else busy
+    else:
+        webhooks.in_flight += 1  # from before the body is read until it is let go
+        try:
+            reply = await _take(webhooks, route, request, receive, limit)
+        finally:
+            webhooks.in_flight -= 1
+    encoded = reply.encoded()
+    out = [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
+    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": out})
+    await send({"type": "http.response.body", "body": encoded})
+
+
+async def _take(
+    webhooks: Webhooks, route: Route | None, request: WebRequest, receive: Receive, limit: int
+) -> WebReply:
+    """Read, inflate and hand over one delivery; a refusal before the handler is counted
+    and kept like any other."""
+    headers = request.headers
     early: WebReply | None = None
     declared = headers.get("content-length", "")
     if declared and (not declared.isdigit() or int(declared) > limit):
@@ -95,11 +122,5 @@ async def serve(webhooks: Webhooks, scope: Scope, receive: Receive, send: Send) 
             else:
                 request.body = inflated
     if early is not None and route is not None:
-        reply = await webhooks.refused(route, request, early)
-    else:
-        reply = await webhooks.deliver(request)
-    encoded = reply.encoded()
-    out = [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
-    out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": out})
-    await send({"type": "http.response.body", "body": encoded})
+        return await webhooks.refused(route, request, early)
+    return await webhooks.deliver(request)
