@@ -86,7 +86,9 @@ def detection_page(reads: ReadModels, header: Callable[[str], None]) -> None:
     with ui.card().classes("w-full"):
         ui.label("Anomalies").classes("font-semibold")
         table = ui.table(
-            columns=_columns("minute", "detector", "severity", "score", "metrics", "explanation"),
+            columns=_columns(
+                "minute", "until", "detector", "severity", "score", "metrics", "explanation"
+            ),
             rows=[],
             row_key="id",
             pagination=10,
@@ -125,6 +127,7 @@ def detection_page(reads: ReadModels, header: Callable[[str], None]) -> None:
             {
                 "id": a.id,
                 "minute": _clock(a.minute)[:5],
+                "until": _clock(a.until)[:5] if a.until else "-",  # one anomaly per episode
                 "detector": a.detector,
                 "severity": a.severity,
                 "score": f"{a.score:.1f}",
