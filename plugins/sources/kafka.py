@@ -33,6 +33,7 @@ from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
 from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.plugins.sources.cloudinput import parse_options
 from helios.plugins.sources.kafka_wire import (
     KafkaOptions,
     decode,
@@ -41,7 +42,6 @@ from helios.plugins.sources.kafka_wire import (
     send_to_dlq,
 )
 from helios.v1 import helios_pb2 as pb
-from pydantic import ValidationError
 
 log = logging.getLogger("helios.kafka")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
@@ -407,13 +407,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
-    try:
-        parsed = KafkaOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"kafka options: {where}: {first['msg']}") from None
-    return KafkaSource(context, parsed)
+    return KafkaSource(context, parse_options(KafkaOptions, options, "kafka"))
 
 
 @hookimpl(trylast=True)

@@ -22,16 +22,16 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
-from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.daemon.types import Source, SourceContext, SourceFactory
 from helios.plugins.sources import cloudpublish
-from helios.plugins.sources.envelopes import DEFAULTS, EnvelopeError, Fields, pubsub
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from helios.plugins.sources.cloudinput import CloudInput, parse_options
+from helios.plugins.sources.envelopes import DEFAULTS, EnvelopeError, pubsub
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("helios.pubsub")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -50,24 +50,11 @@ class PubsubOptions(BaseModel):
     publish: dict[str, Any] = Field(default_factory=dict)
 
 
-class PubsubSource(SourceBase):
-    counts_deliveries = True  # InputStats: deliveries as the cloud made them
-
+class PubsubSource(CloudInput):
     def __init__(self, context: SourceContext, options: PubsubOptions) -> None:
-        if options.source not in context.sources:
-            raise ValueError(f"source {options.source!r} is not one of sources.names")
         cloudpublish.require("google.cloud.pubsub_v1")
-        self.context = context
+        self.bind(context, options, DEFAULTS["pubsub"])
         self.options = options
-        default = DEFAULTS["pubsub"]
-        self.fields = Fields(
-            options.event_id or default.event_id,
-            options.event_type or default.event_type,
-            options.produced_at or default.produced_at,
-            options.event_type_default,
-        )
-        self.publisher = cloudpublish.build(options.publish)
-        self.state = "starting"
         self.acked = 0
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,17 +89,6 @@ class PubsubSource(SourceBase):
                 await self._task
         if self.publisher is not None:
             await self.publisher.stop()
-
-    def delivers(self, source: str) -> bool:
-        return source == self.options.source
-
-    def replays(self, source: str) -> bool:
-        return self.publisher is not None and source == self.options.source
-
-    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
-        if self.publisher is None:
-            return await super().replay(source, copies)
-        return await self.publisher.publish(copies)
 
     def info(self) -> dict[str, str]:
         return {
@@ -156,7 +132,7 @@ class PubsubSource(SourceBase):
                     await self._refuse(message, exc.code, exc.detail)
             if not copies:
                 continue
-            result = await self._admit(copies)
+            result = await self.admit_held(copies)
             refused = {r.index: r for r in result.rejections}
             for index, message in enumerate(taken):
                 if index in refused:
@@ -167,41 +143,14 @@ class PubsubSource(SourceBase):
                     if self.context.stats is not None:
                         self.context.stats.delivered(1)
 
-    async def _admit(self, copies: list[CopyIn]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                result = await self.context.publish(copies)
-                self.state = "pulling"
-                return result
-            except QueueFull:
-                pass
-            except RequestError as exc:
-                if exc.code != ErrorCode.UNAVAILABLE:
-                    raise
-            self.state = "held: the daemon is pushing back"
-            await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
-            attempt += 1
-
     async def _refuse(self, message: Any, code: str, detail: str) -> None:
-        attempt = getattr(message, "delivery_attempt", None)
-        if attempt in (None, 1) and self.context.dead_letter is not None:
-            await self.context.dead_letter(
-                code, detail, bytes(message.data), self.options.subscription
-            )
-        elif self.context.stats is not None:
-            self.context.stats.refused(code)
+        first = getattr(message, "delivery_attempt", None) in (None, 1)
+        await self.kept_once(first, code, detail, bytes(message.data), self.options.subscription)
         message.nack()
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
-    try:
-        parsed = PubsubOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"pubsub options: {where}: {first['msg']}") from None
-    return PubsubSource(context, parsed)
+    return PubsubSource(context, parse_options(PubsubOptions, options, "pubsub"))
 
 
 @hookimpl(trylast=True)

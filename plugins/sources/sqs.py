@@ -22,17 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import orjson
-from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
-from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
-from helios.plugins.sources import cloudpublish
+from helios.daemon.types import Source, SourceContext, SourceFactory
+from helios.plugins.sources.cloudinput import CloudInput, parse_options
 from helios.plugins.sources.envelopes import DEFAULTS, EnvelopeError, Fields, eventbridge, sns
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("helios.sqs")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -56,24 +55,13 @@ class SqsOptions(BaseModel):
     publish: dict[str, Any] = Field(default_factory=dict)  # replays (cloudpublish.py)
 
 
-class SqsSource(SourceBase):
-    counts_deliveries = True  # InputStats: deliveries as the cloud made them
-
+class SqsSource(CloudInput):
     def __init__(self, context: SourceContext, options: SqsOptions) -> None:
-        if options.source not in context.sources:
-            raise ValueError(f"source {options.source!r} is not one of sources.names")
-        self.context = context
-        self.options = options
-        default = RAW if options.envelope == "raw" else DEFAULTS[options.envelope]
-        self.fields = Fields(
-            options.event_id or default.event_id,
-            options.event_type or default.event_type,
-            options.produced_at or default.produced_at,
-            options.event_type_default,
+        self.bind(
+            context, options, RAW if options.envelope == "raw" else DEFAULTS[options.envelope]
         )
-        self.publisher = cloudpublish.build(options.publish)
+        self.options = options
         self.client: Any = None
-        self.state = "starting"
         self.received = 0
         self.deleted = 0
         self.paused = False
@@ -104,17 +92,6 @@ class SqsSource(SourceBase):
     def resume(self, source: str) -> None:
         if source == self.options.source:
             self.paused = False
-
-    def delivers(self, source: str) -> bool:
-        return source == self.options.source
-
-    def replays(self, source: str) -> bool:
-        return self.publisher is not None and source == self.options.source
-
-    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
-        if self.publisher is None:
-            return await super().replay(source, copies)
-        return await self.publisher.publish(copies)
 
     def info(self) -> dict[str, str]:
         return {
@@ -201,7 +178,7 @@ class SqsSource(SourceBase):
                 copies.append(found)
                 taken.append(message)
         if copies:
-            result = await self._admit(copies)
+            result = await self.admit_held(copies)
             refused = {r.index: r for r in result.rejections}
             for index, message in enumerate(taken):
                 if index in refused:
@@ -211,29 +188,11 @@ class SqsSource(SourceBase):
         if done:
             await self._delete(done)
 
-    async def _admit(self, copies: list[CopyIn]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await self.context.publish(copies)
-            except QueueFull:
-                pass
-            except RequestError as exc:
-                if exc.code != ErrorCode.UNAVAILABLE:
-                    raise
-            self.state = "held: the daemon is pushing back"
-            await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
-            attempt += 1
-
     async def _refuse(self, message: dict[str, Any], code: str, detail: str) -> None:
         """Left in the queue (its redrive policy moves it on); kept once as a dead letter."""
         first = message.get("Attributes", {}).get("ApproximateReceiveCount", "1") == "1"
-        if first and self.context.dead_letter is not None:
-            await self.context.dead_letter(
-                code, detail, str(message.get("Body", "")).encode(), self.options.queue_url
-            )
-        elif self.context.stats is not None:
-            self.context.stats.refused(code)
+        body = str(message.get("Body", "")).encode()
+        await self.kept_once(first, code, detail, body, self.options.queue_url)
 
     async def _delete(self, messages: list[dict[str, Any]]) -> None:
         entries = [
@@ -264,13 +223,7 @@ def _field(view: Mapping[str, Any], path: str, code: str, default: str) -> str:
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
-    try:
-        parsed = SqsOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"sqs options: {where}: {first['msg']}") from None
-    return SqsSource(context, parsed)
+    return SqsSource(context, parse_options(SqsOptions, options, "sqs"))
 
 
 @hookimpl(trylast=True)

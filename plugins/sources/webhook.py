@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import httpx
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
-from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.daemon.types import QueueFull, Source, SourceContext, SourceFactory
 from helios.daemon.webhooks import DEFAULT_MAX_BODY, WebReply, WebRequest, refusal
-from helios.plugins.sources import cloudpublish, webauth
-from helios.plugins.sources.envelopes import DEFAULTS, EnvelopeError, Fields, parse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from helios.plugins.sources import webauth
+from helios.plugins.sources.cloudinput import CloudInput, parse_options
+from helios.plugins.sources.envelopes import DEFAULTS, EnvelopeError, parse
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("helios.webhook")
 PATHS = {
@@ -71,15 +72,9 @@ class WebhookOptions(BaseModel):
     publish: dict[str, Any] = Field(default_factory=dict)  # replays back (cloudpublish.py)
 
 
-class WebhookSource(SourceBase):
-    counts_deliveries = True  # InputStats: deliveries as the cloud made them
-
+class WebhookSource(CloudInput):
     def __init__(self, context: SourceContext, options: WebhookOptions) -> None:
-        if options.source not in context.sources:
-            raise ValueError(
-                f"source {options.source!r} is not one of sources.names "
-                f"({', '.join(context.sources)})"
-            )
+        self.bind(context, options, DEFAULTS[options.envelope], options.envelope)
         mode = options.verify or webauth.DEFAULT_MODE[options.envelope]
         fits = webauth.FITS.get(mode)
         if fits is not None and options.envelope not in fits:
@@ -91,18 +86,9 @@ class WebhookSource(SourceBase):
                 re.compile(getattr(options, name))
             except re.error as exc:
                 raise ValueError(f"{name}: not a regular expression: {exc}") from None
-        self.context = context
         self.options = options
         self.mode = mode
         self.path = (options.path or PATHS[options.envelope]).rstrip("/")
-        default = DEFAULTS[options.envelope]
-        self.fields = Fields(
-            options.event_id or default.event_id,
-            options.event_type or default.event_type,
-            options.produced_at or default.produced_at,
-            options.event_type_default,
-        )
-        self.publisher = cloudpublish.build(options.publish, options.envelope)
         self.verifier: webauth.Verifier | None = None
         self.client: httpx.AsyncClient | None = None
         self.confirmed = 0
@@ -164,17 +150,6 @@ class WebhookSource(SourceBase):
             "publish": self.publisher.describe() if self.publisher else "",
             "confirmed": str(self.confirmed) if o.envelope == "sns" else "",
         }
-
-    def delivers(self, source: str) -> bool:
-        return source == self.options.source
-
-    def replays(self, source: str) -> bool:
-        return self.publisher is not None and source == self.options.source
-
-    async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
-        if self.publisher is None:
-            return await super().replay(source, copies)
-        return await self.publisher.publish(copies)
 
     # ---- a delivery ------------------------------------------------------------------
     async def handle(self, request: WebRequest) -> WebReply:
@@ -270,13 +245,7 @@ class WebhookSource(SourceBase):
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:
-    try:
-        parsed = WebhookOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"webhook options: {where}: {first['msg']}") from None
-    return WebhookSource(context, parsed)
+    return WebhookSource(context, parse_options(WebhookOptions, options, "webhook"))
 
 
 @hookimpl(trylast=True)
