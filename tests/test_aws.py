@@ -97,6 +97,30 @@ def publish_grpc(address: str, source: str, event_id: str, payload: dict) -> Non
     )
 
 
+def replay_heals(address: str, source: str, event_id: str, seconds: float = 20.0) -> pb.EventRecord:
+    """replay_missing through `source`'s cloud, forced now; the event, once a LATE copy
+    of the replay has healed it."""
+    control = pb_grpc.ControlServiceStub(grpc.insecure_channel(address))
+    done = control.TriggerAction(
+        pb.TriggerActionRequest(action="replay_missing", target=source, force=True), timeout=30
+    )
+    assert done.execution.action == "replay_missing", done
+    query = pb_grpc.QueryServiceStub(grpc.insecure_channel(address))
+    healed = wait_for(lambda: (e := get(query, event_id)) and not e.missing_sources and e, seconds)
+    assert pb.OUTCOME_KIND_LATE in [o.kind for o in healed.outcomes]
+    return healed
+
+
+# Two sources, short windows: a copy missing from one is MISSING within seconds.
+TWO_SOURCES = """
+[reconcile]
+window_seconds = 2.0
+grace_seconds = 1.0
+[decision]
+automation = "observe"
+"""
+
+
 def test_eventbridge_to_sqs_in_and_replays_back_through_putevents(moto, tmp_path):
     sqs, events = client(moto, "sqs"), client(moto, "events")
     dlq_url = sqs.create_queue(QueueName="helios-orders-dlq")["QueueUrl"]
@@ -118,12 +142,10 @@ def test_eventbridge_to_sqs_in_and_replays_back_through_putevents(moto, tmp_path
     events.put_targets(Rule="orders-to-helios", Targets=[{"Id": "helios", "Arn": queue_arn}])
     daemon = start_daemon_process(
         tmp_path,
-        f"""
+        TWO_SOURCES
+        + f"""
 [sources]
 names = ["aws", "gcp"]
-[reconcile]
-window_seconds = 2.0
-grace_seconds = 1.0
 [[routes]]
 event_type = "order.*"
 sources = ["aws", "gcp"]
@@ -142,8 +164,6 @@ bus = "default"
 source = "helios.replay"
 endpoint_url = "{moto}"
 region = "{REGION}"
-[decision]
-automation = "observe"
 """,
     )
     try:
@@ -183,13 +203,7 @@ automation = "observe"
         assert row.errors["invalid_json"] >= 1
         # replay_missing publishes eb-3's stored payload through PutEvents; the rule
         # carries it to the queue and the input back in: a LATE copy heals the event.
-        control = pb_grpc.ControlServiceStub(grpc.insecure_channel(daemon.address))
-        done = control.TriggerAction(
-            pb.TriggerActionRequest(action="replay_missing", target="aws", force=True), timeout=30
-        )
-        assert done.execution.action == "replay_missing", done
-        healed = wait_for(lambda: (e := get(query, "eb-3")) and not e.missing_sources and e)
-        assert pb.OUTCOME_KIND_LATE in [o.kind for o in healed.outcomes]
+        healed = replay_heals(daemon.address, "aws", "eb-3")
         assert len({c.payload_hash for c in healed.copies}) == 1  # the replay is the same event
         attrs = sqs.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -204,12 +218,10 @@ def test_sns_delivers_to_the_webhook_and_replays_back_through_publish(moto, tmp_
     topic = sns.create_topic(Name="orders")["TopicArn"]
     daemon = start_daemon_process(
         tmp_path,
-        f"""
+        TWO_SOURCES
+        + f"""
 [sources]
 names = ["aws", "gcp"]
-[reconcile]
-window_seconds = 2.0
-grace_seconds = 1.0
 [[routes]]
 event_type = "*"
 sources = ["aws", "gcp"]
@@ -221,8 +233,6 @@ verify = "none"                      # moto signs with a certificate URL only AW
 event_id = "Message.event_id"        # moto puts no MessageAttributes in the body
 event_type_default = "order.created"
 publish = {{ kind = "sns", topic_arn = "{topic}", endpoint_url = "{moto}", region = "{REGION}" }}
-[decision]
-automation = "observe"
 """,
         console=True,
     )
@@ -240,12 +250,6 @@ automation = "observe"
                 lambda n=n: (e := get(query, f"sn-{n}")) and e.status == pb.EVENT_STATUS_COMPLETE
             )
         wait_for(lambda: (e := get(query, "sn-2")) and e.status == pb.EVENT_STATUS_MISSING)
-        control = pb_grpc.ControlServiceStub(grpc.insecure_channel(daemon.address))
-        done = control.TriggerAction(
-            pb.TriggerActionRequest(action="replay_missing", target="aws", force=True), timeout=30
-        )
-        assert done.execution.action == "replay_missing", done
-        healed = wait_for(lambda: (e := get(query, "sn-2")) and not e.missing_sources and e)
-        assert pb.OUTCOME_KIND_LATE in [o.kind for o in healed.outcomes]
+        replay_heals(daemon.address, "aws", "sn-2")
     finally:
         stop_daemon_process(daemon)

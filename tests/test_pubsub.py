@@ -20,7 +20,7 @@ from helios.v1 import helios_pb2_grpc as pb_grpc
 
 from tests.conftest import start_daemon_process, stop_daemon_process
 from tests.helpers import free_port
-from tests.test_aws import get, publish_grpc, wait_for
+from tests.test_aws import TWO_SOURCES, get, publish_grpc, replay_heals, wait_for
 
 PROJECT = "helios-test"
 GCLOUD = shutil.which("gcloud")
@@ -78,12 +78,10 @@ def test_pull_and_push_in_and_replays_back_through_publish(emulator, tmp_path):
     subscriber.create_subscription(name=pull, topic=topic)
     daemon = start_daemon_process(
         tmp_path,
-        f"""
+        TWO_SOURCES
+        + f"""
 [sources]
 names = ["gcp", "gcppush", "aws"]
-[reconcile]
-window_seconds = 2.0
-grace_seconds = 1.0
 [[routes]]
 event_type = "order.*"
 sources = ["gcp", "aws"]
@@ -100,8 +98,6 @@ plugin = "webhook"
 envelope = "pubsub"
 source = "gcppush"
 verify = "none"   # the emulator's push sends no OIDC token
-[decision]
-automation = "observe"
 """,
         console=True,
     )
@@ -143,13 +139,7 @@ automation = "observe"
             )
         wait_for(lambda: (e := get(query, "sh-1")) and e.status == pb.EVENT_STATUS_COMPLETE, 30)
         wait_for(lambda: (e := get(query, "ps-2")) and e.status == pb.EVENT_STATUS_MISSING, 30)
-        control = pb_grpc.ControlServiceStub(grpc.insecure_channel(daemon.address))
-        done = control.TriggerAction(
-            pb.TriggerActionRequest(action="replay_missing", target="gcp", force=True), timeout=30
-        )
-        assert done.execution.action == "replay_missing", done
-        healed = wait_for(lambda: (e := get(query, "ps-2")) and not e.missing_sources and e, 30)
-        assert pb.OUTCOME_KIND_LATE in [o.kind for o in healed.outcomes]
+        replay_heals(daemon.address, "gcp", "ps-2", 30)
         rows = {i.name: i for i in query.ListInputs(pb.ListInputsRequest()).inputs}
         assert rows["gcp_pull"].copies == 3 and rows["gcp_push"].copies == 1
     finally:
