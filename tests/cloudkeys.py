@@ -68,7 +68,10 @@ def sign_sns(message: dict[str, Any], key: rsa.RSAPrivateKey, version: str = "2"
         if name in message
     ).encode()
     digest = hashes.SHA1() if version == "1" else hashes.SHA256()
-    message["Signature"] = base64.b64encode(key.sign(text, padding.PKCS1v15(), digest)).decode()
+    signature = key.sign(text, padding.PKCS1v15(), digest)
+    key.public_key().verify(signature, text, padding.PKCS1v15(), digest)  # raises if not
+    assert text.startswith(b"Message\n"), "SNS signs the Message field first"
+    message["Signature"] = base64.b64encode(signature).decode()
     return message
 
 
@@ -89,7 +92,16 @@ def google_token(key: rsa.RSAPrivateKey, kid: str, audience: str, email: str, **
         "exp": now + 3600,
         **claims,
     }
-    return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+    token = jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+    claims = jwt.decode(  # expired ones too: some tests make them on purpose
+        token,
+        key.public_key(),
+        algorithms=["RS256"],
+        audience=audience,
+        options={"verify_exp": False},
+    )
+    assert claims["email"] == email and jwt.get_unverified_header(token)["kid"] == kid
+    return token
 
 
 def sas_token(resource: str, key_b64: str, expires: dt.datetime) -> str:
@@ -98,7 +110,9 @@ def sas_token(resource: str, key_b64: str, expires: dt.datetime) -> str:
     signature = base64.b64encode(
         hmac.new(base64.b64decode(key_b64), unsigned.encode(), hashlib.sha256).digest()
     ).decode()
-    return f"{unsigned}&s={quote(signature, safe='')}"
+    token = f"{unsigned}&s={quote(signature, safe='')}"
+    assert token.count("&") == 2 and token.startswith("r="), token
+    return token
 
 
 class CertServer:
@@ -125,6 +139,7 @@ class CertServer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
+        assert self.server.server_address[0] == "127.0.0.1"  # loopback only
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

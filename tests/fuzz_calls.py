@@ -77,6 +77,7 @@ def message(draw: Any, descriptor: Any, depth: int = 0) -> Any:
             getattr(out, field.name).extend(draw(st.lists(strategy, max_size=4)))
         else:
             setattr(out, field.name, draw(strategy))
+    assert out.DESCRIPTOR.full_name == descriptor.full_name
     return out
 
 
@@ -98,6 +99,7 @@ def call(draw: Any, keys: list[str]) -> tuple[Any, Any, bytes, list[tuple[str, s
             st.just([("authorization", "Bearer helios_00000000_forged")]),
         )
     )
+    assert service.full_name.startswith("helios.v1.") and isinstance(body, bytes)
     return service, method, body, auth
 
 

@@ -345,3 +345,19 @@ async def test_past_max_webhook_deliveries_a_delivery_is_refused_unread(daemon):
     webhooks.in_flight = 0
     status, _, _ = await call(daemon, "POST", "/ingest/aws/eventbridge", eventbridge("ok-1"), JSON)
     assert status == 200 and webhooks.in_flight == 0
+
+
+async def test_token_keys_that_cannot_be_read_are_reported_and_the_token_refused(tmp_path):
+    from helios.plugins.sources.webauth import Verifier
+
+    from tests import cloudkeys
+
+    key = cloudkeys.rsa_key()
+    verifier = Verifier("oidc", audience="aud", jwks_file=str(tmp_path / "absent.json"))
+    token = cloudkeys.google_token(key, "k1", "aud", "sa@x")
+    problem = await verifier.check({"authorization": f"Bearer {token}"}, "", None)
+    assert problem is not None and problem.status == 403
+    assert "absent.json" in verifier.key_error
+    (tmp_path / "absent.json").write_text(cloudkeys.jwks(key, "k1"))
+    verifier._keys_at = 0.0  # the next refresh is due
+    assert await verifier.check({"authorization": f"Bearer {token}"}, "", None) is None

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import re
 import time
@@ -36,6 +37,8 @@ from urllib.parse import parse_qs, unquote
 import httpx
 from helios.daemon.oidc import decode_jwt
 from helios.plugins.sources.envelopes import EnvelopeError
+
+log = logging.getLogger("helios.webhook")
 
 SNS_CERT_URL = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]+\.pem$"
 SNS_SUBSCRIBE_URL = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
@@ -121,6 +124,7 @@ class Verifier:
     _certs: dict[str, Any] = field(default_factory=dict)
     _keys: dict[str, Any] = field(default_factory=dict)
     _keys_at: float = 0.0
+    key_error: str = ""  # why the last refresh of the token keys failed
 
     async def check(
         self, headers: Mapping[str, str], query: str, document: dict[str, Any] | None
@@ -223,8 +227,10 @@ class Verifier:
                 found = jwt.PyJWKSet.from_json(text)
                 self._keys = {k.key_id or "": k.key for k in found.keys}
                 self._keys_at = time.monotonic()
-            except (OSError, ValueError, httpx.HTTPError, jwt.PyJWTError):
-                pass  # keep the keys we had
+            except (OSError, ValueError, httpx.HTTPError, jwt.PyJWTError) as exc:
+                # The keys we had stay in use; a token by an unknown key is refused (403).
+                self.key_error = f"{self.jwks_file or self.jwks_url}: {exc}"
+                log.warning("Pub/Sub push keys not refreshed from %s", self.key_error)
         if kid in self._keys:
             return self._keys[kid]
         return next(iter(self._keys.values())) if len(self._keys) == 1 and not kid else None

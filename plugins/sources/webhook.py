@@ -149,6 +149,7 @@ class WebhookSource(CloudInput):
             "event_id": self.fields.event_id,
             "publish": self.publisher.describe() if self.publisher else "",
             "confirmed": str(self.confirmed) if o.envelope == "sns" else "",
+            "keys": self.verifier.key_error if self.verifier else "",
         }
 
     # ---- a delivery ------------------------------------------------------------------
