@@ -81,7 +81,7 @@ class InputQueries:
         found = store.list(request.input, request.reason, request.limit or 100)
         return pb.ListDeadLettersResponse(
             dead_letters=[dead_letter_pb(d) for d in found],
-            total=len(store.list(request.input, request.reason, 1_000_000)),
+            total=store.count(request.input, request.reason),
             dropped=store.dropped,
         )
 

@@ -169,6 +169,15 @@ class DeadLetters:
     def get(self, letter_id: int) -> DeadLetter | None:
         return self.entries.get(letter_id)
 
+    def count(self, input_name: str = "", reason: str = "") -> int:
+        if not input_name and not reason:
+            return len(self.entries)
+        return sum(
+            1
+            for d in self.entries.values()
+            if (not input_name or d.input == input_name) and (not reason or d.reason == reason)
+        )
+
     def list(self, input_name: str = "", reason: str = "", limit: int = 100) -> list[DeadLetter]:
         found = []
         for letter in reversed(self.entries.values()):  # newest first

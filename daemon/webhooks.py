@@ -132,8 +132,9 @@ class Webhooks:
     def route(self, path: str) -> Route | None:
         return self.routes.get(path.rstrip("/") or path)
 
-    async def deliver(self, request: WebRequest) -> WebReply:
-        route = self.route(request.path)
+    async def deliver(self, request: WebRequest, route: Route | None = None) -> WebReply:
+        """Hand a delivery to its input (`route`, when the caller looked it up already)."""
+        route = route or self.route(request.path)
         if route is None:
             reply = refusal(404, "unknown_input", f"no webhook input serves {request.path}")
             return await self.refused(None, request, reply)

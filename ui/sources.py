@@ -125,7 +125,7 @@ def sources_page(services: Services, header: Callable[[str], None], user: Identi
         ]
         letters.update()
         kept.set_text(
-            f"{len(store.list(limit=1_000_000))} kept; {store.dropped} pushed out by the bounds "
+            f"{store.count()} kept; {store.dropped} pushed out by the bounds "
             "(ingest.dead_letters_max); `helios dlq show ID` prints one with its body"
         )
 

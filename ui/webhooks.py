@@ -123,4 +123,4 @@ async def _take(
                 request.body = inflated
     if early is not None and route is not None:
         return await webhooks.refused(route, request, early)
-    return await webhooks.deliver(request)
+    return await webhooks.deliver(request, route)  # the route found once per request
