@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import grpc
-from helios.control import heal_cli, inputs_cli, keys_cli
+from helios.control import heal_cli, inputs_cli, keys_cli, observe_cli
 from helios.control.common import (
     DEFAULT_ADDRESS,
     OK,
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     heal_cli.register(sub)
     keys_cli.register(sub)
+    observe_cli.register(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import Guard, Identity, acting_as
+from helios.daemon.telemetry import continued
 from helios.v1 import helios_pb2 as pb
 
 log = logging.getLogger("helios.grpc")
@@ -48,6 +49,9 @@ RPC_PERMISSIONS: dict[str, str] = {
             "ListActions",
             "ListInputs",
             "ListDeadLetters",
+            "ListLogLevels",
+            "ListSlos",
+            "GetCost",
         )
     },
     "QueryService/GetDeadLetter": "operate",  # its body carries business data
@@ -63,6 +67,7 @@ RPC_PERMISSIONS: dict[str, str] = {
             "SetBreaker",
             "SetWeights",
             "ReplayDeadLetters",
+            "SetLogLevel",
         )
     },
     **{f"KeysService/{m}": "admin" for m in ("CreateKey", "ListKeys", "RevokeKey", "RotateKey")},
@@ -238,7 +243,11 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 identity = await check(context)
-                with acting_as(identity), from_peer(context.peer()):
+                with (
+                    acting_as(identity),
+                    from_peer(context.peer()),
+                    continued(context.invocation_metadata() or ()),
+                ):
                     try:
                         async for response in impl(request, context):
                             yield response
@@ -257,7 +266,11 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check:
     async def unary(request: Any, context: Context) -> Any:
         try:
             identity = await check(context)
-            with acting_as(identity), from_peer(context.peer()):
+            with (
+                acting_as(identity),
+                from_peer(context.peer()),
+                continued(context.invocation_metadata() or ()),
+            ):
                 try:
                     return await impl(request, context)
                 except RequestError as exc:

@@ -44,17 +44,23 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
     gc.freeze()
     gc.set_threshold(700, 50, 1000)
     grpc_server = GrpcServer(
-        daemon.services, config.daemon.grpc_address, config.ingest, config.security
+        daemon.services,
+        config.daemon.grpc_address,
+        config.ingest,
+        config.security,
+        config.daemon.grpc_reuse_port,
     )
     console = None
     if config.daemon.console_address:  # built first: a refused bind starts nothing
         from helios.ui.console import Console
 
         console = Console(daemon.services, config.daemon.console_address, config.security)
+    state = _state_of(config.daemon.data_dir)
     await daemon.start()
     await grpc_server.start()
     if console is not None:
         await console.start()
+        daemon.announce(f"{console.scheme}://{console.address}")
     host = config.daemon.grpc_address.rpartition(":")[0]
     if config.security.auth == "none":
         log.warning(
@@ -62,16 +68,32 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
             "who can reach %s may approve, trigger and change modes (the local demo only)",
             host,
         )
+    grpc_at = f"{host}:{grpc_server.port}"
+    clock = config.daemon.clock
     log.info(
-        "heliosd %s: gRPC%s on %s:%d (auth %s), console on %s, sources %s, inputs %s",
+        "heliosd %s serving\n"
+        "  console  %s\n"
+        "  gRPC     %s%s (auth %s)\n"
+        "  metrics  %s\n"
+        "  state    %s (%s)\n"
+        "  clock    %s\n"
+        "  sources  %s; inputs %s\n"
+        "  try      helios --address %s status",
         __version__,
-        " over TLS" if grpc_server.tls else "",
-        host,
-        grpc_server.port,
-        config.security.auth,
         f"{console.scheme}://{console.address}" if console else "(off)",
+        grpc_at,
+        " over TLS" if grpc_server.tls else "",
+        config.security.auth,
+        f"{console.scheme}://{console.address}/metrics" if console else "(no console)",
+        os.path.abspath(config.daemon.data_dir),
+        state,
+        "real (wall) time"
+        if clock == "real"
+        else f"SIMULATED, {config.daemon.clock_speed:g}x the wall clock "
+        f"(a metrics minute every {60 / config.daemon.clock_speed:g} s of wall time)",
         ",".join(config.sources.names),
         ",".join(n for n, spec in config.sources.inputs.items() if spec.enabled) or "(none)",
+        grpc_at,
     )
     if ready_file:
         with open(ready_file, "w", encoding="utf-8") as f:
@@ -89,12 +111,22 @@ async def serve(config: Config, ready_file: str | None = None) -> None:
     await daemon.stop()
 
 
+def _state_of(data_dir: str) -> str:
+    """Whether the data directory holds a previous run's state (read before start)."""
+    try:
+        kept = [p for p in os.listdir(data_dir) if p != "heliosd.lock"]
+    except FileNotFoundError:
+        return "fresh: a new data directory"
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    return "resumed: a previous run's state" if kept else "fresh: an empty data directory"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
-    logging.basicConfig(
-        level=config.daemon.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from helios.daemon import logs
+
+    logs.configure(config.daemon.log_level, config.log.format, config.log.levels)
     if not (args.config or os.environ.get("HELIOS_CONFIG") or os.path.exists("helios.toml")):
         log.info(
             "no helios.toml here: running on the built-in defaults "

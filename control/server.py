@@ -36,8 +36,9 @@ from helios.control.convert import (
 )
 from helios.control.deliveries import DeadLetterControl, InputQueries
 from helios.control.handlers import Context, bad_request, handlers
-from helios.control.trust import AuditServicer, KeysServicer, PlaintextRefused, tls_credentials
-from helios.daemon.config import IngestConfig, SecurityConfig, is_loopback
+from helios.control.observe import ObserveControl, ObserveQueries
+from helios.control.trust import AuditServicer, KeysServicer, listen
+from helios.daemon.config import IngestConfig, SecurityConfig
 from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
 from helios.daemon.readmodels import Batch
@@ -129,7 +130,7 @@ class IngestServicer:
                     await reader
 
 
-class QueryServicer(InputQueries):
+class QueryServicer(InputQueries, ObserveQueries):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         self.reads = services.reads
@@ -240,7 +241,7 @@ def _encoded(batch: Batch) -> bytes:
     return encoded
 
 
-class ControlServicer(DeadLetterControl):
+class ControlServicer(DeadLetterControl, ObserveControl):
     def __init__(self, services: Services) -> None:
         super().__init__(services)
         self.operator = services.operator
@@ -330,6 +331,7 @@ class GrpcServer:
         address: str,
         ingest: IngestConfig,
         security: SecurityConfig | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.services = services
         security = security or SecurityConfig()
@@ -339,6 +341,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # grpc shares a port with any other process by default (SO_REUSEPORT): a
+                # second heliosd would take half the first one's clients without a word.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         descriptors = pb.DESCRIPTOR.services_by_name
@@ -367,25 +372,7 @@ class GrpcServer:
             self.server,
         )
         self.tls = bool(security.tls_cert)
-        try:
-            if self.tls:
-                self.port = self.server.add_secure_port(address, tls_credentials(security))
-            else:
-                if not is_loopback(address):
-                    if not security.allow_plaintext:
-                        raise PlaintextRefused(
-                            f"refusing to serve gRPC in plaintext on {address}: anyone on the "
-                            "network could read and forge its traffic and credentials. Set "
-                            "security.tls_cert and tls_key, bind to 127.0.0.1, or set "
-                            "security.allow_plaintext = true (behind a TLS proxy) "
-                            "(docs/security.md)"
-                        )
-                    log.warning("gRPC on %s is PLAINTEXT (security.allow_plaintext)", address)
-                self.port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
-            raise OSError(
-                f"cannot listen for gRPC on {address} (daemon.grpc_address): {exc}"
-            ) from None
+        self.port = listen(self.server, address, security)
         self.names = names
 
     async def start(self) -> None:

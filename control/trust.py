@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from helios.control.convert import audit_event_pb, key_pb
 from helios.control.handlers import Context
-from helios.daemon.config import SecurityConfig
+from helios.daemon.config import SecurityConfig, is_loopback
 from helios.daemon.errors import PlaintextRefused as PlaintextRefused
 from helios.daemon.errors import RequestError
 from helios.daemon.services import Services
@@ -73,6 +73,27 @@ def _read(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise OSError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def listen(server: grpc.aio.Server, address: str, security: SecurityConfig) -> int:
+    """Bind the gRPC server: TLS when configured; plaintext on loopback, or elsewhere
+    only with security.allow_plaintext. Returns the port; OSError when it is taken."""
+    try:
+        if security.tls_cert:
+            return server.add_secure_port(address, tls_credentials(security))
+        if not is_loopback(address):
+            if not security.allow_plaintext:
+                raise PlaintextRefused(
+                    f"refusing to serve gRPC in plaintext on {address}: anyone on the "
+                    "network could read and forge its traffic and credentials. Set "
+                    "security.tls_cert and tls_key, bind to 127.0.0.1, or set "
+                    "security.allow_plaintext = true (behind a TLS proxy) "
+                    "(docs/security.md)"
+                )
+            log.warning("gRPC on %s is PLAINTEXT (security.allow_plaintext)", address)
+        return server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
+        raise OSError(f"cannot listen for gRPC on {address} (daemon.grpc_address): {exc}") from None
 
 
 def tls_credentials(security: SecurityConfig) -> grpc.ServerCredentials:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.model import CopyIn
 from helios.daemon.pipeline import Pipeline
+from helios.daemon.telemetry import Telemetry
 from helios.daemon.types import PublishResult, QueueFull, Rejected
 
 # Copies validated and reconciled at a time within a batch: an event's outcome waits
@@ -25,6 +26,7 @@ class Admission:
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long a stream may wait for room
+        self.telemetry: Telemetry | None = None  # traces a sampled copy of a batch
 
     async def admit(
         self,
@@ -104,6 +106,7 @@ class Admission:
         accepted = 0
         rejections: list[Rejected] = []
         stored: list[asyncio.Future[None]] = []
+        traced = self.telemetry.start_copy(copies, received) if self.telemetry else None
         try:
             checked = None
             if whole:  # check every slice before enqueueing any
@@ -132,6 +135,8 @@ class Admission:
                         await asyncio.sleep(0)  # let the reconciler take this slice
         finally:
             pipeline.release(count - accepted)
+            if traced is not None and self.telemetry is not None:
+                self.telemetry.admitted(traced, accepted, "" if accepted else "nothing accepted")
         if not stored:  # an index in memory: nothing to wait for
             return PublishResult(accepted, rejections), _stored()
         return PublishResult(accepted, rejections), asyncio.ensure_future(_all_stored(stored))

@@ -22,12 +22,12 @@ from helios.daemon.deadletters import DeadLetters
 from helios.daemon.detection import Detection
 from helios.daemon.files import DataDirLock
 from helios.daemon.housekeeping import Rates, schedule
-from helios.daemon.identity import Guard
 from helios.daemon.jobs import Scheduler
 from helios.daemon.loop import DecisionLoop
 from helios.daemon.metrics import MetricsRollup
 from helios.daemon.model import EventRecord
-from helios.daemon.oidc import Oidc
+from helios.daemon.observe import Observability
+from helios.daemon.oidc import guard_from
 from helios.daemon.operator import Operator
 from helios.daemon.pipeline import Pipeline, Watcher
 from helios.daemon.plugins import PluginManager, Registry, load
@@ -37,6 +37,7 @@ from helios.daemon.runtime import ActionRuntime
 from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.services import Services
 from helios.daemon.shards import ShardedIndex
+from helios.daemon.telemetry import Telemetry
 from helios.daemon.types import IndexBackend, IndexContext, PublishResult, Source, SourceContext
 from helios.daemon.webhooks import Webhooks
 
@@ -191,31 +192,21 @@ class Daemon:
             manager,
         )
         reads = ReadModels(self)
-        security = config.security
+        self.telemetry = Telemetry.attach(self)
         try:
-            guard = Guard(
-                security.auth,
-                Path(security.keys_file or Path(config.daemon.data_dir) / "keys.json"),
-                security.roles,
-                security.client_roles,
-                security.rate_limits,
-                security.copy_limits,
-                Oidc(
-                    security.oidc_issuer,
-                    security.oidc_audience,
-                    Path(security.oidc_jwks_file),
-                    security.oidc_role_claim,
-                    security.oidc_name_claim,
-                    security.oidc_leeway_seconds,
-                )
-                if security.oidc_issuer
-                else None,
-            )
+            guard = guard_from(config.security, config.daemon.data_dir)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.auditlog = AuditLog(Path(config.daemon.data_dir) / "audit.log")
+        observe = Observability(self)
         self.services = Services(
-            self.admission, reads, Operator(self, reads), guard, self.auditlog, self.webhooks
+            self.admission,
+            reads,
+            Operator(self, reads),
+            guard,
+            self.auditlog,
+            self.webhooks,
+            observe,
         )
         self.refused = self.services.refused
         self.lock = DataDirLock(config.daemon.data_dir)
@@ -279,6 +270,10 @@ class Daemon:
         self.jobs.start()
         self.started_at = time.monotonic()
         self.ready = True
+
+    def announce(self, console_url: str) -> None:
+        """Where the console serves (once it does): approval requests say where to go."""
+        self.loop.approve_at = f"{console_url}/recovery"
 
     async def adopt(self, take: Callable[[str], float | None]) -> int:
         """SourceContext.adopt: the open windows the index holds that `take` accepts
@@ -349,6 +344,7 @@ class Daemon:
         await self.index.close()
         self.auditlog.close()
         self.deadletters.close()
+        self.telemetry.shutdown()
         self.lock.release()
 
     async def advance(self, seconds: float, step: float = 0.5) -> None:

@@ -12,12 +12,14 @@ import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from helios.daemon.domain import DecisionStatus, Diagnosis, ExecutionStatus, Verification
 from helios.daemon.files import write_atomic
 
 log = logging.getLogger("helios.audit")
+# The story of each decision, a line per stage, with its trace id (docs/observability.md).
+story = logging.getLogger("helios.decisions")
 
 
 @dataclass
@@ -62,9 +64,26 @@ class Decision:
     outcome: str = ""  # a Verification (verified, failed), "" while open
     mttr_seconds: float = 0.0
     spans: list[Span] = field(default_factory=list)
+    update: bool = False  # decided on a minute of an anomaly episode already decided on
 
     def span(self, at: float, stage: str, text: str) -> None:
         self.spans.append(Span(at, stage, text))
+        if stage != "anomaly":  # detection logs the anomaly itself, once per episode
+            # Detail, at DEBUG: a follow-up (the same replay again while the fault
+            # lasts), and an episode's later minutes unless they act or ask again.
+            quiet = self.follow_up_of or (
+                self.update
+                and stage in ("diagnosis", "decision", "policy")
+                and not text.startswith("waiting for approval")
+            )
+            story.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s: %s",
+                stage,
+                self.id,
+                text,
+                extra={"trace_id": self.trace_id, "decision": self.id, "stage": stage},
+            )
 
 
 @dataclass
@@ -120,8 +139,17 @@ def _line(kind: str, record: Decision | Execution) -> str:
     return json.dumps({"type": kind, **data}, default=str)
 
 
+class Observer(Protocol):
+    """Told of every decision and execution saved (helios.daemon.telemetry)."""
+
+    def decision(self, d: Decision) -> None: ...
+
+    def execution(self, x: Execution) -> None: ...
+
+
 class AuditLog:
     def __init__(self, data_dir: str, keep: int = 5000) -> None:
+        self.observer: Observer | None = None
         self.path = Path(data_dir) / "decisions" / "audit.jsonl"
         self.keep = keep
         self.decisions: OrderedDict[str, Decision] = OrderedDict()
@@ -184,12 +212,16 @@ class AuditLog:
             self.decisions.popitem(last=False)
         self.decisions[d.id] = d
         self._append("decision", d)
+        if self.observer is not None:
+            self.observer.decision(d)
 
     def save_execution(self, x: Execution) -> None:
         if x.id not in self.executions and len(self.executions) >= self.keep:
             self.executions.popitem(last=False)
         self.executions[x.id] = x
         self._append("execution", x)
+        if self.observer is not None:
+            self.observer.execution(x)
 
     def by_trace(self, trace_id: str) -> tuple[list[Decision], list[Execution]]:
         return (

@@ -45,6 +45,7 @@ class DaemonConfig(_Section):
     clock_speed: float = Field(1.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     gc_freeze_seconds: float = Field(2.0, ge=0)
+    grpc_reuse_port: bool = False
 
     @field_validator("grpc_address")
     @classmethod
@@ -228,6 +229,76 @@ class SecurityConfig(_Section):
         return self
 
 
+class LogConfig(_Section):
+    """How heliosd logs (helios.daemon.logs)."""
+
+    format: Literal["text", "kv", "json"] = "text"
+    levels: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(default_factory=dict)
+
+    @field_validator("levels")
+    @classmethod
+    def _components(cls, value: dict[str, str]) -> dict[str, str]:
+        from helios.daemon.logs import COMPONENT
+
+        for name in value:
+            if not COMPONENT.match(name):
+                raise ValueError(
+                    f"{name!r} is not a component: 'root', 'heliosd' or a helios logger "
+                    "such as 'helios.pipeline'"
+                )
+        return value
+
+
+class TelemetryConfig(_Section):
+    """OpenTelemetry metrics and traces (helios.daemon.telemetry, docs/observability.md)."""
+
+    metrics: bool = True  # OpenTelemetry metrics: /metrics beside the console, OTLP if set
+    traces: bool = True  # a trace per MAPE-K decision and per sampled copy
+    trace_copies_ratio: float = Field(0.0001, ge=0.0, le=1.0)  # share of copies traced
+    otlp_endpoint: str = ""  # http(s)://HOST:PORT of an OTLP receiver; "" = no export
+    otlp_protocol: Literal["grpc", "http"] = "grpc"
+    otlp_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    otlp_headers_env: str = ""  # an environment variable holding "k=v,k2=v2" headers
+    service_name: str = Field("heliosd", min_length=1, max_length=100)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected http(s)://HOST:PORT, got {value!r}")
+        return value
+
+
+class SloConfig(_Section):
+    """Service-level objectives and their error budgets (helios.daemon.slo)."""
+
+    enabled: bool = True
+    completeness_target: float = Field(0.999, gt=0.0, lt=1.0)
+    timeliness_target: float = Field(0.99, gt=0.0, lt=1.0)
+    timeliness_ms: float = Field(1000.0, gt=0)
+    availability_target: float = Field(0.999, gt=0.0, lt=1.0)
+    period_days: float = Field(30.0, gt=0, le=366)
+    min_events: int = Field(1000, ge=1)  # a burn alert needs this many in its long window
+    raise_anomalies: bool = True  # a burning completeness budget raises an anomaly
+
+
+class CostConfig(_Section):
+    """Unit prices for what reconciliation and recovery cost (helios.daemon.slo)."""
+
+    currency: str = Field("USD", min_length=1, max_length=8)
+    per_million_copies: float = Field(0.0, ge=0)  # reconciling a million copies
+    per_replayed_copy: float = Field(0.0, ge=0)  # publishing one copy again (a replay)
+    actions: dict[str, float] = Field(default_factory=dict)  # action -> price per execution
+
+    @field_validator("actions")
+    @classmethod
+    def _prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, price in value.items():
+            if price < 0:
+                raise ValueError(f"{name}: a price is >= 0, got {price}")
+        return value
+
+
 def is_loopback(address: str) -> bool:
     """Whether HOST:PORT listens on loopback only (127.0.0.0/8, ::1, localhost)."""
     host = address.rpartition(":")[0].strip("[]")
@@ -246,6 +317,10 @@ class Config(_Section):
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
 
     @model_validator(mode="after")
     def _no_open_door(self) -> Config:
@@ -377,6 +452,7 @@ clock = "real"                        # real | simulated (runs clock_speed times
 clock_speed = 1.0
 log_level = "INFO"                    # DEBUG | INFO | WARNING | ERROR
 gc_freeze_seconds = 2.0               # move live records out of the cyclic GC this often; 0 = off
+grpc_reuse_port = false               # true: share grpc_address with other processes (SO_REUSEPORT); false: a busy port is an error at start
 
 [ingest]
 max_payload_bytes = 1048576           # a larger payload is rejected (field "payload")
@@ -496,4 +572,34 @@ oidc_name_claim = "sub"               # the claim recorded as who (e.g. email)
 oidc_leeway_seconds = 60.0            # clock skew allowed on exp, nbf, iat
 rate_limits = {}                      # RPCs per second by identity name or role: { viewer = 20.0 }
 copy_limits = {}                      # copies per second published, likewise: { ingester = 50000.0 }
+
+[log]                                 # docs/observability.md
+format = "text"                       # text (for a terminal) | kv (logfmt) | json (one object a line)
+levels = {}                           # per component, e.g. { "helios.pipeline" = "DEBUG" }; also at run time: helios log set
+
+[telemetry]                           # OpenTelemetry (docs/observability.md)
+metrics = true                        # meters: /metrics (Prometheus) beside the console, and OTLP if set
+traces = true                         # a trace per MAPE-K decision (its id is the audit trace id) and per sampled copy
+trace_copies_ratio = 0.0001           # the share of copies traced (admission, reconcile, outcome): 1 in 10,000
+otlp_endpoint = ""                    # e.g. "http://127.0.0.1:4317" (grpc) or "http://127.0.0.1:4318" (http); "" = none
+otlp_protocol = "grpc"                # grpc | http
+otlp_interval_seconds = 10.0          # how often metrics are pushed over OTLP
+otlp_headers_env = ""                 # an environment variable holding OTLP headers "k=v,k2=v2" (credentials)
+service_name = "heliosd"              # service.name of what is exported
+
+[slo]                                 # objectives, error budgets, burn-rate alerts (docs/observability.md)
+enabled = true
+completeness_target = 0.999           # expected deliveries that arrive within window + grace, per source and route
+timeliness_target = 0.99              # COMPLETE outcomes reconciled within timeliness_ms of receipt
+timeliness_ms = 1000.0
+availability_target = 0.999           # copies offered that ingest accepts (refused for want of room: bad)
+period_days = 30.0                    # the error budget's period
+min_events = 1000                     # a burn-rate alert needs this many events (copies) in its long window
+raise_anomalies = true                # a burning completeness budget of a source raises an anomaly (MAPE-K)
+
+[cost]                                # what reconciliation and recovery cost, in money (docs/observability.md)
+currency = "USD"
+per_million_copies = 0.0              # reconciling a million copies
+per_replayed_copy = 0.0               # publishing one copy again through its cloud
+actions = {}                          # price per execution, e.g. { restart_source = 2.0, notify = 0.01 }
 """

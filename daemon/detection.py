@@ -229,6 +229,18 @@ class Detection:
             self.recorded.add(minute.minute, step, any(r.metrics for r in record.results.values()))
             self.minutes_seen += 1
         for anomaly in found:
+            diag = anomaly.diagnosis
+            log.info(
+                "anomaly %s: %s %s at minute %s, %s; diagnosis %s (confidence %.2f)",
+                anomaly.id,
+                anomaly.detector,
+                anomaly.severity,
+                time.strftime("%H:%M", time.gmtime(anomaly.minute)),
+                anomaly.explanation or ", ".join(anomaly.metrics),
+                diag,
+                diag.confidence,
+                extra={"anomaly": anomaly.id, "stage": "anomaly"},
+            )
             if self.plugins is not None:
                 self.plugins.on_anomaly(anomaly)
         return found
@@ -263,6 +275,42 @@ class Detection:
         self.anomalies.append(anomaly)
         self._by_id[anomaly.id] = anomaly
         self.counts[name] += 1
+        return anomaly
+
+    def raise_external(
+        self,
+        name: str,
+        minute: float,
+        score: float,
+        severity: str,
+        metrics: tuple[str, ...],
+        explanation: str,
+        diagnosis: Diagnosis,
+    ) -> Anomaly:
+        """An anomaly found outside the detectors (a burning SLO budget): kept, counted,
+        listed and logged like theirs; the caller hands it to the decision loop."""
+        self.sequence += 1
+        stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(minute))
+        anomaly = Anomaly(
+            f"{name}-{diagnosis.target}-{stamp}",
+            self.sequence,
+            name,
+            minute - minute % 60.0,
+            self.clock.now(),
+            score,
+            severity,
+            metrics,
+            explanation,
+            {},
+            {},
+            diagnosis,
+        )
+        if len(self.anomalies) == self.anomalies.maxlen:
+            self._by_id.pop(self.anomalies[0].id, None)
+        self.anomalies.append(anomaly)
+        self._by_id[anomaly.id] = anomaly
+        self.counts[name] = self.counts.get(name, 0) + 1
+        log.info("anomaly %s: %s; diagnosis %s", anomaly.id, explanation, diagnosis)
         return anomaly
 
     def _update(

@@ -73,7 +73,7 @@ class Executor:
     def new_decision(self, trace_id: str = "") -> Decision:
         return Decision(
             id=self.audit.next_id("d"),
-            trace_id=trace_id or uuid.uuid4().hex[:16],
+            trace_id=trace_id or uuid.uuid4().hex,  # 128 bits: an OpenTelemetry trace id
             created_at=self.clock.now(),
             method=self.config.method,
             weighting=self.planner.weights_note,

@@ -97,6 +97,11 @@ def schedule(d: Daemon) -> None:
         d.rates.sample()
         return "sampled"
 
+    async def telemetry() -> str:
+        if d.telemetry.refresh is not None:
+            await d.telemetry.refresh()
+        return "snapshot taken for the OTLP export"
+
     async def gc_freeze() -> str:
         return freeze_gc()
 
@@ -132,6 +137,17 @@ def schedule(d: Daemon) -> None:
         "verify", 1.0, d.loop.verify, "verify executed actions against what reconciliation observes"
     )
     jobs.add("breakers", 1.0, breakers, "update per-source circuit breakers")
+    if config.slo.enabled:
+        jobs.add("slo", 10.0, d.services.observe.tick, "count SLOs; check burn rates")
+    otel = config.telemetry
+    if otel.metrics and otel.otlp_endpoint:
+        jobs.add(
+            "telemetry",
+            min(5.0, otel.otlp_interval_seconds),
+            telemetry,
+            "snapshot the counters the OpenTelemetry instruments read for OTLP",
+            wall_clock=True,
+        )
     jobs.add(
         "weights",
         decision.weights_interval_seconds,

@@ -9,6 +9,7 @@ approvals), `verify` (observation, learning) and `operator` (people's commands).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,6 +58,7 @@ class DecisionLoop:
         self.handled: deque[tuple[float, str]] = deque(maxlen=1000)  # (minute, issue) decided
         self.incidents: dict[str, tuple[str, float]] = {}  # issue -> (trace id, last decision)
         self.cycles = 0
+        self.approve_at = ""  # where people approve (the console's Recovery page), if served
 
     def open(self) -> None:
         """Read the policy, the audit trail and the actions' record back (start-up)."""
@@ -141,7 +143,7 @@ class DecisionLoop:
         if diag.kind is not IssueKind.UNKNOWN:
             self.incidents[issue] = (d.trace_id, now)
         d.anomaly_id, d.diagnosis, d.detected_at = anomaly.id, diag, anomaly.detected_at
-        d.decided_by = "loop"
+        d.decided_by, d.update = "loop", anomaly.until > 0
         d.span(
             anomaly.detected_at,
             "anomaly",
@@ -186,11 +188,20 @@ class DecisionLoop:
                 )
             ttl = self.config.approval_ttl_seconds
             d.expires_at = now + ttl
-            return executor.settle(
-                d, DecisionStatus.PENDING_APPROVAL, f"waiting for approval; expires in {ttl:g} s"
-            )
+            return executor.settle(d, DecisionStatus.PENDING_APPROVAL, self._asking(d, ttl))
         await executor.execute(d)  # MTTR runs from detection (d.detected_at)
         return d
+
+    def _asking(self, d: Decision, ttl: float) -> str:
+        """An approval request, saying where to answer it and when it expires in wall
+        time (on a simulated clock, the simulated ttl passes `speed` times faster)."""
+        wall = ttl / self.clock.speed
+        at = time.strftime("%H:%M:%S", time.gmtime(time.time() + wall))
+        where = f"the console ({self.approve_at}) or " if self.approve_at else ""
+        return (
+            f"waiting for approval of {d.chosen}({d.target}): approve in {where}"
+            f"`helios decisions approve {d.id}`; expires in {wall:g} s, at {at} UTC"
+        )
 
     async def _follow_up(self, now: float) -> int:
         """Actions that follow up (Action.follows_up, e.g. a replay of missing copies)

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helios.daemon.identity import Identity
+from helios.daemon.config import SecurityConfig
+from helios.daemon.identity import Guard, Identity
 
 
 @dataclass
@@ -96,3 +97,27 @@ def decode_jwt(
     except jwt.PyJWTError as exc:
         return f"invalid token: {exc}"
     return claims
+
+
+def guard_from(security: SecurityConfig, data_dir: str) -> Guard:
+    """The Guard of `[security]`: API keys (default <data_dir>/keys.json), roles,
+    client certificates, rate limits, and OIDC when an issuer is set. ValueError when
+    the settings do not hold together."""
+    return Guard(
+        security.auth,
+        Path(security.keys_file or Path(data_dir) / "keys.json"),
+        security.roles,
+        security.client_roles,
+        security.rate_limits,
+        security.copy_limits,
+        Oidc(
+            security.oidc_issuer,
+            security.oidc_audience,
+            Path(security.oidc_jwks_file),
+            security.oidc_role_claim,
+            security.oidc_name_claim,
+            security.oidc_leeway_seconds,
+        )
+        if security.oidc_issuer
+        else None,
+    )

@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from helios.daemon import logs
 from helios.daemon.audit import Alternative, Decision, Execution
 from helios.daemon.domain import MODES, DecisionStatus, Diagnosis
 from helios.daemon.errors import ErrorCode, RequestError
@@ -131,6 +132,12 @@ class Operator:
         planner = self._d.loop.planner
         values = planner.set_weights(weights)
         return planner.weights_note, values
+
+    @audited("set_log_level", lambda component, level: f"{component}={level}")
+    def set_log_level(self, component: str, level: str) -> tuple[str, dict[str, str]]:
+        """One component's log level, now; returns the level it had and all of them."""
+        previous = logs.set_level(component, level)
+        return previous, logs.levels()
 
     # ---- decisions -----------------------------------------------------------------
     @audited("approve", lambda decision_id, by: decision_id)

@@ -21,6 +21,7 @@ from helios.daemon.model import Checked, CopyIn, EventRecord, Outcome, OutcomeKi
 from helios.daemon.plugins import PluginManager
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
+from helios.daemon.telemetry import Telemetry
 from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 
 log = logging.getLogger("helios.pipeline")
@@ -99,6 +100,7 @@ class Pipeline:
         self.started_at = time.monotonic()
         # throttle_ingest: source (or "all") -> [copies per second, tokens, last refill]
         self.throttles: dict[str, list[float]] = {}
+        self.telemetry: Telemetry | None = None  # outcomes counted, batches timed
 
     # ---- ingest -------------------------------------------------------------------
     def check(self, copies: Sequence[CopyIn]) -> tuple[list[Checked], PublishResult]:
@@ -214,6 +216,8 @@ class Pipeline:
                 closed = await self.index.get_many(unknown) if unknown else {}
             self.reconciler.apply(copies, self.clock.now(), closed)
             completes = self.reconciler.completed_in_batch
+            if received is not None and self.telemetry is not None and copies:
+                self.telemetry.reconciled(copies[0][0], received, completes)
             touched: list[EventRecord] = []
             if self.durable:  # the open windows this batch changed are stored too
                 touched = [open_[e] for e in dict.fromkeys(c[0] for c in copies) if e in open_]
@@ -279,6 +283,8 @@ class Pipeline:
         )
         if outcomes:
             self._fan_out(outcomes)
+            if self.telemetry is not None:
+                self.telemetry.count(outcomes)
         return written
 
     async def _bound_writes(self, written: Awaitable[None]) -> None:

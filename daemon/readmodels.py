@@ -5,7 +5,7 @@ and nothing else of the daemon."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from helios.daemon.audit import Decision, Execution
@@ -146,6 +146,9 @@ class ReadModels:
             data_dir_locked=d.lock.held,
             bloom=None if d.reconciler.filters is None else d.reconciler.filters.stats(),
         )
+
+    def prometheus(self) -> Awaitable[bytes]:  # the console's /metrics, a fresh scrape
+        return self._d.telemetry.scrape()
 
     async def stats(self) -> Stats:
         counters = self.counters()

@@ -127,6 +127,13 @@ class Reconciler:
             found = self._bits[mask] = tuple(i for i in range(self.n) if mask >> i & 1)
         return found
 
+    def route_sources(self, pattern: str) -> tuple[str, ...]:
+        """The sources a route (by its pattern, "*" the default) expects."""
+        for r in (*self.routes, self.default_route):
+            if r.pattern == pattern:
+                return self.names(r.base)
+        return ()
+
     def route(self, event_type: str) -> Route:
         route = self._route_cache.get(event_type)
         if route is None:

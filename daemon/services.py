@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from helios.daemon.admission import Admission
 from helios.daemon.auditlog import AuditLog
 from helios.daemon.identity import Guard
+from helios.daemon.observe import Observability
 from helios.daemon.operator import Operator
 from helios.daemon.readmodels import ReadModels
 from helios.daemon.webhooks import Webhooks
@@ -23,5 +24,6 @@ class Services:
     guard: Guard  # who is calling (API keys, client certificates, roles)
     auditlog: AuditLog  # what people and clients asked, by whom, with what result
     webhooks: Webhooks  # cloud deliveries on the console's server, and the dead letters
+    observe: Observability  # SLOs, error budgets and cost
     # Requests a front-end refused, by "Method:CODE" (GetStats and /metrics show them).
     refused: Counter[str] = field(default_factory=Counter)

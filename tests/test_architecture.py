@@ -59,6 +59,10 @@ FRONT_END_IMPORTS = {
     "helios.daemon.webhooks",  # the service side of webhook deliveries and dead letters
     "helios.daemon.deadletters",
     "helios.daemon.inputs",
+    "helios.daemon.logs",  # heliosd sets up logging before it builds the daemon
+    "helios.daemon.telemetry",  # W3C trace context from gRPC metadata and webhook headers
+    "helios.daemon.slo",  # SloView
+    "helios.daemon.observe",  # services.observe: SLOs and cost
 }
 # The Daemon's parts: a front-end that names one of these reaches past the service layer.
 INTERNALS = {

@@ -119,9 +119,12 @@ def test_overview_shows_live_reconciliation(console_daemon, browser):
         what="events/s above 50",
     )
     assert eps
-    for source in ("aws", "gcp", "azure"):
-        share = text_of(browser, f".helios-completeness-{source}")
-        assert share.endswith("%"), share
+    for source in ("aws", "gcp", "azure"):  # the last 5 minutes beside the total
+        share = wait_for(
+            lambda s=source: "5 m" in (t := text_of(browser, f".helios-completeness-{s}")) and t,
+            what=f"recent completeness of {source}",
+        )
+        assert "total" in share and share.endswith("%"), share
 
     def discrepancy_kinds() -> set[str]:
         # Read in one go: the table refreshes every 2 s and its rows go stale.
@@ -278,19 +281,27 @@ def test_detection_view_charts_the_metrics_and_lists_anomalies(detecting_daemon,
 def test_prometheus_metrics_are_served_beside_the_console(console_daemon):
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     url = f"http://127.0.0.1:{console_daemon.console_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    assert samples["helios_copies_received_total"] > 0
-    assert samples['helios_outcomes_total{kind="COMPLETE"}'] > 0
-    assert 0.0 < samples['helios_source_completeness{source="aws"}'] <= 1.0
-    assert "# TYPE helios_open_windows gauge" in text
+    found = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def total(name, **labels):
+        return sum(
+            s.value
+            for s in found[name].samples
+            if s.name == name + "_total" or s.name == name
+            if all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    assert total("helios_copies_received") > 0
+    assert total("helios_outcomes", kind="COMPLETE") > 0
+    assert 0.0 < total("helios_source_completeness", source="aws") <= 1.0
+    assert found["helios_windows_open"].type == "gauge"
+    assert found["helios_outcomes"].type == "counter"
 
 
 def test_jobs_view_counts_down(console_daemon, browser):
@@ -335,6 +346,20 @@ def test_storage_view_shows_the_durable_index_and_the_open_windows(console_daemo
     )
     assert "per lookup" in text_of(browser, ".helios-storage-bloom-fp")
     browser.save_screenshot(str(ARTIFACTS / "console-storage.png"))
+
+
+def test_slo_view_shows_budgets_cost_and_log_levels(console_daemon, browser):
+    browser.get(f"http://127.0.0.1:{console_daemon.console_port}/slo")
+    rows = wait_for(
+        lambda: "source:aws" in (t := text_of(browser, ".helios-slos")) and t,
+        what="SLO rows",
+    )
+    assert "completeness" in rows and "availability" in rows and "timeliness" in rows
+    assert "wall-clock" in text_of(browser, ".helios-slo-clock")
+    assert "aws" in text_of(browser, ".helios-cost")
+    assert "per_million_copies" in text_of(browser, ".helios-cost-prices")
+    assert "root=" in text_of(browser, ".helios-log-levels")
+    browser.save_screenshot(str(ARTIFACTS / "console-slo.png"))
 
 
 def test_sources_view_lists_inputs_and_replays_a_dead_letter(console_daemon, browser):

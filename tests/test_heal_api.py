@@ -63,9 +63,9 @@ class Healing:
         return code, out.getvalue()
 
 
-async def healing(blast_radius: int = 1000) -> AsyncIterator[Healing]:
+async def healing(blast_radius: int = 1000, config: str = DROPPING) -> AsyncIterator[Healing]:
     clock = ManualClock()
-    daemon = make_daemon(make_config(DROPPING.replace("BLAST", str(blast_radius))), clock)
+    daemon = make_daemon(make_config(config.replace("BLAST", str(blast_radius))), clock)
     server = GrpcServer(daemon.services, "127.0.0.1:0", daemon.config.ingest)
     await daemon.start()
     await server.start()

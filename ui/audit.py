@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from helios.daemon.identity import Identity
 from helios.daemon.services import Services
-from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
+from helios.ui.widgets import wall_text as _clock
 from nicegui import ui
 
 

@@ -15,10 +15,13 @@ from helios.daemon.config import SecurityConfig, is_loopback
 from helios.daemon.errors import PlaintextRefused, RequestError
 from helios.daemon.model import EventRecord, Status
 from helios.daemon.services import Services
-from helios.ui import audit, decisions, detection, prometheus, recovery, storage
+from helios.ui import audit, decisions, detection, recovery, storage
 from helios.ui.gate import Gate, who
+from helios.ui.jobs import jobs_page
+from helios.ui.slo import slo_page
 from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
+from helios.ui.widgets import CLOCK
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -43,6 +46,10 @@ def _header(active: str) -> None:
         ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
         ui.label("multi-cloud event reconciliation").classes("text-sm opacity-70")
         ui.space()
+        if CLOCK.simulated:
+            ui.label(f"{CLOCK.note()}: times shown are wall time").classes(
+                "text-xs bg-amber-600 rounded px-2 helios-clock-note"
+            )
         for name, path in (
             ("Overview", "/"),
             ("Detection", "/detection"),
@@ -50,6 +57,7 @@ def _header(active: str) -> None:
             ("Recovery", "/recovery"),
             ("Sources", "/sources"),
             ("Storage", "/storage"),
+            ("SLOs", "/slo"),
             ("Jobs", "/jobs"),
             ("Audit", "/audit"),
         ):
@@ -92,6 +100,7 @@ class Console:
     ) -> None:
         security = security or SecurityConfig()
         self.services = services
+        CLOCK.set(services.observe.now, *services.observe.clock())
         self.state = ConsoleState(services.reads)
         host, _, port = address.rpartition(":")
         self.app = FastAPI(title="HELIOS console")
@@ -174,7 +183,7 @@ class Console:
         @self.app.get("/metrics", include_in_schema=False)
         async def metrics() -> PlainTextResponse:
             return PlainTextResponse(
-                prometheus.render(await reads.stats()), media_type="text/plain; version=0.0.4"
+                await reads.prometheus(), media_type="text/plain; version=0.0.4; charset=utf-8"
             )
 
     def _pages(self) -> None:
@@ -195,7 +204,9 @@ class Console:
                 rejected = _kpi("rejected copies", "helios-rejected")
             with ui.row().classes("w-full gap-4 items-stretch"):
                 with ui.card().classes("min-w-72"):
-                    ui.label("Completeness per source").classes("font-semibold")
+                    ui.label("Completeness per source (bar: last 5 minutes)").classes(
+                        "font-semibold"
+                    )
                     bars: dict[str, ui.linear_progress] = {}
                     shares: dict[str, ui.label] = {}
                     for source in sources:
@@ -210,7 +221,7 @@ class Console:
                                 f"font-mono helios-completeness-{source}"
                             )
                 with ui.card().classes("grow"):
-                    ui.label("Outcomes over time (per 2 s)").classes("font-semibold")
+                    ui.label("Outcomes over time (per 2 s of wall time)").classes("font-semibold")
                     chart = ui.echart(
                         {
                             "tooltip": {"trigger": "axis"},
@@ -288,11 +299,27 @@ class Console:
                 p99.set_text(f"{stats.latency.p99:.1f}")
                 total.set_text(f"{stats.events_seen:,}")
                 rejected.set_text(f"{sum(stats.rejections.values()):,}")
+                recent = {
+                    v.scope.partition(":")[2]: v.recent
+                    for v in services.observe.slos()
+                    if v.objective == "completeness" and v.scope.startswith("source:")
+                }
                 for s in stats.sources:
-                    bars[s.source].set_value(s.completeness)
-                    bars[s.source].props(f"color={_health_color(s.completeness)}")
+                    # The bar is the last 5 minutes: a 25% outage of five minutes shows
+                    # there, where the total since start barely moves.
+                    windows = recent.get(s.source, {})
+                    now = windows.get("5m", s.completeness)
+                    bars[s.source].set_value(now)
+                    bars[s.source].props(f"color={_health_color(now)}")
                     paused = " (paused)" if s.paused else ""
-                    shares[s.source].set_text(f"{s.completeness * 100:.2f}%{paused}")
+                    shares[s.source].set_text(
+                        " · ".join(
+                            f"{label} {windows[w] * 100:.2f}%"
+                            for w, label in (("5m", "5 m"), ("1h", "1 h"))
+                            if w in windows
+                        )
+                        + f" · total {s.completeness * 100:.2f}%{paused}"
+                    )
                 points = list(state.series)
                 chart.options["xAxis"]["data"] = [_clock(p.at) for p in points]
                 for series in chart.options["series"]:
@@ -322,37 +349,8 @@ class Console:
             recovery.recovery_page(services, _header, who(request))
 
         @ui.page("/jobs")
-        def jobs_page() -> None:
-            _header("Jobs")
-            with ui.card().classes("w-full"):
-                ui.label("Scheduled jobs").classes("font-semibold")
-                table = ui.table(
-                    columns=_columns(
-                        "job", "every", "last run", "next in", "runs", "failures", "last result"
-                    ),
-                    rows=[],
-                    row_key="job",
-                ).classes("w-full helios-jobs")
-
-            def refresh() -> None:
-                table.rows = [
-                    {
-                        "job": job.name,
-                        "every": f"{job.interval:g} s ({job.clock_name} clock)",
-                        "last run": _clock(job.last_run) if job.last_run else "-",
-                        "next in": f"{job.due_in():.1f} s",
-                        "runs": job.runs,
-                        "failures": job.failures,
-                        "last result": f"ERROR {job.last_error}"
-                        if job.last_error
-                        else job.last_result,
-                    }
-                    for job in reads.jobs()
-                ]
-                table.update()
-
-            refresh()
-            ui.timer(1.0, refresh)
+        def jobs_view() -> None:
+            jobs_page(reads, _header)
 
         @ui.page("/detection")
         def detection_view() -> None:
@@ -361,6 +359,10 @@ class Console:
         @ui.page("/storage")
         def storage_view() -> None:
             storage.storage_page(reads, _header)
+
+        @ui.page("/slo")
+        def slo_view() -> None:
+            slo_page(services, _header)
 
         @ui.page("/sources")
         def sources_view(request: Request) -> None:

@@ -13,7 +13,7 @@ from helios.daemon.readmodels import Catalogue
 from helios.daemon.services import Services
 from helios.daemon.types import CRITERIA
 from helios.ui.decisions import approval_buttons, diagnosis_text, notify_error
-from helios.ui.widgets import allowed
+from helios.ui.widgets import CLOCK, allowed
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -193,7 +193,7 @@ def recovery_page(services: Services, header: Callable[[str], None], user: Ident
                         ui.link(f"{d.id}", f"/decisions?id={d.id}")
                         ui.label(
                             f"{diagnosis_text(d)} -> {d.chosen}({d.target}), "
-                            f"expires {_clock(d.expires_at)}"
+                            f"expires {CLOCK.countdown(d.expires_at)}"
                         )
                         approval_buttons(services, d, refresh, user)
         for b in view.breakers:

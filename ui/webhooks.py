@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from helios.daemon.telemetry import continued
 from helios.daemon.webhooks import Route, Webhooks, WebReply, WebRequest, refusal
 
 Scope = MutableMapping[str, Any]
@@ -86,7 +87,8 @@ async def serve(webhooks: Webhooks, scope: Scope, receive: Receive, send: Send) 
     else:
         webhooks.in_flight += 1  # from before the body is read until it is let go
         try:
-            reply = await _take(webhooks, route, request, receive, limit)
+            with continued(headers.items()):  # a producer's W3C trace goes on in HELIOS
+                reply = await _take(webhooks, route, request, receive, limit)
         finally:
             webhooks.in_flight -= 1
     encoded = reply.encoded()

@@ -2,14 +2,62 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from helios.daemon.identity import Identity
 from nicegui import ui
 
 
+class Clocks:
+    """The daemon's clock seen from the wall: on a simulated clock (the demo's 10x) a
+    time in the daemon's seconds is shown as the wall time it corresponds to, and a
+    deadline as a countdown in wall seconds. One per console (set by Console)."""
+
+    def __init__(self, now: Callable[[], float], speed: float = 1.0, simulated: bool = False):
+        self.set(now, speed, simulated)
+
+    def set(self, now: Callable[[], float], speed: float, simulated: bool) -> None:
+        self.now, self.speed, self.simulated = now, speed, simulated
+
+    def wall(self, t: float) -> float:
+        return time.time() - (self.now() - t) / self.speed
+
+    def wall_seconds(self, daemon_seconds: float) -> float:
+        return daemon_seconds / self.speed
+
+    def countdown(self, deadline: float) -> str:
+        """'in 2 m 40 s (17:46:30 UTC)' for a deadline on the daemon's clock."""
+        left = (deadline - self.now()) / self.speed
+        if left <= 0:
+            return "now (expired)"
+        at = datetime.fromtimestamp(time.time() + left, UTC).strftime("%H:%M:%S")
+        return f"in {duration_text(left)} (at {at} UTC)"
+
+    def note(self) -> str:
+        return f"simulated clock, {self.speed:g}x" if self.simulated else ""
+
+
+CLOCK = Clocks(time.time)
+
+
+def duration_text(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} m {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} m"
+
+
 def clock_text(t: float) -> str:
-    """HH:MM:SS (UTC) of an epoch time; "-" for none."""
+    """HH:MM:SS (UTC, wall) of a time on the daemon's clock; "-" for none."""
+    return datetime.fromtimestamp(CLOCK.wall(t), UTC).strftime("%H:%M:%S") if t else "-"
+
+
+def wall_text(t: float) -> str:
+    """HH:MM:SS (UTC) of a wall-clock time (the audit log, dead letters)."""
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S") if t else "-"
 
 

@@ -2016,6 +2016,393 @@ class ReplayDeadLettersResponse(_message.Message):
 Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
 
 @_typing.final
+class ListLogLevelsRequest(_message.Message):
+    """heliosd's log levels, by component ("root", "heliosd", "helios.pipeline", ...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLogLevelsRequest: _TypeAlias = ListLogLevelsRequest  # noqa: Y015
+
+@_typing.final
+class ListLogLevelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LevelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LEVELS_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    format: _builtins.str
+    """text | kv | json (log.format)"""
+    @_builtins.property
+    def levels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """component -> DEBUG | INFO | WARNING | ERROR"""
+
+    def __init__(
+        self,
+        *,
+        levels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        format: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "levels", b"levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLogLevelsResponse: _TypeAlias = ListLogLevelsResponse  # noqa: Y015
+
+@_typing.final
+class SetLogLevelRequest(_message.Message):
+    """Change one component's level now (until the next restart; log.levels keeps it).
+    An unknown level or a name that is not a component: INVALID_ARGUMENT naming the field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    component: _builtins.str
+    level: _builtins.str
+    def __init__(
+        self,
+        *,
+        component: _builtins.str = ...,
+        level: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "level", b"level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLogLevelRequest: _TypeAlias = SetLogLevelRequest  # noqa: Y015
+
+@_typing.final
+class SetLogLevelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LevelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    previous: _builtins.str
+    @_builtins.property
+    def levels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        previous: _builtins.str = ...,
+        levels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["levels", b"levels", "previous", b"previous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLogLevelResponse: _TypeAlias = SetLogLevelResponse  # noqa: Y015
+
+@_typing.final
+class SloStatus(_message.Message):
+    """A service-level objective on one scope, over its budget period (slo.period_days) on
+    the daemon's clock (simulated in the demo). docs/observability.md.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RecentEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class BurnEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OBJECTIVE_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    GOOD_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    RATIO_FIELD_NUMBER: _builtins.int
+    BUDGET_REMAINING_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    BURN_FIELD_NUMBER: _builtins.int
+    FIRING_FIELD_NUMBER: _builtins.int
+    SINCE_START_FIELD_NUMBER: _builtins.int
+    objective: _builtins.str
+    """completeness, timeliness, availability"""
+    scope: _builtins.str
+    """source:aws, route:order.*, all"""
+    target: _builtins.float
+    """e.g. 0.999"""
+    good: _builtins.float
+    """over the period"""
+    total: _builtins.float
+    ratio: _builtins.float
+    """good / total over the period (1 with no traffic)"""
+    budget_remaining: _builtins.float
+    """of the error budget: 1 untouched, 0 spent, < 0 overspent"""
+    since_start: _builtins.float
+    """good / total since heliosd started"""
+    @_builtins.property
+    def recent(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """window ("5m", "30m", "1h", "6h") -> good / total"""
+
+    @_builtins.property
+    def burn(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """window -> burn rate (error ratio / (1 - target))"""
+
+    @_builtins.property
+    def firing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """burn-rate alerts firing: "fast" (1h and 5m > 14.4), "slow" (6h and 30m > 6)"""
+
+    def __init__(
+        self,
+        *,
+        objective: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        target: _builtins.float = ...,
+        good: _builtins.float = ...,
+        total: _builtins.float = ...,
+        ratio: _builtins.float = ...,
+        budget_remaining: _builtins.float = ...,
+        recent: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        burn: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        firing: _abc.Iterable[_builtins.str] | None = ...,
+        since_start: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_remaining", b"budget_remaining", "burn", b"burn", "firing", b"firing", "good", b"good", "objective", b"objective", "ratio", b"ratio", "recent", b"recent", "scope", b"scope", "since_start", b"since_start", "target", b"target", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SloStatus: _TypeAlias = SloStatus  # noqa: Y015
+
+@_typing.final
+class ListSlosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlosRequest: _TypeAlias = ListSlosRequest  # noqa: Y015
+
+@_typing.final
+class ListSlosResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOS_FIELD_NUMBER: _builtins.int
+    SIMULATED_CLOCK_FIELD_NUMBER: _builtins.int
+    CLOCK_SPEED_FIELD_NUMBER: _builtins.int
+    simulated_clock: _builtins.bool
+    """windows are simulated time (the demo runs clock_speed x)"""
+    clock_speed: _builtins.float
+    @_builtins.property
+    def slos(self) -> _containers.RepeatedCompositeFieldContainer[Global___SloStatus]: ...
+    def __init__(
+        self,
+        *,
+        slos: _abc.Iterable[Global___SloStatus] | None = ...,
+        simulated_clock: _builtins.bool = ...,
+        clock_speed: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clock_speed", b"clock_speed", "simulated_clock", b"simulated_clock", "slos", b"slos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSlosResponse: _TypeAlias = ListSlosResponse  # noqa: Y015
+
+@_typing.final
+class CostLine(_message.Message):
+    """What reconciliation and recovery cost, per source, route and action, with an estimate
+    in money from the configured unit prices ([cost]).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    MONEY_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """source, route, action"""
+    name: _builtins.str
+    units: _builtins.float
+    """copies processed (source, route) or executions (action)"""
+    replayed: _builtins.float
+    """copies published again (source)"""
+    money: _builtins.float
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        name: _builtins.str = ...,
+        units: _builtins.float = ...,
+        replayed: _builtins.float = ...,
+        money: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "money", b"money", "name", b"name", "replayed", b"replayed", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostLine: _TypeAlias = CostLine  # noqa: Y015
+
+@_typing.final
+class GetCostRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostRequest: _TypeAlias = GetCostRequest  # noqa: Y015
+
+@_typing.final
+class GetCostResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PricesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PRICES_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    total: _builtins.float
+    """sources + actions (routes re-cut the same copies)"""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostLine]: ...
+    @_builtins.property
+    def prices(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+        lines: _abc.Iterable[Global___CostLine] | None = ...,
+        total: _builtins.float = ...,
+        prices: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "lines", b"lines", "prices", b"prices", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostResponse: _TypeAlias = GetCostResponse  # noqa: Y015
+
+@_typing.final
 class Job(_message.Message):
     """A periodic task of the daemon."""
 

@@ -232,6 +232,21 @@ class QueryServiceStub:
                 request_serializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.ListLogLevels = channel.unary_unary(
+                '/helios.v1.QueryService/ListLogLevels',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListLogLevelsRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListLogLevelsResponse.FromString,
+                _registered_method=True)
+        self.ListSlos = channel.unary_unary(
+                '/helios.v1.QueryService/ListSlos',
+                request_serializer=helios_dot_v1_dot_helios__pb2.ListSlosRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.ListSlosResponse.FromString,
+                _registered_method=True)
+        self.GetCost = channel.unary_unary(
+                '/helios.v1.QueryService/GetCost',
+                request_serializer=helios_dot_v1_dot_helios__pb2.GetCostRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.GetCostResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -339,6 +354,26 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLogLevels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSlos(self, request, context):
+        """Each SLO's error budget, recent ratios and burn rates, and the alerts firing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCost(self, request, context):
+        """What reconciliation and recovery cost, per source, route and action.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -421,6 +456,21 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetDeadLetter,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.GetDeadLetterResponse.SerializeToString,
+            ),
+            'ListLogLevels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogLevels,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListLogLevelsRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListLogLevelsResponse.SerializeToString,
+            ),
+            'ListSlos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSlos,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.ListSlosRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.ListSlosResponse.SerializeToString,
+            ),
+            'GetCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCost,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.GetCostRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.GetCostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -865,6 +915,87 @@ class QueryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListLogLevels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListLogLevels',
+            helios_dot_v1_dot_helios__pb2.ListLogLevelsRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListLogLevelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSlos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/ListSlos',
+            helios_dot_v1_dot_helios__pb2.ListSlosRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.ListSlosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.QueryService/GetCost',
+            helios_dot_v1_dot_helios__pb2.GetCostRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.GetCostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ControlServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -919,6 +1050,11 @@ class ControlServiceStub:
                 '/helios.v1.ControlService/ReplayDeadLetters',
                 request_serializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.SetLogLevel = channel.unary_unary(
+                '/helios.v1.ControlService/SetLogLevel',
+                request_serializer=helios_dot_v1_dot_helios__pb2.SetLogLevelRequest.SerializeToString,
+                response_deserializer=helios_dot_v1_dot_helios__pb2.SetLogLevelResponse.FromString,
                 _registered_method=True)
 
 
@@ -987,6 +1123,12 @@ class ControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLogLevel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1034,6 +1176,11 @@ def add_ControlServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'SetLogLevel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLogLevel,
+                    request_deserializer=helios_dot_v1_dot_helios__pb2.SetLogLevelRequest.FromString,
+                    response_serializer=helios_dot_v1_dot_helios__pb2.SetLogLevelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1279,6 +1426,33 @@ class ControlService:
             '/helios.v1.ControlService/ReplayDeadLetters',
             helios_dot_v1_dot_helios__pb2.ReplayDeadLettersRequest.SerializeToString,
             helios_dot_v1_dot_helios__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLogLevel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/helios.v1.ControlService/SetLogLevel',
+            helios_dot_v1_dot_helios__pb2.SetLogLevelRequest.SerializeToString,
+            helios_dot_v1_dot_helios__pb2.SetLogLevelResponse.FromString,
             options,
             channel_credentials,
             insecure,

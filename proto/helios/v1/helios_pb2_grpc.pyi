@@ -96,6 +96,11 @@ class QueryServiceStub:
     """Refused deliveries kept in the dead-letter store, newest first, without bodies."""
     GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetDeadLetterRequest, _helios_pb2.GetDeadLetterResponse]
     """One dead letter with its body (needs the operate permission: bodies carry business data)."""
+    ListLogLevels: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListLogLevelsRequest, _helios_pb2.ListLogLevelsResponse]
+    ListSlos: _grpc.UnaryUnaryMultiCallable[_helios_pb2.ListSlosRequest, _helios_pb2.ListSlosResponse]
+    """Each SLO's error budget, recent ratios and burn rates, and the alerts firing."""
+    GetCost: _grpc.UnaryUnaryMultiCallable[_helios_pb2.GetCostRequest, _helios_pb2.GetCostResponse]
+    """What reconciliation and recovery cost, per source, route and action."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -122,6 +127,11 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """Refused deliveries kept in the dead-letter store, newest first, without bodies."""
     GetDeadLetter: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetDeadLetterRequest, _helios_pb2.GetDeadLetterResponse]  # type: ignore[assignment]
     """One dead letter with its body (needs the operate permission: bodies carry business data)."""
+    ListLogLevels: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListLogLevelsRequest, _helios_pb2.ListLogLevelsResponse]  # type: ignore[assignment]
+    ListSlos: _aio.UnaryUnaryMultiCallable[_helios_pb2.ListSlosRequest, _helios_pb2.ListSlosResponse]  # type: ignore[assignment]
+    """Each SLO's error budget, recent ratios and burn rates, and the alerts firing."""
+    GetCost: _aio.UnaryUnaryMultiCallable[_helios_pb2.GetCostRequest, _helios_pb2.GetCostResponse]  # type: ignore[assignment]
+    """What reconciliation and recovery cost, per source, route and action."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -242,6 +252,29 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_helios_pb2.GetDeadLetterResponse, _abc.Awaitable[_helios_pb2.GetDeadLetterResponse]]:
         """One dead letter with its body (needs the operate permission: bodies carry business data)."""
 
+    @_abc_1.abstractmethod
+    def ListLogLevels(
+        self,
+        request: _helios_pb2.ListLogLevelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListLogLevelsResponse, _abc.Awaitable[_helios_pb2.ListLogLevelsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSlos(
+        self,
+        request: _helios_pb2.ListSlosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.ListSlosResponse, _abc.Awaitable[_helios_pb2.ListSlosResponse]]:
+        """Each SLO's error budget, recent ratios and burn rates, and the alerts firing."""
+
+    @_abc_1.abstractmethod
+    def GetCost(
+        self,
+        request: _helios_pb2.GetCostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.GetCostResponse, _abc.Awaitable[_helios_pb2.GetCostResponse]]:
+        """What reconciliation and recovery cost, per source, route and action."""
+
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class ControlServiceStub:
@@ -269,6 +302,7 @@ class ControlServiceStub:
     """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
     one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
     """
+    SetLogLevel: _grpc.UnaryUnaryMultiCallable[_helios_pb2.SetLogLevelRequest, _helios_pb2.SetLogLevelResponse]
 
 @_typing.type_check_only
 class ControlServiceAsyncStub(ControlServiceStub):
@@ -293,6 +327,7 @@ class ControlServiceAsyncStub(ControlServiceStub):
     """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
     one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
     """
+    SetLogLevel: _aio.UnaryUnaryMultiCallable[_helios_pb2.SetLogLevelRequest, _helios_pb2.SetLogLevelResponse]  # type: ignore[assignment]
 
 class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -368,6 +403,13 @@ class ControlServiceServicer(metaclass=_abc_1.ABCMeta):
         """Send dead letters through their input again (after a fix). Unknown id: NOT_FOUND;
         one pulled from a queue: FAILED_PRECONDITION (the queue's redrive replays it).
         """
+
+    @_abc_1.abstractmethod
+    def SetLogLevel(
+        self,
+        request: _helios_pb2.SetLogLevelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_helios_pb2.SetLogLevelResponse, _abc.Awaitable[_helios_pb2.SetLogLevelResponse]]: ...
 
 def add_ControlServiceServicer_to_server(servicer: ControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -1,0 +1,155 @@
+"""The operator's view of how HELIOS itself is doing: SLOs ticked from the daemon's
+counters (helios.daemon.slo), a burning completeness budget raised as an anomaly for the
+MAPE-K loop, and what reconciliation and recovery cost (`[cost]` unit prices).
+Front-ends read it as `services.observe`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from helios.daemon.domain import Diagnosis, IssueKind
+from helios.daemon.slo import CAPACITY, Alert, Objectives, SloView
+
+if TYPE_CHECKING:
+    from helios.daemon.app import Daemon
+
+log = logging.getLogger("helios.slo")
+
+
+@dataclass(frozen=True)
+class CostLine:
+    kind: str  # source, route, action
+    name: str
+    units: float  # copies processed (source, route) or executions (action)
+    replayed: float  # copies published again (source)
+    money: float
+
+
+@dataclass(frozen=True)
+class CostView:
+    currency: str
+    lines: list[CostLine]
+    total: float
+    prices: dict[str, float]  # what the estimate used
+
+
+class Observability:
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+        self.objectives = Objectives(daemon.config.slo)
+        self.alerts: list[Alert] = []  # started, newest last (bounded)
+
+    def counters(self) -> list[tuple[str, str, float, float]]:
+        """Cumulative (objective, scope, good, total) from the daemon's own counters."""
+        d = self._d
+        t = d.telemetry
+        found = [
+            ("completeness", f"source:{name}", float(c.delivered), float(c.expected))
+            for name, c in zip(d.runtime.sources, d.reconciler.by_source, strict=True)
+        ]
+        routes: dict[str, list[float]] = {}
+        for (route, ok), n in list(t.route_closed.items()):
+            entry = routes.setdefault(route, [0.0, 0.0])
+            entry[0] += n if ok else 0
+            entry[1] += n
+        found += [("completeness", f"route:{r}", g, n) for r, (g, n) in routes.items()]
+        found.append(("timeliness", "all", float(t.timely), float(t.timely + t.slow)))
+        accepted = float(d.reconciler.copies_received)
+        refused = float(sum(d.pipeline.rejections.get(r, 0) for r in CAPACITY))
+        found.append(("availability", "all", accepted, accepted + refused))
+        return found
+
+    async def tick(self) -> str:
+        """The `slo` job: count, check the burn rates, say and raise what started."""
+        d = self._d
+        now = d.clock.now()
+        firing_before = {k[:2] for k, a in self.objectives.firing.items()}
+        started = self.objectives.observe(now, self.counters())
+        raised: set[tuple[str, str]] = set()
+        for alert in started:
+            self.alerts.append(alert)
+            log.warning(
+                "SLO %s of %s is burning its error budget (%s burn: %.1fx over the long "
+                "window, %.1fx over the short one); %.0f%% of the period's budget used",
+                alert.objective,
+                alert.scope,
+                alert.pair,
+                alert.burn_long,
+                alert.burn_short,
+                100 * (1 - alert.budget_remaining),
+            )
+            scope = (alert.objective, alert.scope)
+            if scope not in firing_before and scope not in raised:  # one anomaly a burn
+                raised.add(scope)
+                self._raise(alert, now)
+        del self.alerts[:-200]
+        firing = len(self.objectives.firing)
+        return f"{len(self.objectives.series)} objectives, {firing} burning"
+
+    def _raise(self, alert: Alert, now: float) -> None:
+        """A completeness budget of a source burning fast is an anomaly the loop decides
+        on, diagnosed missing_events(source) (replaying its copies is what heals it)."""
+        d = self._d
+        if not d.config.slo.raise_anomalies or alert.objective != "completeness":
+            return
+        kind, _, target = alert.scope.partition(":")
+        if kind != "source":
+            return
+        text = (
+            f"completeness of {target} burns its error budget {alert.burn_long:.1f}x "
+            f"(long window) and {alert.burn_short:.1f}x (short), pair {alert.pair}"
+        )
+        diagnosis = Diagnosis(IssueKind.MISSING_EVENTS, target, 0.9, (text,), onset="unknown")
+        anomaly = d.detection.raise_external(
+            "slo",
+            now,
+            alert.burn_long,
+            "critical" if alert.pair == "fast" else "major",
+            (f"missing_rate:{target}",),
+            text,
+            diagnosis,
+        )
+        d.loop.submit([anomaly])
+
+    def now(self) -> float:
+        return self._d.clock.now()
+
+    def clock(self) -> tuple[float, bool]:
+        """The daemon clock's speed, and whether it is simulated (the demo's 10x)."""
+        return self._d.clock.speed, self._d.config.daemon.clock == "simulated"
+
+    def slos(self) -> list[SloView]:
+        return self.objectives.views(self._d.clock.now())
+
+    def cost(self) -> CostView:
+        d = self._d
+        c = d.config.cost
+        t = d.telemetry
+        per_copy = c.per_million_copies / 1e6
+        lines = [
+            CostLine(
+                "source",
+                name,
+                float(s.copies),
+                float(t.replayed.get(name, 0)),
+                s.copies * per_copy + t.replayed.get(name, 0) * c.per_replayed_copy,
+            )
+            for name, s in zip(d.runtime.sources, d.reconciler.by_source, strict=True)
+        ]
+        routes: dict[str, float] = {}
+        for (route, _ok), n in list(t.route_closed.items()):
+            routes[route] = routes.get(route, 0.0) + n
+        for route, events in sorted(routes.items()):
+            width = len(d.reconciler.route_sources(route))
+            lines.append(CostLine("route", route, events * width, 0.0, events * width * per_copy))
+        for action, n in sorted(t.executed.items()):
+            lines.append(CostLine("action", action, float(n), 0.0, n * c.actions.get(action, 0.0)))
+        total = sum(x.money for x in lines if x.kind != "route")  # routes re-cut the sources
+        prices = {
+            "per_million_copies": c.per_million_copies,
+            "per_replayed_copy": c.per_replayed_copy,
+            **{f"action:{k}": v for k, v in c.actions.items()},
+        }
+        return CostView(c.currency, lines, total, prices)
