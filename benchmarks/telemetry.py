@@ -1,7 +1,7 @@
 """The cost of observability on ingest, side by side in one run: two heliosd with the
-same minimal config (memory index, console on, no simulator); one with telemetry off
-(`telemetry.metrics = false`, `traces = false`), one at the defaults (metrics, and traces of
-1 copy in 10,000) exporting both over OTLP/gRPC (every 10 s, the default) to a receiver
+same minimal config (memory index, console on, no simulator); one with observability off
+(`telemetry.metrics = false`, `traces = false`, `slo.enabled = false`), one at the
+defaults (metrics, SLOs, and traces of 1 copy in 10,000) exporting both over OTLP/gRPC (every 10 s, the default) to a receiver
 in this process, and scraped on /metrics every 5 s meanwhile (Prometheus's default is
 every 60 s, 15 s is common). `helios bench --events EVENTS` at full speed against each, alternating,
 ROUNDS times.
@@ -77,7 +77,9 @@ def main() -> None:
     (work / "off").mkdir()
     (work / "on").mkdir()
     off = start_daemon_process(
-        work / "off", MINIMAL + "[telemetry]\nmetrics = false\ntraces = false\n", console=True
+        work / "off",
+        MINIMAL + "[telemetry]\nmetrics = false\ntraces = false\n[slo]\nenabled = false\n",
+        console=True,
     )
     on = start_daemon_process(
         work / "on",

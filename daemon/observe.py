@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from helios.daemon.domain import Diagnosis, IssueKind
+from helios.daemon.model import OutcomeKind
 from helios.daemon.slo import CAPACITY, Alert, Objectives, SloView
 
 if TYPE_CHECKING:
@@ -45,8 +46,19 @@ class Observability:
         """Cumulative (objective, scope, good, total) from the daemon's own counters."""
         d = self._d
         t = d.telemetry
+        # A delivery is bad when its event closed MISSING it; a late copy heals the
+        # record (and the per-source `delivered`), not the objective.
+        missed: dict[str, int] = {}
+        for (kind, _route, source), n in list(t.outcomes.items()):
+            if kind is OutcomeKind.MISSING:
+                missed[source] = missed.get(source, 0) + n
         found = [
-            ("completeness", f"source:{name}", float(c.delivered), float(c.expected))
+            (
+                "completeness",
+                f"source:{name}",
+                float(c.expected - missed.get(name, 0)),
+                float(c.expected),
+            )
             for name, c in zip(d.runtime.sources, d.reconciler.by_source, strict=True)
         ]
         routes: dict[str, list[float]] = {}

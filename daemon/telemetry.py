@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from helios.daemon.views import BreakerView, Stats
 
 log = logging.getLogger("helios.telemetry")
+EXPORT_TIMEOUT = 5.0  # seconds an OTLP export may take (at stop too)
 TRACED_KEPT = 10_000  # sampled copies waiting for their outcome
 TRACES_KEPT = 2_000  # decision traces whose root span is remembered
 DUPLICATE, LATE, MISSING = OutcomeKind.DUPLICATE, OutcomeKind.LATE, OutcomeKind.MISSING
@@ -148,9 +149,13 @@ class Telemetry:
                         export_interval_millis=config.otlp_interval_seconds * 1000,
                     )
                 )
-        self.meters = MeterProvider(resource=resource, metric_readers=readers)
+        self.meters = MeterProvider(
+            resource=resource, metric_readers=readers, shutdown_on_exit=False
+        )
         self._ids = _PresetIds()
-        self.tracers = TracerProvider(resource=resource, id_generator=self._ids)
+        self.tracers = TracerProvider(
+            resource=resource, id_generator=self._ids, shutdown_on_exit=False
+        )
         self.tracing = False
         if config.traces and config.otlp_endpoint:
             self.add_span_processor(BatchSpanProcessor(self._span_exporter()))
@@ -207,6 +212,7 @@ class Telemetry:
             endpoint=c.otlp_endpoint,
             insecure=c.otlp_endpoint.startswith("http://"),
             headers=headers,
+            timeout=EXPORT_TIMEOUT,
         )
 
     def _span_exporter(self) -> Any:
@@ -217,13 +223,15 @@ class Telemetry:
                 OTLPSpanExporter as HttpSpans,
             )
 
-            return HttpSpans(endpoint=c.otlp_endpoint.rstrip("/") + "/v1/traces", headers=headers)
+            url = c.otlp_endpoint.rstrip("/") + "/v1/traces"
+            return HttpSpans(endpoint=url, headers=headers, timeout=EXPORT_TIMEOUT)
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter(
             endpoint=c.otlp_endpoint,
             insecure=c.otlp_endpoint.startswith("http://"),
             headers=headers,
+            timeout=EXPORT_TIMEOUT,
         )
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
@@ -637,8 +645,12 @@ class Telemetry:
             self.verifications[(x.action, x.verification.value)] += 1
 
     def shutdown(self) -> None:
+        """Flush what is pending (an unreachable receiver costs at most a few seconds)."""
         for provider in (self.meters, self.tracers):
             try:
-                provider.shutdown()
+                if isinstance(provider, MeterProvider):
+                    provider.shutdown(timeout_millis=EXPORT_TIMEOUT * 1000)
+                else:
+                    provider.shutdown()
             except Exception as exc:  # an exporter that cannot flush must not stop heliosd
                 log.warning("telemetry shutdown: %s", exc)

@@ -5,6 +5,7 @@ become the action's record, which the next ranking reads."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,7 +105,8 @@ class Verifier:
             value = m.value(w.metric)
             if value is not None and value <= w.limit:
                 w.execution.verification_detail = (
-                    f"{w.metric} = {value:.4g} in the minute from {m.minute:.0f}, "
+                    f"{w.metric} = {value:.4g} in the minute of "
+                    f"{time.strftime('%H:%M', time.gmtime(m.minute))} UTC, "
                     f"within the baseline (<= {w.limit:.4g})"
                 )
                 return True

@@ -273,3 +273,22 @@ def test_an_otlp_endpoint_that_is_not_a_url_is_a_config_error():
     with pytest.raises((ConfigError, ValueError)) as caught:
         parse('[log]\nlevels = { "os" = "DEBUG" }\n')
     assert "log.levels" in str(caught.value) or "levels" in str(caught.value)
+
+
+async def test_an_unreachable_otlp_receiver_loses_no_copy_and_does_not_hold_the_stop():
+    port = free_port()  # nothing listens there
+    config = f"""
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:{port}"
+otlp_interval_seconds = 0.2
+trace_copies_ratio = 1.0
+"""
+    started = time.monotonic()
+    async for s in serve(config):
+        await publish(s, *(event("z", src) for src in ("aws", "gcp", "azure")))
+        await settle(s)
+        await s.daemon.telemetry.refresh()
+        await asyncio.sleep(1.0)  # exports fail meanwhile, in the exporter's thread
+        got = await pb_grpc.QueryServiceStub(s.channel).GetEvent(pb.GetEventRequest(event_id="z"))
+        assert got.event.status == pb.EVENT_STATUS_COMPLETE
+    assert time.monotonic() - started < 25
