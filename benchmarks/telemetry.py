@@ -1,10 +1,10 @@
 """The cost of observability on ingest, side by side in one run: two heliosd with the
 same minimal config (memory index, console on, no simulator); one with observability off
 (`telemetry.metrics = false`, `traces = false`, `slo.enabled = false`), one at the
-defaults (metrics, SLOs, and traces of 1 copy in 10,000) exporting both over OTLP/gRPC (every 10 s, the default) to a receiver
-in this process, and scraped on /metrics every 5 s meanwhile (Prometheus's default is
-every 60 s, 15 s is common). `helios bench --events EVENTS` at full speed against each, alternating,
-ROUNDS times.
+defaults (metrics, SLOs, and traces of 1 copy in 10,000) exporting both over OTLP/gRPC
+(every 10 s, the default) to a receiver in this process, and scraped on /metrics every
+5 s meanwhile (Prometheus's default is every 60 s, 15 s is common). `helios bench
+--events EVENTS` at full speed against each, ROUNDS times, which goes first alternating.
 
     .venv/bin/python benchmarks/telemetry.py [EVENTS] [ROUNDS]     (default 300000, 3)
 """
@@ -93,16 +93,20 @@ otlp_endpoint = "http://127.0.0.1:{otlp_port}"
     try:
         rates: dict[str, list[float]] = {"telemetry off": [], "telemetry on": []}
         scrapes = [0]
-        for _ in range(rounds):
-            rates["telemetry off"].append(bench(off.address, events))
-            stop = threading.Event()
-            scraper = threading.Thread(target=scrape, args=(on.console_port, stop, scrapes))
-            scraper.start()
-            try:
-                rates["telemetry on"].append(bench(on.address, events))
-            finally:
-                stop.set()
-                scraper.join()
+        for n in range(rounds):
+            # alternate which goes first: a later run of a round is not the loser by order
+            for name in ("telemetry off", "telemetry on")[:: 1 if n % 2 == 0 else -1]:
+                if name == "telemetry off":
+                    rates[name].append(bench(off.address, events))
+                    continue
+                stop = threading.Event()
+                scraper = threading.Thread(target=scrape, args=(on.console_port, stop, scrapes))
+                scraper.start()
+                try:
+                    rates[name].append(bench(on.address, events))
+                finally:
+                    stop.set()
+                    scraper.join()
         for name, values in rates.items():
             print(f"{name:<14} " + ", ".join(f"{v:,.0f}" for v in values) + " copies/s")
         pairs = zip(rates["telemetry on"], rates["telemetry off"], strict=True)

@@ -132,6 +132,23 @@ class Observability:
         """The daemon clock's speed, and whether it is simulated (the demo's 10x)."""
         return self._d.clock.speed, self._d.config.daemon.clock == "simulated"
 
+    def cooldowns(self) -> list[tuple[str, str, float]]:
+        """(action, target, when it may run again) for every action cooling down; times
+        on the daemon's clock."""
+        d = self._d
+        now = d.clock.now()
+        entries = d.loop.planner.entries
+        found = []
+        for key, last in list(d.loop.policy.last_run.items()):
+            action, _, target = key.partition("|")
+            entry = entries.get(action)
+            if entry is None:
+                continue
+            ready = last + entry.settings.cooldown_seconds
+            if ready > now:
+                found.append((action, target, ready))
+        return sorted(found, key=lambda x: x[2])
+
     def slos(self) -> list[SloView]:
         return self.objectives.views(self._d.clock.now())
 

@@ -81,6 +81,7 @@ async def test_the_daemons_jobs_are_listed_over_grpc():
             "mape-k",
             "verify",
             "breakers",
+            "slo",
             "weights",
             "rates",
             "gc-freeze",

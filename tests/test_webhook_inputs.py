@@ -361,3 +361,27 @@ async def test_token_keys_that_cannot_be_read_are_reported_and_the_token_refused
     (tmp_path / "absent.json").write_text(cloudkeys.jwks(key, "k1"))
     verifier._keys_at = 0.0  # the next refresh is due
     assert await verifier.check({"authorization": f"Bearer {token}"}, "", None) is None
+
+
+async def test_a_webhook_delivery_with_traceparent_continues_the_producers_trace():
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    d = make_daemon(config(INPUTS + "\n[telemetry]\ntrace_copies_ratio = 0.0\n"))
+    spans = InMemorySpanExporter()
+    d.telemetry.add_span_processor(SimpleSpanProcessor(spans))
+    await d.start()
+    try:
+        status, _, _ = await call(d, "POST", "/ingest/aws/eventbridge", eventbridge("t-0"), JSON)
+        assert status == 200 and not spans.get_finished_spans()  # ratio 0: no trace
+        trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        headers = {**JSON, "traceparent": f"00-{trace_id}-{parent}-01"}
+        status, _, _ = await call(d, "POST", "/ingest/aws/eventbridge", eventbridge("t-1"), headers)
+        assert status == 200
+        await d.pipeline.settle()
+        roots = [s for s in spans.get_finished_spans() if s.name in ("helios.copy", "admission")]
+        assert roots and all(f"{s.context.trace_id:032x}" == trace_id for s in roots)
+        copy = next(s for s in spans.get_finished_spans() if s.name == "admission")
+        assert copy.parent is not None
+    finally:
+        await d.stop()

@@ -49,6 +49,7 @@ def recovery_page(services: Services, header: Callable[[str], None], user: Ident
         with ui.card().classes("grow"):
             ui.label("Pending approvals").classes("font-semibold")
             approvals = ui.column().classes("w-full helios-approvals")
+            cooling = ui.label("").classes("text-sm text-gray-600 helios-cooldowns")
         with ui.card().classes("min-w-96"):
             ui.label("Circuit breakers").classes("font-semibold")
             breakers = ui.column().classes("w-full helios-breakers")
@@ -178,6 +179,15 @@ def recovery_page(services: Services, header: Callable[[str], None], user: Ident
         weights_label.set_text(
             f"{view.method}, {view.weighting} weights: "
             + ", ".join(f"{k} {view.weights[k]:.2f}" for k in CRITERIA)
+        )
+        cooling.set_text(
+            "cooling down: "
+            + "; ".join(
+                f"{action}({target}) may run again {CLOCK.countdown(ready)}"
+                for action, target, ready in services.observe.cooldowns()
+            )
+            if services.observe.cooldowns()
+            else "no action is cooling down"
         )
         pending = reads.pending_approvals()
         # Rebuilt only when the set changes: a button must not vanish under the pointer.
