@@ -58,7 +58,7 @@ def residuals(series: Series, features: Sequence[str] = FEATURES) -> np.ndarray:
     rows = np.zeros((len(series.steps), len(features)), dtype=np.float32)
     for i, step in enumerate(series.steps):
         for j, name in enumerate(features):
-            base = ewma.baseline(name)
+            base = ewma.plain_baseline(name)
             if base is not None:
                 rows[i, j] = max(-CLIP, min(CLIP, (step[name] - base[0]) / base[1]))
         ewma.update(step)

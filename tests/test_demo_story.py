@@ -25,10 +25,8 @@ FAULTS = [
 ]
 
 
-@pytest.mark.slow
-async def test_each_scheduled_fault_shows_its_anomaly_decision_and_execution(caplog):
-    text = (ROOT / "helios.toml").read_text(encoding="utf-8")
-    config = config_mod.parse(
+def demo_config(text: str) -> config_mod.Config:
+    return config_mod.parse(
         text,
         "helios.toml",
         {
@@ -38,6 +36,29 @@ async def test_each_scheduled_fault_shows_its_anomaly_decision_and_execution(cap
             "HELIOS_INDEX__BACKEND": '"memory"',
         },
     )
+
+
+@pytest.mark.slow
+async def test_an_hour_and_a_half_of_the_demos_normal_traffic_raises_no_alarm():
+    text = (ROOT / "helios.toml").read_text(encoding="utf-8")
+    start, end = text.index("scenarios = ["), text.index("]\n", text.index("scenarios = ["))
+    config = demo_config(text[:start] + "scenarios = []" + text[end + 1 :])
+    assert config.sources.inputs["simulator"].options()["scenarios"] == []
+    clock = ManualClock()
+    daemon = make_daemon(config, clock)
+    await daemon.start()
+    try:
+        await daemon.advance(90 * 60.0, step=1.0)
+        status = daemon.detection.status()
+    finally:
+        await daemon.stop()
+    assert all("ready" in text for text in status.values()), status  # both warm
+    assert not list(daemon.detection.anomalies), [a.id for a in daemon.detection.anomalies]
+
+
+@pytest.mark.slow
+async def test_each_scheduled_fault_shows_its_anomaly_decision_and_execution(caplog):
+    config = demo_config((ROOT / "helios.toml").read_text(encoding="utf-8"))
     clock = ManualClock()
     start = clock.now()
     daemon = make_daemon(config, clock)

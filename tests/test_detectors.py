@@ -112,6 +112,44 @@ def test_a_rate_is_judged_with_the_noise_of_its_count():
         assert hit.is_anomaly is expected, (events, hit)
 
 
+def _daily(step: int, rng) -> float:
+    """A day of 288 five-minute steps: 100 at night, 500 at noon, some noise."""
+    import math
+
+    return 300.0 - 200.0 * math.cos(2 * math.pi * (step % 288) / 288) + rng.gauss(0, 8)
+
+
+def test_a_daily_cycle_is_learnt_and_a_collapse_at_noon_is_not_the_night():
+    import random
+
+    rng = random.Random(3)
+    with_cycle, without = create("ewma"), create("ewma", seasons=[])
+    alarms = {"cycle": 0, "plain": 0}
+    for step in range(288 * 4):  # four normal days
+        value = _daily(step, rng)
+        alarms["cycle"] += with_cycle.update({"traffic": value}).is_anomaly
+        alarms["plain"] += without.update({"traffic": value}).is_anomaly
+    assert alarms == {"cycle": 0, "plain": 0}
+    assert with_cycle.stats["traffic"].active == 288
+    step = 288 * 4 + 144  # noon of day five: traffic falls to its night level
+    for s in range(288 * 4, step):
+        value = _daily(s, rng)
+        with_cycle.update({"traffic": value})
+        without.update({"traffic": value})
+    hit = with_cycle.update({"traffic": 100.0})
+    assert hit.is_anomaly and "288-step cycle" in hit.explanation
+    assert not without.update({"traffic": 100.0}).is_anomaly  # its spread is the whole cycle
+    night = create("ewma")  # the same 100 at midnight is the normal night
+    rng = random.Random(3)
+    for s in range(288 * 5):
+        night.update({"traffic": _daily(s, rng)})
+    assert not night.update({"traffic": 100.0}).is_anomaly
+    restored = create("ewma")
+    restored.load_state(json.loads(json.dumps(with_cycle.state())))
+    assert restored.stats["traffic"].active == 288
+    assert restored.baseline("traffic") == with_cycle.baseline("traffic")
+
+
 def test_state_round_trips_through_json():
     a = create("ewma", warmup=5)
     feed(a, [1.0, 1.2, 0.9, 1.1] * 5)

@@ -19,6 +19,12 @@ spreads, with episodes, level shifts, count noise and a drift detector
 - **Slow drifts.** A one-sided CUSUM (Page) on each metric's standardised residuals
   opens an episode when small deviations add up past `cusum_h` (slack `cusum_k`):
   ramps that never cross `threshold` in one step.
+- **Cycles.** Each metric keeps a Holt-Winters model per candidate period (`seasons`, in
+  steps: a day of hourly, 5-minute and 1-minute steps by default; `season_alpha`). Once
+  one has seen three cycles and predicts with under `season_gain` of the plain
+  baseline's squared error, an alarm needs the value out of both baselines (the cycle
+  vetoes what it expects); under `season_trust`, the cycle judges alone: the nightly low
+  of traffic is expected, a collapse at noon is not.
 
 Long because the per-metric state (baseline, episode, CUSUM) and its persistence are one
 unit, and splitting it would spread one update rule over several files.
@@ -27,7 +33,7 @@ unit, and splitting it would spread one update rule over several files.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from helios.daemon.hookspecs import hookimpl
@@ -69,10 +75,37 @@ def _direction(metric: str, overrides: Mapping[str, Direction]) -> Direction:
     return "both"
 
 
-class _Stat:
-    """One metric: its baseline, its episode and its CUSUM."""
+class _Season:
+    """A candidate cycle of one metric, Holt-Winters additive: its own level, its
+    profile (the deviation from that level at each phase) and how well the two predict
+    the metric (EW squared error)."""
 
-    __slots__ = ("cusum", "mean", "n", "out", "quiet", "run_mean", "run_var", "since", "var")
+    __slots__ = ("level", "mse", "n", "period", "profile")
+
+    def __init__(self, period: int, level: float) -> None:
+        self.period = period
+        self.profile = [0.0] * period
+        self.level = level
+        self.mse = 0.0
+        self.n = 0
+
+    def to_list(self) -> list[float]:
+        return [self.period, self.n, self.mse, self.level, *self.profile]
+
+    @classmethod
+    def from_list(cls, v: list[float]) -> _Season:
+        season = cls(int(v[0]), float(v[3]))
+        season.n, season.mse = int(v[1]), float(v[2])
+        if len(v) == 4 + season.period:
+            season.profile = [float(x) for x in v[4:]]
+        return season
+
+
+class _Stat:
+    """One metric: its baseline, its episode, its CUSUM and its candidate cycles."""
+
+    __slots__ = ("active", "cusum", "mean", "mse0", "n", "out", "quiet", "run_mean",
+                 "run_var", "seasons", "since", "var")  # fmt: skip
 
     def __init__(self, mean: float, var: float = 0.0, n: int = 0) -> None:
         self.mean = mean
@@ -84,6 +117,9 @@ class _Stat:
         self.run_mean = 0.0  # the episode's own values: a level shift's new normal
         self.run_var = 0.0
         self.cusum = 0.0
+        self.seasons: list[_Season] = []
+        self.mse0 = 0.0  # EW squared deviation from the plain level (no cycle)
+        self.active = 0  # the period of the cycle in use, 0 for none
 
     def to_list(self) -> list[float]:
         return [self.mean, self.var, self.n, float(self.out), self.since, self.quiet,
@@ -121,6 +157,10 @@ class EwmaDetector:
         cusum_k: float = 2.0,
         cusum_h: float = 20.0,
         alphas: Mapping[str, float] | None = None,
+        seasons: Sequence[int] = (24, 288, 1440),
+        season_alpha: float = 0.3,
+        season_gain: float = 0.5,
+        season_trust: float = 0.1,
     ) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
@@ -136,6 +176,10 @@ class EwmaDetector:
             raise ValueError("quiet_steps and adopt_after must be >= 1")
         if clip <= 0 or cusum_k < 0 or cusum_h <= 0:
             raise ValueError("clip and cusum_h must be > 0, cusum_k >= 0")
+        if any(int(p) != p or p < 2 or p > 100_000 for p in seasons):
+            raise ValueError("seasons are periods in steps, each from 2 to 100000")
+        if not 0 < season_alpha < 1 or not 0 < season_trust <= season_gain <= 1:
+            raise ValueError("season_alpha must be in (0, 1), 0 < season_trust <= season_gain <= 1")
         for metric, direction in (directions or {}).items():
             if direction not in ("up", "down", "both"):
                 raise ValueError(f"directions.{metric} must be up, down or both")
@@ -157,6 +201,10 @@ class EwmaDetector:
         self.clip = clip
         self.cusum_k = cusum_k
         self.cusum_h = cusum_h
+        self.seasons = tuple(sorted({int(p) for p in seasons}))
+        self.season_alpha = season_alpha
+        self.season_gain = season_gain
+        self.season_trust = season_trust
         self.stats: dict[str, _Stat] = {}
         self.steps = 0
         self.shifts: list[dict[str, Any]] = []  # level shifts adopted, newest last
@@ -165,28 +213,43 @@ class EwmaDetector:
     def _alpha(self, metric: str) -> float:
         return self.alphas.get(metric, self.alpha)
 
-    def spread(self, metric: str) -> float:
-        """The standard deviation used for z: the EW one, floored by the metric's kind,
-        `relative_floor` of its level, and for a rate the binomial noise of its count."""
-        stat = self.stats[metric]
+    def _floor(self, metric: str, mean: float) -> float:
+        """The least spread a deviation is judged with: the metric kind's, a share of its
+        level, and for a rate the binomial noise of its count."""
         kind = _kind(metric)
         relative = COUNT_FLOOR if metric == COUNT_METRIC else self.relative_floor
-        floor = max(self.absolute_floor.get(kind, 0.0), relative * abs(stat.mean))
+        floor = max(self.absolute_floor.get(kind, 0.0), relative * abs(mean))
         if kind == "rate" and self._count:
             # With the count known, its binomial noise is the floor, not a fixed 0.5%:
             # 12 inconsistent events out of 50,000 a minute stand out of a baseline of 1.
             n = self._count
-            p = min(max(stat.mean, 1.0 / n), 0.5)
-            floor = max(relative * abs(stat.mean), math.sqrt(p * (1 - p) / n))
+            p = min(max(mean, 1.0 / n), 0.5)
+            floor = max(relative * abs(mean), math.sqrt(p * (1 - p) / n))
         # Scale-free last resort: a series that never moved yet has a spread of 1e-6 of
         # its level (or 1e-9), not zero.
-        return max(math.sqrt(stat.var), floor, 1e-6 * abs(stat.mean), 1e-9)
+        return max(floor, 1e-6 * abs(mean), 1e-9)
+
+    def spread(self, metric: str) -> float:
+        """The standard deviation used for z: the EW one, floored (`_floor`)."""
+        stat = self.stats[metric]
+        return max(math.sqrt(stat.var), self._floor(metric, stat.mean))
+
+    def plain_baseline(self, metric: str) -> tuple[float, float] | None:
+        """(mean, spread) of the level alone, no cycle: the LSTM's residuals."""
+        if metric not in self.stats:
+            return None
+        return self.stats[metric].mean, self.spread(metric)
 
     def baseline(self, metric: str) -> tuple[float, float] | None:
         """(mean, spread) of a metric's baseline, or None before its first step."""
         if metric not in self.stats:
             return None
-        return self.stats[metric].mean, self.spread(metric)
+        stat = self.stats[metric]
+        season = next((x for x in stat.seasons if x.period == stat.active), None)
+        if season is None:
+            return stat.mean, self.spread(metric)
+        expected = season.level + season.profile[(self.steps - 1) % season.period]
+        return expected, max(math.sqrt(season.mse), self._floor(metric, stat.mean))
 
     def _signed(self, metric: str, z: float) -> float:
         direction = _direction(metric, self.directions)
@@ -215,12 +278,26 @@ class EwmaDetector:
             if stat is None:
                 stats[metric] = _Stat(value)
                 continue
+            alpha = self._alpha(metric)
             if not (warm and stat.n >= self.warmup):
-                self._learn(stat, value, self._alpha(metric), None)
+                self._learn(stat, value, alpha, None)
+                self._learn_seasons(stat, value, None, alpha)
                 continue
             spread = self.spread(metric)
             z = (value - stat.mean) / spread
             signed = self._signed(metric, z)
+            cycle = self._cycle(stat)
+            expected = stat.mean
+            if cycle is not None:
+                expected = cycle.level + cycle.profile[self.steps % cycle.period]
+                cycle_spread = max(math.sqrt(cycle.mse), self._floor(metric, stat.mean))
+                by_cycle = self._signed(metric, (value - expected) / cycle_spread)
+                # A cycle that predicts far better than the level judges alone (a collapse
+                # at noon is not the night); one merely better vetoes alarms it expects.
+                trusted = cycle.mse < self.season_trust * stat.mse0
+                signed = by_cycle if trusted else min(signed, by_cycle)
+            if not stat.out:
+                self._learn_seasons(stat, value, spread, alpha)
             scores[metric] = signed
             # CUSUM on the residual in the bad direction(s), each step's share capped.
             capped = min(signed, self.threshold)
@@ -233,10 +310,10 @@ class EwmaDetector:
                     stat.out, stat.since, stat.quiet = True, self.steps, 0
                     stat.run_mean, stat.run_var, stat.cusum = value, 0.0, 0.0
                     opened.append(metric)
-                    before[metric] = (stat.mean, spread)
+                    before[metric] = (expected, spread)
                     self._learn(stat, value, self.anomaly_alpha, spread)
                 else:
-                    self._learn(stat, value, self._alpha(metric), spread)
+                    self._learn(stat, value, alpha, spread)
                 continue
             # In an episode: close it after quiet_steps back inside; adopt a level
             # shift after adopt_after steps out.
@@ -277,6 +354,53 @@ class EwmaDetector:
             ),
         )
 
+    def _cycle(self, stat: _Stat) -> _Season | None:
+        """The candidate cycle that predicts the metric best, if it has seen three cycles
+        and its squared error is under `season_gain` of the plain baseline's."""
+        best: _Season | None = None
+        for season in stat.seasons:
+            if (
+                season.n >= 3 * season.period
+                and season.mse < self.season_gain * stat.mse0
+                and (best is None or season.mse < best.mse)
+            ):
+                best = season
+        stat.active = best.period if best is not None else 0
+        return best
+
+    def _learn_seasons(self, stat: _Stat, value: float, spread: float | None, alpha: float) -> None:
+        """Each candidate cycle learns this step (Holt-Winters additive: its level from
+        the value less the profile, the profile at this phase from the value less the
+        level; errors clipped at `clip` spreads past warm-up); not in an episode."""
+        if not self.seasons:
+            return
+        if not stat.seasons:
+            stat.seasons = [_Season(p, stat.mean) for p in self.seasons]
+        rate = max(alpha, 1.0 / (stat.n + 1))
+        dev = value - stat.mean
+        stat.mse0 += rate * (dev * dev - stat.mse0)
+        gamma = self.season_alpha
+        bound = self.clip * spread if spread is not None else math.inf
+        step = self.steps
+        for season in stat.seasons:
+            profile = season.profile
+            period = season.period
+            i = step % period
+            if season.n < period:  # the first cycle is taken as it is (Holt-Winters' start)
+                profile[i] = value
+                season.n += 1
+                if season.n == period:
+                    season.level = sum(profile) / period
+                    season.profile = [x - season.level for x in profile]
+                    season.mse = stat.mse0
+                continue
+            error = value - season.level - profile[i]
+            season.mse += rate * (error * error - season.mse)
+            error = max(-bound, min(bound, error))
+            season.level += rate * error
+            profile[i] += gamma * (1 - rate) * error
+            season.n += 1
+
     def _learn(self, stat: _Stat, value: float, alpha: float, spread: float | None) -> None:
         """EW mean and variance; early on a plain running mean (1/(n+1)): an EW variance
         that starts at 0 is biased low for about 1/alpha steps. Past warm-up the change
@@ -312,9 +436,11 @@ class EwmaDetector:
         for metric in opened[:3]:
             mean, spread = before[metric]
             how = "drifted (CUSUM) to" if metric in drifting else "="
+            cycle = self.stats[metric].active
             parts.append(
                 f"{metric} {how} {step[metric]:.4g} is {scores[metric]:.1f} spreads from its "
-                f"baseline {mean:.4g} (spread {spread:.3g})"
+                f"baseline {mean:.4g} (spread {spread:.3g}"
+                + (f", a {cycle}-step cycle)" if cycle else ")")
             )
         if len(opened) > 3:
             parts.append(f"and {len(opened) - 3} more")
@@ -337,6 +463,11 @@ class EwmaDetector:
             "detector": self.name,
             "steps": self.steps,
             "stats": {m: s.to_list() for m, s in self.stats.items()},
+            "seasons": {
+                m: [s.mse0, s.active, [x.to_list() for x in s.seasons]]
+                for m, s in self.stats.items()
+                if s.seasons
+            },
             "shifts": self.shifts,
             "count": self._count,  # the last step's event count (the rates' noise)
         }
@@ -346,6 +477,13 @@ class EwmaDetector:
             raise ValueError(f"state is for detector {state.get('detector')!r}, not {self.name!r}")
         self.steps = int(state["steps"])
         self.stats = {m: _Stat.from_list(list(v)) for m, v in state["stats"].items()}
+        for m, (mse0, active, seasons) in state.get("seasons", {}).items():
+            if m in self.stats:
+                stat = self.stats[m]
+                stat.mse0, stat.active = float(mse0), int(active)
+                stat.seasons = [_Season.from_list(list(x)) for x in seasons]
+                if sorted(x.period for x in stat.seasons) != list(self.seasons):
+                    stat.seasons, stat.active = [], 0  # other periods configured: relearn
         self.shifts = list(state.get("shifts", []))
         count = state.get("count")
         self._count = float(count) if count else None

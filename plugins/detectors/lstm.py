@@ -107,7 +107,8 @@ class LstmDetector:
         row = []
         for f, m, s in zip(self.features, self.mean, self.std, strict=True):
             if self.residuals:
-                base = self.ewma.baseline(f)
+                # the level alone, no cycle: what the model was trained on (ml/dataset.py)
+                base = self.ewma.plain_baseline(f)
                 row.append(
                     0.0 if base is None else max(-clip, min(clip, (step[f] - base[0]) / base[1]))
                 )
