@@ -210,6 +210,12 @@ class SecurityConfig(_Section):
     oidc_role_claim: str = "helios_role"  # the claim naming the caller's role
     oidc_name_claim: str = "sub"  # the claim the audit trail records as the name
     oidc_leeway_seconds: float = Field(60.0, ge=0, le=600)  # clock skew allowed
+    # The console's sign-in through the provider (authorization code with PKCE).
+    oidc_client_id: str = ""  # the console's client at the provider ("" = no such sign-in)
+    oidc_client_secret_env: str = ""  # an environment variable holding its secret, if any
+    oidc_authorization_endpoint: str = ""  # e.g. https://login.example.com/.../auth
+    oidc_token_endpoint: str = ""  # e.g. https://login.example.com/.../token
+    oidc_redirect_url: str = ""  # this console's https://HOST/oidc/callback, as registered
     rate_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> RPCs/s
     copy_limits: dict[str, float] = Field(default_factory=dict)  # identity or role -> copies/s
 
@@ -218,6 +224,22 @@ class SecurityConfig(_Section):
         given = [bool(self.oidc_issuer), bool(self.oidc_audience), bool(self.oidc_jwks_file)]
         if any(given) and not all(given):
             raise ValueError("security.oidc_issuer, oidc_audience and oidc_jwks_file go together")
+        login = {
+            "oidc_authorization_endpoint": self.oidc_authorization_endpoint,
+            "oidc_token_endpoint": self.oidc_token_endpoint,
+            "oidc_redirect_url": self.oidc_redirect_url,
+        }
+        if self.oidc_client_id:
+            if not self.oidc_issuer:
+                raise ValueError("security.oidc_client_id needs oidc_issuer (and its JWKS)")
+            for key, url in login.items():
+                if not url:
+                    raise ValueError(f"security.oidc_client_id needs security.{key}")
+                host = url.split("://", 1)[-1].split("/", 1)[0]
+                if not (url.startswith("https://") or is_loopback(host + ":0")):
+                    raise ValueError(f"security.{key} must be https:// (or on loopback)")
+        elif any(login.values()):
+            raise ValueError("security.oidc_* endpoints need security.oidc_client_id")
         return self
 
     @model_validator(mode="after")
@@ -570,6 +592,11 @@ oidc_jwks_file = ""                   # ...signed by a key of this JWKS file (re
 oidc_role_claim = "helios_role"       # the claim naming the role
 oidc_name_claim = "sub"               # the claim recorded as who (e.g. email)
 oidc_leeway_seconds = 60.0            # clock skew allowed on exp, nbf, iat
+oidc_client_id = ""                   # the console's sign-in through the provider (code flow + PKCE): its client id
+oidc_client_secret_env = ""           # the environment variable holding the client's secret (none for a public client)
+oidc_authorization_endpoint = ""      # the provider's authorization endpoint (https)
+oidc_token_endpoint = ""              # its token endpoint (https)
+oidc_redirect_url = ""                # this console's https://HOST/oidc/callback, as registered at the provider
 rate_limits = {}                      # RPCs per second by identity name or role: { viewer = 20.0 }
 copy_limits = {}                      # copies per second published, likewise: { ingester = 50000.0 }
 

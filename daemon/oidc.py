@@ -44,7 +44,16 @@ class Oidc:
             self._stamp = stamp
         return self._keys
 
-    def verify(self, token: str, roles: Mapping[str, frozenset[str]]) -> Identity | str:
+    def verify(
+        self,
+        token: str,
+        roles: Mapping[str, frozenset[str]],
+        audience: str = "",
+        nonce: str | None = None,
+    ) -> Identity | str:
+        """The identity a token proves, or why it proves none. `audience` defaults to
+        the API's (`oidc_audience`); the console's sign-in checks an ID token against
+        its client id and the `nonce` it sent."""
         import jwt
 
         try:
@@ -58,11 +67,15 @@ class Oidc:
             )
             if key is None:
                 return "token signed by a key that is not in the provider's JWKS"
-            claims = decode_jwt(token, key, algorithm, self.audience, self.issuer, self.leeway)
+            claims = decode_jwt(
+                token, key, algorithm, audience or self.audience, self.issuer, self.leeway
+            )
         except jwt.PyJWTError as exc:
             return f"invalid token: {exc}"
         if isinstance(claims, str):
             return claims
+        if nonce is not None and claims.get("nonce") != nonce:
+            return "the ID token's nonce is not the one this sign-in sent (a replayed token?)"
         role = str(claims.get(self.role_claim, ""))
         permissions = roles.get(role)
         if permissions is None:

@@ -65,10 +65,12 @@ class DaemonProcess:
         self.log = log
 
 
-def start_daemon_process(tmp: Path, extra: str = "", console: bool = False) -> DaemonProcess:
+def start_daemon_process(
+    tmp: Path, extra: str = "", console: bool = False, console_port: int | None = None
+) -> DaemonProcess:
     """Run a real heliosd from a config written in tmp; wait until it serves."""
     grpc_port = free_port()
-    console_port = free_port() if console else 0
+    console_port = (console_port or free_port()) if console else 0
     config = tmp / "helios.toml"
     config.write_text(
         f"""

@@ -18,6 +18,7 @@ from helios.daemon.services import Services
 from helios.ui import audit, decisions, detection, recovery, storage
 from helios.ui.gate import Gate, who
 from helios.ui.jobs import jobs_page
+from helios.ui.oidc_login import OidcLogin
 from helios.ui.slo import slo_page
 from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
@@ -119,7 +120,10 @@ class Console:
         if bound not in ("0.0.0.0", "::", ""):
             hosts.add(bound)
         # Every request and websocket passes the gate first (Host, Origin, sign-in).
-        self.gate = Gate(self.app, services.guard, hosts, services.auditlog, services.webhooks)
+        login = OidcLogin(security, services.guard) if security.oidc_client_id else None
+        self.gate = Gate(
+            self.app, services.guard, hosts, services.auditlog, services.webhooks, login
+        )
         # HTTPS with the gRPC certificate when there is one; plaintext off loopback only
         # when allowed explicitly (behind a TLS proxy), like gRPC.
         tls = bool(security.tls_cert)

@@ -7,7 +7,10 @@ passes here first.
   console with the operator's cookie (403).
 - With security.auth = "keys", a session is needed: /login takes an API key (the same keys
   as gRPC), checks it and sets an HttpOnly, SameSite=Strict cookie. The key is checked
-  again on every request, so a revoked key logs its sessions out at once. /metrics also
+  again on every request, so a revoked key logs its sessions out at once. With
+  security.oidc_client_id, /login/oidc signs in through the identity provider instead
+  (helios.ui.oidc_login: authorization code with PKCE); that session lasts until the ID
+  token expires. /metrics also
   takes `Authorization: Bearer <key>` (read permission) for Prometheus.
 - /ingest/... is the clouds' webhook deliveries: no session and no Host check (each
   input verifies its cloud's signature, token or key: helios.ui.webhooks).
@@ -29,6 +32,7 @@ from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.identity import ANONYMOUS, Guard, Identity, acting_as
 from helios.daemon.webhooks import Webhooks
 from helios.ui import webhooks
+from helios.ui.oidc_login import OidcLogin
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -37,7 +41,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 COOKIE = "helios_session"
 SESSION_SECONDS = 8 * 3600
-PUBLIC = ("/login", "/logout", "/favicon.ico")
+PUBLIC = ("/login", "/logout", "/favicon.ico", "/login/oidc", "/oidc/callback")
 INGEST = "/ingest/"  # webhook deliveries (helios.ui.webhooks)
 STATIC = "/_nicegui/"  # scripts and styles; the socket.io channel (/_nicegui_ws) is not public
 LOGIN = """<!doctype html><html><head><meta charset="utf-8"><title>HELIOS - sign in</title>
@@ -50,7 +54,12 @@ button{{padding:.6em 1.4em}}.e{{color:#f87171}}</style></head><body>
 on the host).</p><p class="e">{error}</p>
 <input type="hidden" name="next" value="{next}">
 <input type="password" name="api_key" placeholder="helios_..." autofocus autocomplete="off">
-<button type="submit">Sign in</button></form></body></html>"""
+<button type="submit">Sign in</button>{provider}</form></body></html>"""
+PROVIDER = """<p>or <a class="helios-oidc" style="color:#93c5fd" href="/login/oidc?next={next}">sign
+in with your identity provider</a></p>"""
+SIGNED_IN = """<!doctype html><html><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="0;url={next}"><title>HELIOS</title></head>
+<body><a href="{next}">signed in: continue</a></body></html>"""
 
 
 class Gate:
@@ -61,13 +70,17 @@ class Gate:
         hosts: set[str],
         auditlog: AuditLog | None = None,
         webhooks: Webhooks | None = None,
+        oidc_login: OidcLogin | None = None,
     ) -> None:
         self.app = app
+        self.oidc_login = oidc_login
         self.webhooks = webhooks
         self.guard = guard
         self.auditlog = auditlog
         self.hosts = {h.lower() for h in hosts}
-        self.sessions: dict[str, tuple[str, float]] = {}  # token -> (API key, expiry)
+        # token -> (the API key, re-checked on every request, or the identity an ID token
+        # proved, until that token expires; expiry)
+        self.sessions: dict[str, tuple[str | Identity, float]] = {}
         self.refused: dict[str, int] = {}
 
     # ---- checks ----------------------------------------------------------------------
@@ -87,7 +100,7 @@ class Gate:
         if session is not None:
             key, expires = session
             if expires > time.time():
-                found = self.guard.identify_key(key)
+                found = key if isinstance(key, Identity) else self.guard.identify_key(key)
                 if isinstance(found, Identity):
                     return found
             self.sessions.pop(token or "", None)
@@ -122,11 +135,15 @@ class Gate:
         if kind == "http" and path == "/login":
             await self._login(scope, receive, send, headers)
             return
+        if kind == "http" and path in ("/login/oidc", "/oidc/callback") and self.oidc_login:
+            await self._oidc(scope, send, path, self.oidc_login)
+            return
         if kind == "http" and path == "/logout":
             token = _cookie(headers.get(b"cookie", b"").decode("latin-1"), COOKIE)
             session = self.sessions.pop(token or "", None)
             if session is not None and self.auditlog is not None:
-                found = self.guard.identify_key(session[0])
+                key = session[0]
+                found = key if isinstance(key, Identity) else self.guard.identify_key(key)
                 who = found.name if isinstance(found, Identity) else "(expired session)"
                 with from_peer(_peer(scope)):
                     self.auditlog.record("logout", "console", who=who)
@@ -159,7 +176,7 @@ class Gate:
     ) -> None:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if scope.get("method") != "POST":
-            page = LOGIN.format(error="", next=html.escape(_safe_next(query.get("next", ["/"])[0])))
+            page = self._page("", _safe_next(query.get("next", ["/"])[0]))
             await _respond(send, 200, page.encode(), [(b"content-type", b"text/html")])
             return
         body = b""
@@ -186,18 +203,57 @@ class Gate:
                     )
         if not isinstance(found, Identity):
             self.refused["login"] = self.refused.get("login", 0) + 1
-            page = LOGIN.format(error=html.escape(str(found)), next=html.escape(target))
+            page = self._page(str(found), target)
             await _respond(send, 401, page.encode(), [(b"content-type", b"text/html")])
             return
+        cookie = self._session(scope, key, time.time() + SESSION_SECONDS)
+        await _respond(send, 303, b"", [(b"location", target.encode()), cookie])
+
+    def _page(self, error: str, target: str) -> str:
+        provider = PROVIDER.format(next=quote(target, safe="/")) if self.oidc_login else ""
+        return LOGIN.format(error=html.escape(error), next=html.escape(target), provider=provider)
+
+    def _session(
+        self, scope: Scope, credential: str | Identity, until: float
+    ) -> tuple[bytes, bytes]:
+        """A new session; its cookie header."""
         token = secrets.token_urlsafe(32)
         now = time.time()
         self.sessions = {t: s for t, s in self.sessions.items() if s[1] > now}
-        self.sessions[token] = (key, now + SESSION_SECONDS)
+        self.sessions[token] = (credential, until)
         secure = "; Secure" if scope.get("scheme") == "https" else ""
-        cookie = f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"
-        await _respond(
-            send, 303, b"", [(b"location", target.encode()), (b"set-cookie", cookie.encode())]
+        return (
+            b"set-cookie",
+            f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}".encode(),
         )
+
+    async def _oidc(self, scope: Scope, send: Send, path: str, login: OidcLogin) -> None:
+        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        if path == "/login/oidc":
+            location = login.start(_safe_next(query.get("next", "/")))
+            await _respond(send, 303, b"", [(b"location", location.encode())])
+            return
+        found = await login.finish(query)
+        with from_peer(_peer(scope)):
+            if isinstance(found, str):
+                self.refused["login"] = self.refused.get("login", 0) + 1
+                if self.auditlog is not None:
+                    self.auditlog.record(
+                        "login", "console (oidc)", f"refused: {found}", who="(unauthenticated)"
+                    )
+                page = self._page(found, "/")
+                await _respond(send, 401, page.encode(), [(b"content-type", b"text/html")])
+                return
+            if self.auditlog is not None:
+                with acting_as(found.identity):
+                    self.auditlog.record("login", "console (oidc)")
+        cookie = self._session(
+            scope, found.identity, min(found.expires, time.time() + SESSION_SECONDS)
+        )
+        # A page, not a redirect: the provider's redirect was a cross-site navigation, and
+        # a SameSite=Strict cookie rides only on the same-site one this page starts.
+        page = SIGNED_IN.format(next=html.escape(found.next))
+        await _respond(send, 200, page.encode(), [(b"content-type", b"text/html"), cookie])
 
 
 def _peer(scope: Scope) -> str:

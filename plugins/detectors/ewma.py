@@ -1,6 +1,9 @@
 """The EWMA / z-score detector: per-metric exponentially weighted baselines, judged in
-spreads, with episodes, level shifts, count noise and a drift detector
+spreads, with episodes, level shifts, count noise, a drift detector and cycles
 (docs/detection.md).
+
+Long because the per-metric state (baseline, episode, CUSUM, cycles) and its persistence
+are one unit, and splitting it would spread one update rule over several files.
 
 - **Scale-free.** Each metric's baseline (mean and spread) is learnt from the metric
   itself; no constant from training data decides what is normal. Updates are clipped
@@ -25,9 +28,6 @@ spreads, with episodes, level shifts, count noise and a drift detector
   baseline's squared error, an alarm needs the value out of both baselines (the cycle
   vetoes what it expects); under `season_trust`, the cycle judges alone: the nightly low
   of traffic is expected, a collapse at noon is not.
-
-Long because the per-metric state (baseline, episode, CUSUM) and its persistence are one
-unit, and splitting it would spread one update rule over several files.
 """
 
 from __future__ import annotations
