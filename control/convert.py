@@ -30,6 +30,7 @@ from helios.daemon.readmodels import (
     Stats,
     Trace,
 )
+from helios.daemon.tenants import SEP, scoped, tenant_in_force, unscoped
 from helios.daemon.types import CRITERIA, Criteria
 from helios.daemon.views import BloomView
 from helios.v1 import helios_pb2 as pb
@@ -61,14 +62,22 @@ def diagnosis_pb(diag: Diagnosis) -> pb.Diagnosis:
 
 
 def copies_from(events: Sequence[pb.Event]) -> list[CopyIn]:
-    """Proto events -> reconciler tuples (the ingest hot path)."""
+    """Proto events -> reconciler tuples (the ingest hot path). A tenant's event gets
+    its tenant's key (a scoped caller's own, whatever it names: naming another is
+    refused); admit them with `scoped=True`."""
     out: list[CopyIn] = []
     append = out.append
+    own = tenant_in_force()
     for e in events:
         produced = e.produced_at
+        event_id, tenant = e.event_id, e.tenant
+        if SEP in event_id:  # no id names a tenant itself: refused as event_id_invalid
+            event_id = SEP + event_id
+        elif tenant or own:
+            event_id = scoped(event_id, own if tenant in ("", own) else tenant_in_force(tenant))
         append(
             (
-                e.event_id,
+                event_id,
                 e.source,
                 e.event_type,
                 produced.seconds + produced.nanos * 1e-9,
@@ -79,9 +88,11 @@ def copies_from(events: Sequence[pb.Event]) -> list[CopyIn]:
 
 
 def outcome_pb(outcome: Outcome) -> pb.Outcome:
+    tenant, event_id = unscoped(outcome.event_id)
     return pb.Outcome(
         kind=int(outcome.kind),  # type: ignore[arg-type]
-        event_id=outcome.event_id,
+        event_id=event_id,
+        tenant=tenant,
         event_type=outcome.event_type,
         sources=outcome.sources,
         time=ts(outcome.time),
@@ -96,7 +107,13 @@ def add_outcomes(target: Any, outcomes: Iterable[Outcome]) -> None:
     for o in outcomes:
         t = o.time
         whole = int(t // 1)
-        m = add(kind=o.kind, event_id=o.event_id, event_type=o.event_type, sequence=o.sequence)
+        event_id = o.event_id
+        if SEP in event_id:  # a tenant's event
+            tenant, _, event_id = event_id.partition(SEP)
+            m = add(kind=o.kind, event_id=event_id, event_type=o.event_type, sequence=o.sequence)
+            m.tenant = tenant
+        else:
+            m = add(kind=o.kind, event_id=event_id, event_type=o.event_type, sequence=o.sequence)
         if o.sources:
             m.sources.extend(o.sources)
         if o.late_by:
@@ -168,8 +185,10 @@ def record_pb(record: EventRecord, sources: Sequence[str]) -> pb.EventRecord:
             )
     expected = [s for i, s in enumerate(sources) if record.expected >> i & 1]
     missing = [s for i, s in enumerate(sources) if record.missing >> i & 1]
+    tenant, event_id = unscoped(record.event_id)
     return pb.EventRecord(
-        event_id=record.event_id,
+        event_id=event_id,
+        tenant=tenant,
         event_type=record.event_type,
         status=int(record.status),  # type: ignore[arg-type]
         expected_sources=expected,
@@ -424,6 +443,7 @@ def key_pb(key: ApiKey) -> pb.ApiKey:
         created=ts(key.created),
         state=key.state(time.time()),
         rotated_to=key.rotated_to,
+        tenant=key.tenant,
     )
     if key.expires is not None:
         out.expires.CopyFrom(ts(key.expires))

@@ -23,6 +23,7 @@ from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import Guard, Identity, acting_as
 from helios.daemon.telemetry import continued
+from helios.daemon.tenants import TENANT_RPCS
 from helios.v1 import helios_pb2 as pb
 
 log = logging.getLogger("helios.grpc")
@@ -208,6 +209,15 @@ def _checker(guard: Guard, rpc: str, permission: str, auditlog: AuditLog | None)
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{rpc} needs {need}; {found.name} has role {found.role} "
                 f"({', '.join(sorted(found.permissions)) or 'no permissions'})",
+            )
+        if found.tenant and rpc not in TENANT_RPCS:
+            log.warning(
+                "%s refused (PERMISSION_DENIED) to %s of tenant %s", rpc, found.name, found.tenant
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{rpc} shows or changes the whole deployment; {found.name} is scoped to tenant "
+                f"{found.tenant!r} (it may publish and read that tenant's events)",
             )
         wait = guard.limits.take(found, "requests")
         if wait is not None:

@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who holds it (the audit trail's name)")
     create.add_argument("--role", required=True, help="viewer, ingester, operator, admin, ...")
     create.add_argument("--expires-days", type=float, help="default: never")
+    create.add_argument("--tenant", default="", help="scope it to one tenant (default: all)")
     keys_sub.add_parser("list", help="the keys, without their secrets")
     revoke = keys_sub.add_parser("revoke", help="stop a key now")
     revoke.add_argument("id")
@@ -260,7 +261,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             if days is not None and (not math.isfinite(days) or days <= 0):
                 print("heliosd: --expires-days must be a number > 0", file=sys.stderr)
                 return 2
-            key, secret = store.create(args.name, args.role, None if days is None else days * 86400)
+            key, secret = store.create(
+                args.name, args.role, None if days is None else days * 86400, args.tenant
+            )
             print(
                 f"created API key {key.id} for {key.name} (role {key.role}); "
                 "its secret, shown once:"
@@ -268,9 +271,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             print(secret)
         elif args.keys_command == "list":
             now = time.time()
-            print(f"{'ID':<10}{'NAME':<24}{'ROLE':<10}STATE")
+            print(f"{'ID':<10}{'NAME':<24}{'ROLE':<10}{'TENANT':<16}STATE")
             for k in store.list():
-                print(f"{k.id:<10}{k.name:<24}{k.role:<10}{k.state(now)}")
+                print(f"{k.id:<10}{k.name:<24}{k.role:<10}{k.tenant or '-':<16}{k.state(now)}")
         else:
             key = store.revoke(args.id)
             print(f"revoked API key {key.id} ({key.name})")

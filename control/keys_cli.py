@@ -20,7 +20,8 @@ def _stub(args: argparse.Namespace) -> pb_grpc.KeysServiceStub:
 
 def _row(k: pb.ApiKey) -> tuple[str, ...]:
     expires = when(k.expires)[:19] if k.HasField("expires") else "never"
-    return (k.id, k.name, k.role, k.state, when(k.created)[:19], expires, k.rotated_to or "-")
+    created = when(k.created)[:19]
+    return (k.id, k.name, k.role, k.tenant or "-", k.state, created, expires, k.rotated_to or "-")
 
 
 def _days(value: float | None, flag: str) -> float:
@@ -36,10 +37,13 @@ def cmd_create(args: argparse.Namespace) -> int:
         name=args.name,
         role=args.role,
         expires_in_seconds=_days(args.expires_days, "--expires-days"),
+        tenant=args.tenant,
     )
     r = _stub(args).CreateKey(request, timeout=10)
+    scope = f", tenant {r.key.tenant}" if r.key.tenant else ""
     print(
-        f"created API key {r.key.id} for {r.key.name} (role {r.key.role}); its secret, shown once:"
+        f"created API key {r.key.id} for {r.key.name} (role {r.key.role}{scope}); "
+        "its secret, shown once:"
     )
     print(r.secret)
     return 0
@@ -48,7 +52,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     r = _stub(args).ListKeys(pb.ListKeysRequest(), timeout=10)
     table(
-        [("ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES", "ROTATED TO")]
+        [("ID", "NAME", "ROLE", "TENANT", "STATE", "CREATED", "EXPIRES", "ROTATED TO")]
         + [_row(k) for k in r.keys]
     )
     return 0
@@ -97,6 +101,9 @@ def register(sub: Any) -> None:
     create.add_argument("--name", required=True, help="who holds it (the audit trail's name)")
     create.add_argument("--role", required=True, help="viewer, ingester, operator, admin, ...")
     create.add_argument("--expires-days", type=float, help="default: never")
+    create.add_argument(
+        "--tenant", default="", help="scope it to one tenant's events (default: deployment-wide)"
+    )
     create.set_defaults(func=cmd_create)
     keys.add_parser("list", help="every key, without secrets").set_defaults(func=cmd_list)
     revoke = keys.add_parser("revoke", help="stop a key now")

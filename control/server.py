@@ -43,6 +43,7 @@ from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
 from helios.daemon.readmodels import Batch
 from helios.daemon.services import Services
+from helios.daemon.tenants import SEP, unscoped
 from helios.daemon.types import PublishResult
 from helios.v1 import helios_pb2 as pb
 
@@ -53,9 +54,14 @@ def _events(result: PublishResult) -> list[tuple[str, str]]:
 
 def _rejections_pb(result: PublishResult) -> list[pb.Rejection]:
     return [
-        pb.Rejection(index=r.index, event_id=r.event_id, field=r.field, reason=r.reason)
+        pb.Rejection(index=r.index, event_id=_raw(r.event_id), field=r.field, reason=r.reason)
         for r in result.rejections
     ]
+
+
+def _raw(key: str) -> str:
+    """The id a client sent, from the key copies_from made of it."""
+    return key[1:] if key.startswith(SEP) else unscoped(key)[1]
 
 
 log = logging.getLogger("helios.grpc")
@@ -72,7 +78,7 @@ class IngestServicer:
         if not request.events:
             raise RequestError("events", "batch has no events")
         self.guard.slow_down("copies", len(request.events))
-        result = await self.admission.admit(copies_from(request.events), received)
+        result = await self.admission.admit(copies_from(request.events), received, scoped=True)
         if not result.accepted:  # nothing taken: the whole request failed
             paused = all(r.code == "source_paused" for r in result.rejections)
             code = (
@@ -107,7 +113,8 @@ class IngestServicer:
                             "request", f"not a valid helios.v1.PublishStreamRequest: {exc}"
                         ) from None
                     guard.slow_down("copies", len(request.events))
-                    result, stored = await submit(copies_from(request.events), received, True)
+                    copies = copies_from(request.events)
+                    result, stored = await submit(copies, received, True, scoped=True)
                     await acks.put((request.batch_id, result, stored))
             finally:
                 await acks.put(None)
@@ -136,7 +143,7 @@ class QueryServicer(InputQueries, ObserveQueries):
         self.reads = services.reads
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:
-        view = await self.reads.event(request.event_id)
+        view = await self.reads.event(request.event_id, request.tenant)
         event = record_pb(view.record, self.reads.source_names())
         event.quarantine_reason = view.quarantine_reason
         return pb.GetEventResponse(event=event)

@@ -44,8 +44,11 @@ class KeysServicer:
         self, request: pb.CreateKeyRequest, context: Context
     ) -> pb.CreateKeyResponse:
         expires = _expiry(request.expires_in_seconds, "expires_in_seconds")
-        key, secret = await asyncio.to_thread(self.keys.create, request.name, request.role, expires)
-        self._audit("key.create", key.id, f"{key.name}, role {key.role}", context)
+        key, secret = await asyncio.to_thread(
+            self.keys.create, request.name, request.role, expires, request.tenant
+        )
+        scope = f", tenant {key.tenant}" if key.tenant else ""
+        self._audit("key.create", key.id, f"{key.name}, role {key.role}{scope}", context)
         return pb.CreateKeyResponse(key=key_pb(key), secret=secret)
 
     async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:

@@ -35,6 +35,7 @@ class Admission:
         wait: bool = False,
         positions: Sequence[tuple[str, int]] | None = None,
         whole: bool = False,
+        scoped: bool = False,
     ) -> PublishResult:
         """Validate and enqueue a batch, and return once it is stored (with a durable
         index; at once otherwise): the acknowledgement. Each bad copy is reported by its
@@ -50,8 +51,11 @@ class Admission:
         write: a source reads them back to skip what was stored already.
 
         `whole`: one bad copy refuses the batch (nothing enqueued, accepted 0, the
-        rejections named): a webhook delivery is taken whole or retried whole."""
-        result, stored = await self.submit(copies, received, wait, positions, whole)
+        rejections named): a webhook delivery is taken whole or retried whole.
+
+        `scoped`: the copies come from the API, whose ids may carry a tenant
+        (helios.daemon.identity.scoped); an input's never do."""
+        result, stored = await self.submit(copies, received, wait, positions, whole, scoped)
         await stored
         return result
 
@@ -62,6 +66,7 @@ class Admission:
         wait: bool = False,
         positions: Sequence[tuple[str, int]] | None = None,
         whole: bool = False,
+        scoped: bool = False,
     ) -> tuple[PublishResult, Awaitable[None]]:
         """admit() without waiting for the store: the result, and what completes when
         the batch is stored. PublishStream reads its next batch meanwhile and sends the
@@ -110,7 +115,9 @@ class Admission:
         try:
             checked = None
             if whole:  # check every slice before enqueueing any
-                checked = [pipeline.check(copies[s : s + SLICE]) for s in range(0, count, SLICE)]
+                checked = [
+                    pipeline.check(copies[s : s + SLICE], scoped) for s in range(0, count, SLICE)
+                ]
                 refused = [
                     replace(r, index=r.index + n * SLICE)
                     for n, (_, result) in enumerate(checked)
@@ -122,7 +129,7 @@ class Admission:
                 if checked is not None:
                     good, result = checked[start // SLICE]
                 else:
-                    good, result = pipeline.check(copies[start : start + SLICE])
+                    good, result = pipeline.check(copies[start : start + SLICE], scoped)
                 for r in result.rejections:
                     rejections.append(replace(r, index=r.index + start) if start else r)
                 marks = _marks(positions[start : start + SLICE]) if positions else None

@@ -209,6 +209,7 @@ class SecurityConfig(_Section):
     oidc_jwks_file: str = ""  # the provider's JWKS (JSON), re-read when it changes
     oidc_role_claim: str = "helios_role"  # the claim naming the caller's role
     oidc_name_claim: str = "sub"  # the claim the audit trail records as the name
+    oidc_tenant_claim: str = "helios_tenant"  # the claim scoping the caller to a tenant
     oidc_leeway_seconds: float = Field(60.0, ge=0, le=600)  # clock skew allowed
     # The console's sign-in through the provider (authorization code with PKCE).
     oidc_client_id: str = ""  # the console's client at the provider ("" = no such sign-in)
@@ -591,6 +592,7 @@ oidc_audience = ""                    # ...the audience (aud)...
 oidc_jwks_file = ""                   # ...signed by a key of this JWKS file (re-read on change)
 oidc_role_claim = "helios_role"       # the claim naming the role
 oidc_name_claim = "sub"               # the claim recorded as who (e.g. email)
+oidc_tenant_claim = "helios_tenant"   # the claim scoping the caller to one tenant (absent: deployment-wide)
 oidc_leeway_seconds = 60.0            # clock skew allowed on exp, nbf, iat
 oidc_client_id = ""                   # the console's sign-in through the provider (code flow + PKCE): its client id
 oidc_client_secret_env = ""           # the environment variable holding the client's secret (none for a public client)

@@ -59,6 +59,7 @@ class Identity:
     role: str
     permissions: frozenset[str]
     via: str
+    tenant: str = ""  # the one tenant it may publish and read; "" = deployment-wide
 
     def may(self, permission: str) -> bool:
         return permission in self.permissions
@@ -109,6 +110,7 @@ class ApiKey:
     expires: float | None = None
     revoked: float | None = None
     rotated_to: str = ""
+    tenant: str = ""
 
     def state(self, now: float) -> str:
         if self.revoked is not None and self.revoked <= now:
@@ -172,7 +174,9 @@ class KeyStore:
         self.refresh(force=True)
 
     # ---- changes -----------------------------------------------------------------------
-    def create(self, name: str, role: str, expires_in: float | None = None) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, role: str, expires_in: float | None = None, tenant: str = ""
+    ) -> tuple[ApiKey, str]:
         """A new key; the secret is returned once and never stored."""
         if (
             not name
@@ -188,6 +192,9 @@ class KeyStore:
             raise RequestError("role", f"unknown role {role!r}; roles: {', '.join(self.roles)}")
         if expires_in is not None and not (0 < expires_in < 10 * 365 * 86400):
             raise RequestError("expires_in_seconds", "must be > 0 and under ten years")
+        from helios.daemon.tenants import check_tenant  # tenants reads the caller: here
+
+        check_tenant(tenant)
         key_id = secrets.token_hex(4)
         secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
@@ -198,6 +205,7 @@ class KeyStore:
             _digest(secret),
             now,
             None if expires_in is None else now + expires_in,
+            tenant=tenant,
         )
         with self._changing() as keys:
             keys[key_id] = key
@@ -220,7 +228,7 @@ class KeyStore:
         if old is None:
             raise RequestError("id", f"no key {key_id!r}", ErrorCode.NOT_FOUND)
         left = None if old.expires is None else max(1.0, old.expires - time.time())
-        new, secret = self.create(old.name, old.role, left)
+        new, secret = self.create(old.name, old.role, left, old.tenant)
         with self._changing() as keys:
             keys[key_id].rotated_to = new.id
             if keys[key_id].revoked is None:
@@ -251,7 +259,7 @@ class KeyStore:
         permissions = self.roles.get(key.role)
         if permissions is None:
             return f"API key {key_id} has role {key.role!r}, which is no longer configured"
-        return Identity(key.name, key.role, permissions, f"api key {key_id}")
+        return Identity(key.name, key.role, permissions, f"api key {key_id}", key.tenant)
 
 
 def _digest(secret: str) -> str:
@@ -339,7 +347,8 @@ class Guard:
 
 class RateLimits:
     """Token buckets per identity: requests per second (every RPC) and copies per second
-    (Publish, PublishStream), each looked up by the identity's name, then its role. An
+    (Publish, PublishStream), each looked up by the identity's name, then its tenant
+    (`tenant:NAME`, a quota its keys share), then its role. An
     identity with neither is not limited. A call over its bucket is refused with the
     seconds to wait; a batch larger than a full bucket passes and leaves a debt."""
 
@@ -355,11 +364,15 @@ class RateLimits:
     def take(self, identity: Identity, kind: str, n: float = 1.0) -> float | None:
         """None when allowed, else the seconds to wait before retrying."""
         limits = self.limits[kind]
-        rate = limits.get(identity.name) or limits.get(identity.role)
+        # By name, then the tenant's (one bucket all its keys share), then the role.
+        tenant = f"tenant:{identity.tenant}" if identity.tenant else ""
+        rate = limits.get(identity.name) or (tenant and limits.get(tenant)) or None
+        owner = tenant if rate is not None and identity.name not in limits else identity.name
+        rate = rate or limits.get(identity.role)
         if rate is None:
             return None
         now = time.monotonic()
-        key = (identity.name, kind)
+        key = (owner, kind)
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = [rate, now]

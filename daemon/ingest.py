@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import orjson
 from helios.daemon.model import Checked, CopyIn, EventRecord
+from helios.daemon.tenants import SEP, TENANT
 from helios.daemon.types import Rejected
 
 MAX_ID_LENGTH = 512
@@ -36,6 +37,12 @@ def canonical_digest(payload: bytes) -> bytes:
     return hashlib.blake2b(canonical, digest_size=8).digest()
 
 
+def _tenant_key(key: str) -> bool:
+    """TENANT<US>ID with a valid tenant and no second separator (from the API's scoping)."""
+    tenant, _, rest = key.partition(SEP)
+    return bool(TENANT.fullmatch(tenant)) and SEP not in rest and bool(rest)
+
+
 def validate(
     copies: Sequence[CopyIn],
     sources: Collection[str],
@@ -45,6 +52,7 @@ def validate(
     open_records: Mapping[str, EventRecord] | None = None,
     max_id_length: int = MAX_ID_LENGTH,
     max_type_length: int = MAX_TYPE_LENGTH,
+    scoped: bool = False,
 ) -> tuple[list[Checked], list[Rejected]]:
     """Split a batch into good copies (with payload digests) and rejections by index.
 
@@ -59,10 +67,18 @@ def validate(
         digest = b""
         if not event_id:
             problem = ("event_id", "event_id is empty", "empty_event_id")
-        elif len(event_id) > max_id_length:
+        elif SEP in event_id and not (scoped and _tenant_key(event_id)):
             problem = (
                 "event_id",
-                f"event_id is {len(event_id)} characters; at most {max_id_length}",
+                "event_id may not contain the unit separator U+001F (tenants' keys use it)",
+                "event_id_invalid",
+            )
+        elif len(event_id) > max_id_length and (
+            (length := len(event_id.rpartition(SEP)[2])) > max_id_length  # a tenant's: its id
+        ):
+            problem = (
+                "event_id",
+                f"event_id is {length} characters; at most {max_id_length}",
                 "event_id_too_long",
             )
         elif source not in sources:

@@ -125,6 +125,10 @@ class Observability:
         )
         d.loop.submit([anomaly])
 
+    async def prometheus(self) -> bytes:
+        """The console's /metrics: a fresh scrape of the OpenTelemetry instruments."""
+        return await self._d.telemetry.scrape()
+
     def now(self) -> float:
         return self._d.clock.now()
 

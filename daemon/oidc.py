@@ -9,6 +9,7 @@ from pathlib import Path
 
 from helios.daemon.config import SecurityConfig
 from helios.daemon.identity import Guard, Identity
+from helios.daemon.tenants import TENANT
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Oidc:
     role_claim: str = "helios_role"
     name_claim: str = "sub"
     leeway: float = 60.0
+    tenant_claim: str = "helios_tenant"
     _keys: dict[str, object] = field(default_factory=dict)
     _stamp: float | None = None
 
@@ -81,7 +83,10 @@ class Oidc:
         if permissions is None:
             return f"token names no HELIOS role in {self.role_claim!r}"
         name = str(claims.get(self.name_claim) or claims.get("sub") or "?")
-        return Identity(name, role, permissions, f"oidc {self.issuer}")
+        tenant = str(claims.get(self.tenant_claim) or "")
+        if tenant and not TENANT.fullmatch(tenant):
+            return f"token names a tenant that is not one ({self.tenant_claim!r})"
+        return Identity(name, role, permissions, f"oidc {self.issuer}", tenant)
 
 
 def decode_jwt(
@@ -130,6 +135,7 @@ def guard_from(security: SecurityConfig, data_dir: str) -> Guard:
             security.oidc_role_claim,
             security.oidc_name_claim,
             security.oidc_leeway_seconds,
+            security.oidc_tenant_claim,
         )
         if security.oidc_issuer
         else None,

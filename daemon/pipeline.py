@@ -103,7 +103,10 @@ class Pipeline:
         self.telemetry: Telemetry | None = None  # outcomes counted, batches timed
 
     # ---- ingest -------------------------------------------------------------------
-    def check(self, copies: Sequence[CopyIn]) -> tuple[list[Checked], PublishResult]:
+    def check(
+        self, copies: Sequence[CopyIn], scoped: bool = False
+    ) -> tuple[list[Checked], PublishResult]:
+        """Validate copies; `scoped`: the API's, whose ids may carry a tenant."""
         good, bad = validate(
             copies,
             self.sources,
@@ -113,6 +116,7 @@ class Pipeline:
             self.reconciler.open,
             self.max_id_length,
             self.max_type_length,
+            scoped,
         )
         return good, PublishResult(len(good), bad)
 

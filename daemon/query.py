@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from helios.daemon.errors import RequestError
 from helios.daemon.model import Outcome, OutcomeKind
+from helios.daemon.tenants import tenant_filter, unscoped
 
 T = TypeVar("T")
 MAX_PAGE = 1000
@@ -34,11 +35,13 @@ class OutcomeQuery:
     event_id: str | None = None
     since: float | None = None
     until: float | None = None
+    tenant: str | None = None  # one tenant's outcomes only ("" the deployment's own)
 
     @property
     def kinds_only(self) -> bool:
         return (
             self.kinds is not None
+            and self.tenant is None
             and self.sources is None
             and self.event_type is None
             and self.event_id is None
@@ -49,8 +52,12 @@ class OutcomeQuery:
     def matches(self, outcome: Outcome) -> bool:
         if self.kinds is not None and outcome.kind not in self.kinds:
             return False
-        if self.event_id is not None and outcome.event_id != self.event_id:
-            return False
+        if self.tenant is not None or self.event_id is not None:
+            tenant, event_id = unscoped(outcome.event_id)
+            if self.tenant is not None and tenant != self.tenant:
+                return False
+            if self.event_id is not None and event_id != self.event_id:
+                return False
         if self.sources is not None and not self.sources.intersection(outcome.sources):
             return False
         if self.since is not None and outcome.time < self.since:
@@ -106,7 +113,9 @@ def parse_time(key: str, value: str) -> float:
 
 def parse_filter(text: str) -> OutcomeQuery:
     """Read `kind=MISSING AND source=aws,gcp event_type=order.*` style filters."""
-    values = parse_terms(text, ("kind", "source", "event_type", "event_id", "since", "until"))
+    values = parse_terms(
+        text, ("kind", "source", "event_type", "event_id", "since", "until", "tenant")
+    )
     kinds = None
     if "kind" in values:
         names = [k.strip().upper().removeprefix("OUTCOME_KIND_") for k in values["kind"].split(",")]
@@ -124,6 +133,8 @@ def parse_filter(text: str) -> OutcomeQuery:
         event_id=values.get("event_id"),
         since=_time("since", values["since"]) if "since" in values else None,
         until=_time("until", values["until"]) if "until" in values else None,
+        # A tenant's key sees its own tenant only, whatever the filter says.
+        tenant=tenant_filter(values.get("tenant")),
     )
 
 

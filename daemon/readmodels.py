@@ -5,7 +5,7 @@ and nothing else of the daemon."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from helios.daemon.audit import Decision, Execution
@@ -18,7 +18,15 @@ from helios.daemon.metrics import MetricsMinute
 from helios.daemon.model import Outcome
 from helios.daemon.pipeline import Batch as Batch  # re-exported for front-ends
 from helios.daemon.pipeline import Watcher
-from helios.daemon.query import PageRequest, newest_first, parse_filter, parse_terms
+from helios.daemon.query import (
+    OutcomeQuery,
+    PageRequest,
+    encode_token,
+    newest_first,
+    parse_filter,
+    parse_terms,
+)
+from helios.daemon.tenants import SEP, scoped, tenant_in_force
 from helios.daemon.views import (
     ActionView,
     BreakerView,
@@ -74,11 +82,10 @@ class ReadModels:
     def sources(self) -> list[SourceStatus]:
         d = self._d
         names, counts = d.config.sources.names, d.reconciler.by_source
+        paused = d.pipeline.paused
         return [
-            SourceStatus(name, c.copies, c.expected, c.delivered, c.share, c.duplicates, p)
-            for name, c, p in zip(
-                names, counts, [n in d.pipeline.paused for n in names], strict=True
-            )
+            SourceStatus(n, c.copies, c.expected, c.delivered, c.share, c.duplicates, n in paused)
+            for n, c in zip(names, counts, strict=True)
         ]
 
     def inputs(self) -> list[InputView]:
@@ -147,19 +154,15 @@ class ReadModels:
             bloom=None if d.reconciler.filters is None else d.reconciler.filters.stats(),
         )
 
-    def prometheus(self) -> Awaitable[bytes]:  # the console's /metrics, a fresh scrape
-        return self._d.telemetry.scrape()
-
     async def stats(self) -> Stats:
-        counters = self.counters()
         records = await self._d.index.count()
-        return Stats(**{**counters.__dict__, "index_records": records})
+        return Stats(**{**self.counters().__dict__, "index_records": records})
 
-    async def event(self, event_id: str) -> EventView:
+    async def event(self, event_id: str, tenant: str = "") -> EventView:
         if not event_id:
             raise RequestError("event_id", "event_id is empty")
         d = self._d
-        record = await d.runtime.get_event(event_id)
+        record = await d.runtime.get_event(scoped(event_id, tenant_in_force(tenant)))
         if record is None:
             raise RequestError(
                 "event_id",
@@ -167,13 +170,11 @@ class ReadModels:
                 f"(records age out after {d.config.index.ttl_seconds:g} s)",
                 ErrorCode.NOT_FOUND,
             )
-        return EventView(record, d.runtime.quarantined.get(event_id, ""))
+        return EventView(record, d.runtime.quarantined.get(record.event_id, ""))
 
     async def outcomes(
         self, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[Outcome], str]:
-        from helios.daemon.query import encode_token
-
         page = PageRequest.parse(page_size, page_token)
         query = parse_filter(filter_text)
         found, before = await self._d.index.list_outcomes(query, page.size, page.before)
@@ -191,9 +192,9 @@ class ReadModels:
                 f"{limit} watchers are open (ingest.max_watchers): close one or retry later",
                 ErrorCode.EXHAUSTED,
             )
-        text = " ".join(filter_text.split())
-        query = parse_filter(text) if text else None
-        return pipeline.watch(query, key=text)
+        query = parse_filter(text := " ".join(filter_text.split()))  # a tenant: its own only
+        everything = query == OutcomeQuery()
+        return pipeline.watch(None if everything else query, key=f"{query.tenant}{SEP}{text}")
 
     def unwatch(self, watcher: Watcher) -> None:
         self._d.pipeline.unwatch(watcher)

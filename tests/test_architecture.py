@@ -63,6 +63,7 @@ FRONT_END_IMPORTS = {
     "helios.daemon.telemetry",  # W3C trace context from gRPC metadata and webhook headers
     "helios.daemon.slo",  # SloView
     "helios.daemon.observe",  # services.observe: SLOs and cost
+    "helios.daemon.tenants",  # a tenant's key, its events' keys
 }
 # The Daemon's parts: a front-end that names one of these reaches past the service layer.
 INTERNALS = {

@@ -76,6 +76,17 @@ def test_nothing_is_served_without_signing_in(secure_console):
     assert all(e["peer"].startswith("127.0.0.1:") for e in lines if e["action"] == "login")
 
 
+def test_a_tenants_key_may_not_sign_in_to_the_deployment_wide_console(secure_console):
+    url = base(secure_console)
+    tenant = secure_console.keys.create("blue-app", "admin", tenant="blue")[1]
+    with httpx.Client(follow_redirects=False, timeout=10) as http:
+        r = http.post(url + "/login", data={"api_key": tenant, "next": "/"})
+        assert r.status_code == 401 and "scoped to tenant" in r.text
+        assert "set-cookie" not in r.headers
+        metrics = http.get(url + "/metrics", headers={"Authorization": f"Bearer {tenant}"})
+        assert metrics.status_code == 403
+
+
 def test_a_foreign_host_or_origin_is_refused(secure_console):
     url = base(secure_console)
     with httpx.Client(follow_redirects=False, timeout=10) as http:

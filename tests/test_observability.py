@@ -59,7 +59,7 @@ async def test_every_metric_the_dashboard_and_alerts_name_is_exported():
         await run(h.daemon, h.clock, 5)
         assert h.daemon.loop.audit.executions[done.execution.id].verification == "verified"
         h.daemon.webhooks.stats_of("simulator").refused("invalid_json")  # an input's error
-        text = (await h.daemon.services.reads.prometheus()).decode()
+        text = (await h.daemon.services.observe.prometheus()).decode()
     samples = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     missing = sorted(m for m in named if m not in samples)
     assert not missing, f"named in deploy/ but not exported: {missing}"

@@ -49,9 +49,11 @@ class Secure:
     """An in-process heliosd with auth = "keys" and its gRPC server; `security` adds keys
     to the [security] section."""
 
-    def __init__(self, tmp_path: Path, security: str = "") -> None:
+    def __init__(self, tmp_path: Path, security: str = "", index: str = "memory") -> None:
         text = SECURE.replace('auth = "keys"\n', 'auth = "keys"\n' + security)
-        self.config = make_config(text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"')
+        self.config = make_config(
+            text, DAEMON__DATA_DIR=f'"{tmp_path / "data"}"', INDEX__BACKEND=f'"{index}"'
+        )
         self.daemon = make_daemon(self.config)
         self.server = GrpcServer(
             self.daemon.services, "127.0.0.1:0", self.config.ingest, self.config.security

@@ -49,7 +49,7 @@ async def test_the_scrape_parses_and_counts_what_happened():
         await settle(s)
         s.clock.advance(60)
         await s.daemon.pipeline.sweep()
-        text = (await s.daemon.services.reads.prometheus()).decode()
+        text = (await s.daemon.services.observe.prometheus()).decode()
         found = families(text)
         assert value(found["helios_copies_received"]) == 41
         assert value(found["helios_outcomes"], kind="COMPLETE", route="order.*", source="*") == 20

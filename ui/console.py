@@ -182,13 +182,12 @@ class Console:
         await self.state.stop()
 
     def _metrics_route(self) -> None:
-        reads = self.services.reads
+        observe = self.services.observe
 
         @self.app.get("/metrics", include_in_schema=False)
         async def metrics() -> PlainTextResponse:
-            return PlainTextResponse(
-                await reads.prometheus(), media_type="text/plain; version=0.0.4; charset=utf-8"
-            )
+            text = await observe.prometheus()
+            return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def _pages(self) -> None:
         services = self.services

@@ -158,6 +158,9 @@ class Gate:
             else:
                 await self._refuse(scope, send, 401, "sign in (an API key) first")
             return
+        if identity is not None and identity.tenant:  # a bearer token on /metrics
+            await self._refuse(scope, send, 403, str(_deployment_wide(identity)))
+            return
         if path == "/metrics" and identity is not None and not identity.may("read"):
             await self._refuse(scope, send, 403, f"{identity.name} may not read metrics")
             return
@@ -192,6 +195,7 @@ class Gate:
         key = form.get("api_key", [""])[0].strip()
         target = _safe_next(form.get("next", ["/"])[0])
         found = self.guard.identify_key(key) if key else "no API key given"
+        found = _deployment_wide(found)
         if self.auditlog is not None:
             with from_peer(_peer(scope)):
                 if isinstance(found, Identity):
@@ -234,6 +238,8 @@ class Gate:
             await _respond(send, 303, b"", [(b"location", location.encode())])
             return
         found = await login.finish(query)
+        if not isinstance(found, str) and isinstance(_deployment_wide(found.identity), str):
+            found = str(_deployment_wide(found.identity))
         with from_peer(_peer(scope)):
             if isinstance(found, str):
                 self.refused["login"] = self.refused.get("login", 0) + 1
@@ -254,6 +260,16 @@ class Gate:
         # a SameSite=Strict cookie rides only on the same-site one this page starts.
         page = SIGNED_IN.format(next=html.escape(found.next))
         await _respond(send, 200, page.encode(), [(b"content-type", b"text/html"), cookie])
+
+
+def _deployment_wide(found: Identity | str) -> Identity | str:
+    """The console shows and acts on the whole deployment: a tenant's key may not."""
+    if isinstance(found, Identity) and found.tenant:
+        return (
+            f"{found.name} is scoped to tenant {found.tenant!r}: the console shows the whole "
+            "deployment; a tenant's key reads its events through the API"
+        )
+    return found
 
 
 def _peer(scope: Scope) -> str:

@@ -254,6 +254,7 @@ class Event(_message.Message):
     PRODUCED_AT_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The business identity of the event; every source's copy carries the same id."""
     source: _builtins.str
@@ -262,6 +263,12 @@ class Event(_message.Message):
     """The business event type, matched against route patterns, e.g. "order.created"."""
     payload: _builtins.bytes
     """The payload: a JSON document, compared across copies after canonicalisation."""
+    tenant: _builtins.str
+    """The tenant the event belongs to. A caller whose key is scoped to a tenant may leave
+    it empty (its own is used) and may name no other; a deployment-wide caller may name
+    any. Events of different tenants never meet: the same event_id in two tenants is two
+    events.
+    """
     @_builtins.property
     def produced_at(self) -> _timestamp_pb2.Timestamp:
         """When the producer emitted the event."""
@@ -277,10 +284,11 @@ class Event(_message.Message):
         produced_at: _timestamp_pb2.Timestamp | None = ...,
         payload: _builtins.bytes = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["produced_at", b"produced_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "event_id", b"event_id", "event_type", b"event_type", "payload", b"payload", "produced_at", b"produced_at", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "event_id", b"event_id", "event_type", b"event_type", "payload", b"payload", "produced_at", b"produced_at", "source", b"source", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,6 +432,7 @@ class Outcome(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     LATE_BY_SECONDS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     kind: Global___OutcomeKind.ValueType
     event_id: _builtins.str
     event_type: _builtins.str
@@ -431,6 +440,8 @@ class Outcome(_message.Message):
     """LATE: how long after the deadline the copy arrived."""
     sequence: _builtins.int
     """Position in the daemon's outcome log; later outcomes have larger sequence numbers."""
+    tenant: _builtins.str
+    """"" for the deployment's own (no tenant)"""
     @_builtins.property
     def sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The sources it concerns: the missing ones, the duplicating one, the late one, or
@@ -449,10 +460,11 @@ class Outcome(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         late_by_seconds: _builtins.float = ...,
         sequence: _builtins.int = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_type", b"event_type", "kind", b"kind", "late_by_seconds", b"late_by_seconds", "sequence", b"sequence", "sources", b"sources", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_type", b"event_type", "kind", b"kind", "late_by_seconds", b"late_by_seconds", "sequence", b"sequence", "sources", b"sources", "tenant", b"tenant", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -541,11 +553,13 @@ class EventRecord(_message.Message):
     FIRST_SEEN_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     QUARANTINE_REASON_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     event_type: _builtins.str
     status: Global___EventStatus.ValueType
     quarantine_reason: _builtins.str
     """Set when quarantine_event quarantined the event: why."""
+    tenant: _builtins.str
     @_builtins.property
     def expected_sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -574,10 +588,11 @@ class EventRecord(_message.Message):
         first_seen: _timestamp_pb2.Timestamp | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         quarantine_reason: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "first_seen", b"first_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies", b"copies", "deadline", b"deadline", "event_id", b"event_id", "event_type", b"event_type", "expected_sources", b"expected_sources", "first_seen", b"first_seen", "latencies", b"latencies", "missing_sources", b"missing_sources", "outcomes", b"outcomes", "quarantine_reason", b"quarantine_reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copies", b"copies", "deadline", b"deadline", "event_id", b"event_id", "event_type", b"event_type", "expected_sources", b"expected_sources", "first_seen", b"first_seen", "latencies", b"latencies", "missing_sources", b"missing_sources", "outcomes", b"outcomes", "quarantine_reason", b"quarantine_reason", "status", b"status", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,15 +603,19 @@ class GetEventRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
+    tenant: _builtins.str
+    """A deployment-wide caller's choice of tenant; a tenant's key always reads its own."""
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3774,6 +3793,7 @@ class ApiKey(_message.Message):
     REVOKED_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ROTATED_TO_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     role: _builtins.str
@@ -3781,6 +3801,10 @@ class ApiKey(_message.Message):
     """active, expired or revoked."""
     rotated_to: _builtins.str
     """The key that replaced this one (RotateKey)."""
+    tenant: _builtins.str
+    """The tenant the key is scoped to: it may publish and read that tenant's events only
+    (Publish, PublishStream, GetEvent, ListOutcomes, WatchOutcomes). "": deployment-wide.
+    """
     @_builtins.property
     def created(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -3802,10 +3826,11 @@ class ApiKey(_message.Message):
         revoked: _timestamp_pb2.Timestamp | None = ...,
         state: _builtins.str = ...,
         rotated_to: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "revoked", b"revoked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "id", b"id", "name", b"name", "revoked", b"revoked", "role", b"role", "rotated_to", b"rotated_to", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "expires", b"expires", "id", b"id", "name", b"name", "revoked", b"revoked", "role", b"role", "rotated_to", b"rotated_to", "state", b"state", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3818,22 +3843,26 @@ class CreateKeyRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Who holds the key: the name the audit trail records for its calls."""
     role: _builtins.str
     """viewer, ingester, operator, admin, or a role of security.roles."""
     expires_in_seconds: _builtins.float
     """0: never expires."""
+    tenant: _builtins.str
+    """Scope the key to one tenant (1-64 of a-z, 0-9, -, _, .); "": deployment-wide."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         role: _builtins.str = ...,
         expires_in_seconds: _builtins.float = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in_seconds", b"expires_in_seconds", "name", b"name", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in_seconds", b"expires_in_seconds", "name", b"name", "role", b"role", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

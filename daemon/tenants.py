@@ -1,0 +1,72 @@
+"""Tenants (docs/security.md, "Tenants"): a key scoped to a tenant publishes and reads
+that tenant's events only, and nothing deployment-wide.
+
+A tenant's events live under keys "TENANT<US>EVENT_ID" (the ASCII unit separator, which
+no event id may contain): the reconciler, every index backend, the Bloom filters and the
+outcome log keep tenants apart without knowing of them. The deployment's own events (no
+tenant) keep their plain ids."""
+
+from __future__ import annotations
+
+import re
+
+from helios.daemon.errors import ErrorCode, RequestError
+from helios.daemon.identity import caller
+
+SEP = "\x1f"
+TENANT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+# What a key scoped to a tenant may call: its own events in and out, nothing that shows
+# or changes the deployment as a whole (detection and decisions work on all traffic).
+TENANT_RPCS = frozenset(
+    {
+        "IngestService/Publish",
+        "IngestService/PublishStream",
+        "QueryService/GetEvent",
+        "QueryService/ListOutcomes",
+        "QueryService/WatchOutcomes",
+    }
+)
+
+
+def check_tenant(tenant: str) -> str:
+    if tenant and not TENANT.fullmatch(tenant):
+        raise RequestError(
+            "tenant", "a tenant is 1-64 of a-z, 0-9, -, _, . (a letter or digit first)"
+        )
+    return tenant
+
+
+def tenant_in_force(requested: str = "") -> str:
+    """The tenant a request acts in: a scoped caller's own (naming another is refused),
+    else what a deployment-wide caller asked for."""
+    identity = caller()
+    own = identity.tenant if identity is not None else ""
+    if own:
+        if requested and requested != own:
+            raise RequestError(
+                "tenant",
+                f"this key is scoped to tenant {own!r}; it may not act in {requested!r}",
+                ErrorCode.PERMISSION,
+            )
+        return own
+    return check_tenant(requested)
+
+
+def tenant_filter(requested: str | None) -> str | None:
+    """The tenant a query is limited to: a scoped caller's own, always; else the one a
+    deployment-wide caller names, or None (all)."""
+    identity = caller()
+    if identity is not None and identity.tenant:
+        return tenant_in_force(requested or "")
+    return None if requested is None else check_tenant(requested)
+
+
+def scoped(event_id: str, tenant: str) -> str:
+    """The internal key of a tenant's event."""
+    return f"{tenant}{SEP}{event_id}" if tenant else event_id
+
+
+def unscoped(key: str) -> tuple[str, str]:
+    """(tenant, event id) of an internal key."""
+    tenant, sep, event_id = key.partition(SEP)
+    return (tenant, event_id) if sep else ("", key)

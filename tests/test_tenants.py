@@ -1,0 +1,191 @@
+"""Tenants: a key scoped to a tenant publishes and reads that tenant's events only; the
+same event_id in two tenants is two events; nothing deployment-wide is open to it; a
+deployment-wide key sees every tenant, named; ids cannot be forged into another
+tenant's namespace, through the API or an input; a tenant's copy quota is shared by its
+keys; the durable index keeps tenants apart across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from helios.v1 import helios_pb2 as pb
+from helios.v1 import helios_pb2_grpc as pb_grpc
+
+from tests.test_grpc import event
+from tests.test_security import Secure, bearer
+
+SOURCES = ("aws", "gcp", "azure")
+
+
+def copies(event_id: str, tenant: str = "", payload: bytes = b'{"a": 1}') -> list[pb.Event]:
+    out = []
+    for source in SOURCES:
+        e = event(event_id, source, payload)
+        e.tenant = tenant
+        out.append(e)
+    return out
+
+
+async def settle(secure: Secure) -> None:
+    for _ in range(50):
+        if not secure.daemon.pipeline.queued:
+            break
+        await asyncio.sleep(0.01)
+    await secure.daemon.pipeline.drain()
+
+
+async def refused(call, code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, caught.value.details()
+    return caught.value.details() or ""
+
+
+async def test_tenants_cannot_read_each_others_events(tmp_path):
+    async with Secure(tmp_path) as s:
+        blue = s.keys.create("blue-app", "admin", tenant="blue")[1]
+        red = s.keys.create("red-app", "admin", tenant="red")[1]
+        admin = s.key("admin")
+        async with s.channel() as channel:
+            ingest = pb_grpc.IngestServiceStub(channel)
+            query = pb_grpc.QueryServiceStub(channel)
+            # the same event id in two tenants, with payloads that differ: two events
+            await ingest.Publish(pb.PublishRequest(events=copies("o-1")), metadata=bearer(blue))
+            await ingest.Publish(
+                pb.PublishRequest(events=copies("o-1", payload=b'{"a": 2}')), metadata=bearer(red)
+            )
+            await settle(s)
+            mine = await query.GetEvent(pb.GetEventRequest(event_id="o-1"), metadata=bearer(blue))
+            assert mine.event.tenant == "blue" and mine.event.event_id == "o-1"
+            assert mine.event.status == pb.EVENT_STATUS_COMPLETE  # no INCONSISTENT across them
+            # blue may not look into red, by name or by a crafted id
+            await refused(
+                query.GetEvent(
+                    pb.GetEventRequest(event_id="o-1", tenant="red"), metadata=bearer(blue)
+                ),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            await refused(
+                query.GetEvent(pb.GetEventRequest(event_id="red\x1fo-1"), metadata=bearer(blue)),
+                grpc.StatusCode.NOT_FOUND,
+            )
+            listed = await query.ListOutcomes(pb.ListOutcomesRequest(), metadata=bearer(blue))
+            assert {(o.tenant, o.event_id) for o in listed.outcomes} == {("blue", "o-1")}
+            await refused(
+                query.ListOutcomes(
+                    pb.ListOutcomesRequest(filter="tenant=red"), metadata=bearer(blue)
+                ),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            watch = query.WatchOutcomes(pb.WatchOutcomesRequest(), metadata=bearer(blue))
+            await ingest.Publish(pb.PublishRequest(events=copies("o-2")), metadata=bearer(red))
+            await ingest.Publish(pb.PublishRequest(events=copies("o-3")), metadata=bearer(blue))
+            seen = await asyncio.wait_for(watch.read(), 10)
+            assert [(o.tenant, o.event_id) for o in seen.outcomes] == [("blue", "o-3")]
+            watch.cancel()
+            # a deployment-wide key sees both, named, and may pick one
+            both = await query.ListOutcomes(pb.ListOutcomesRequest(), metadata=bearer(admin))
+            assert {(o.tenant, o.event_id) for o in both.outcomes} == {
+                ("blue", "o-1"),
+                ("red", "o-1"),
+                ("red", "o-2"),
+                ("blue", "o-3"),
+            }
+            red_only = await query.ListOutcomes(
+                pb.ListOutcomesRequest(filter="tenant=red"), metadata=bearer(admin)
+            )
+            assert {o.tenant for o in red_only.outcomes} == {"red"}
+            got = await query.GetEvent(
+                pb.GetEventRequest(event_id="o-1", tenant="red"), metadata=bearer(admin)
+            )
+            assert got.event.tenant == "red"
+
+
+async def test_a_tenant_key_is_refused_what_shows_or_changes_the_deployment(tmp_path):
+    async with Secure(tmp_path) as s:
+        blue = s.keys.create("blue-app", "admin", tenant="blue")[1]
+        async with s.channel() as channel:
+            query = pb_grpc.QueryServiceStub(channel)
+            control = pb_grpc.ControlServiceStub(channel)
+            keys = pb_grpc.KeysServiceStub(channel)
+            for call in (
+                query.GetStats(pb.GetStatsRequest(), metadata=bearer(blue)),
+                query.ListDecisions(pb.ListDecisionsRequest(), metadata=bearer(blue)),
+                query.ListAnomalies(pb.ListAnomaliesRequest(), metadata=bearer(blue)),
+                control.PauseSource(pb.PauseSourceRequest(source="aws"), metadata=bearer(blue)),
+                keys.ListKeys(pb.ListKeysRequest(), metadata=bearer(blue)),
+            ):
+                why = await refused(call, grpc.StatusCode.PERMISSION_DENIED)
+                assert "scoped to tenant 'blue'" in why
+            # publishing into another tenant, by name, is refused whole
+            ingest = pb_grpc.IngestServiceStub(channel)
+            why = await refused(
+                ingest.Publish(pb.PublishRequest(events=copies("x", "red")), metadata=bearer(blue)),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            assert "may not act in 'red'" in why
+            assert not s.daemon.reconciler.open
+
+
+async def test_an_id_cannot_be_forged_into_a_tenants_namespace(tmp_path):
+    async with Secure(tmp_path) as s:
+        admin = s.key("admin")
+        ingester = s.key("ingester")
+        async with s.channel() as channel:
+            ingest = pb_grpc.IngestServiceStub(channel)
+            # through the API, a deployment-wide key naming no tenant: a separator in the
+            # id is refused per copy, named and counted
+            reply = await ingest.Publish(
+                pb.PublishRequest(events=[*copies("ok"), event("blue\x1fx", "aws")]),
+                metadata=bearer(ingester),
+            )
+            assert reply.accepted == 3
+            [bad] = reply.rejections
+            assert (
+                bad.field == "event_id" and "U+001F" in bad.reason and bad.event_id == "blue\x1fx"
+            )
+        # through an input (webhooks, Kafka, the simulator): never a tenant's key
+        result = await s.daemon.admission.admit([("blue\x1fx", "aws", "t", 0.0, b"{}")])
+        assert result.accepted == 0 and result.rejections[0].code == "event_id_invalid"
+        assert s.daemon.pipeline.rejections["event_id_invalid"] == 2
+        assert admin  # a deployment-wide admin may name any tenant (tested above)
+
+
+async def test_a_tenants_copy_quota_is_shared_by_its_keys(tmp_path):
+    async with Secure(tmp_path, 'copy_limits = { "tenant:blue" = 4.0 }\n') as s:
+        one = s.keys.create("blue-1", "ingester", tenant="blue")[1]
+        two = s.keys.create("blue-2", "ingester", tenant="blue")[1]
+        red = s.keys.create("red-1", "ingester", tenant="red")[1]
+        async with s.channel() as channel:
+            ingest = pb_grpc.IngestServiceStub(channel)
+            await ingest.Publish(pb.PublishRequest(events=copies("a")), metadata=bearer(one))
+            why = await refused(
+                ingest.Publish(pb.PublishRequest(events=copies("b")), metadata=bearer(two)),
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+            assert "retry in" in why
+            await ingest.Publish(pb.PublishRequest(events=copies("c")), metadata=bearer(red))
+
+
+async def test_the_durable_index_keeps_tenants_apart_across_a_restart(tmp_path):
+    blue = red = ""
+    for round_ in range(2):  # the same data directory: a sqlite index, a restart between
+        s = Secure(tmp_path, "", index="sqlite")
+        if round_ == 0:
+            blue = s.keys.create("blue-app", "admin", tenant="blue")[1]
+            red = s.keys.create("red-app", "admin", tenant="red")[1]
+        async with s, s.channel() as channel:
+            ingest = pb_grpc.IngestServiceStub(channel)
+            query = pb_grpc.QueryServiceStub(channel)
+            if round_ == 0:
+                await ingest.Publish(pb.PublishRequest(events=copies("d-1")), metadata=bearer(blue))
+                await settle(s)
+                continue
+            got = await query.GetEvent(pb.GetEventRequest(event_id="d-1"), metadata=bearer(blue))
+            assert got.event.tenant == "blue" and got.event.status == pb.EVENT_STATUS_COMPLETE
+            await refused(
+                query.GetEvent(pb.GetEventRequest(event_id="d-1"), metadata=bearer(red)),
+                grpc.StatusCode.NOT_FOUND,
+            )
