@@ -38,6 +38,7 @@ from helios.daemon.safety import Breakers, BreakerSettings
 from helios.daemon.services import Services
 from helios.daemon.shards import ShardedIndex
 from helios.daemon.telemetry import Telemetry
+from helios.daemon.tenants import scope_input
 from helios.daemon.types import IndexBackend, IndexContext, PublishResult, Source, SourceContext
 from helios.daemon.webhooks import Webhooks
 
@@ -143,6 +144,8 @@ class Daemon:
                 stats=self.webhooks.stats_of(name),
                 dead_letter=partial(self.webhooks.dead_letter, name),
             )
+            if spec.tenant:  # before the plugin sees the context: its copies are the tenant's
+                scope_input(context, spec.tenant)
             try:
                 instance = factory.factory(context, spec.options())
             except (ValueError, TypeError) as exc:

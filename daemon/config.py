@@ -96,6 +96,7 @@ class InputConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     plugin: str = ""
     enabled: bool = True
+    tenant: str = Field("", pattern=r"^([a-z0-9][a-z0-9_.-]{0,63})?$")  # its copies' tenant
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

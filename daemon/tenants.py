@@ -9,9 +9,15 @@ tenant) keep their plain ids."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import caller
+from helios.daemon.model import CopyIn
+
+if TYPE_CHECKING:
+    from helios.daemon.types import SourceContext
 
 SEP = "\x1f"
 TENANT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -70,3 +76,33 @@ def unscoped(key: str) -> tuple[str, str]:
     """(tenant, event id) of an internal key."""
     tenant, sep, event_id = key.partition(SEP)
     return (tenant, event_id) if sep else ("", key)
+
+
+def scope_input(context: SourceContext, tenant: str) -> None:
+    """Make an input's copies its tenant's (`sources.inputs.NAME.tenant`): each id gets
+    the tenant's key (one that has it already, a replay, is left as it is); an id that
+    carries the separator otherwise is refused (event_id_invalid)."""
+    prefix = tenant + SEP
+
+    def keyed(copies: Sequence[CopyIn]) -> list[CopyIn]:
+        return [
+            c if c[0].startswith(prefix) else (_key(c[0], prefix), c[1], c[2], c[3], c[4])
+            for c in copies
+        ]
+
+    publish, submit = context.publish, context.submit
+
+    async def scoped_publish(copies: Sequence[CopyIn], *args: Any, **kwargs: Any) -> Any:
+        return await publish(keyed(copies), *args, **{**kwargs, "scoped": True})
+
+    context.publish = scoped_publish
+    if submit is not None:
+
+        async def scoped_submit(copies: Sequence[CopyIn], *args: Any, **kwargs: Any) -> Any:
+            return await submit(keyed(copies), *args, **{**kwargs, "scoped": True})
+
+        context.submit = scoped_submit
+
+
+def _key(event_id: str, prefix: str) -> str:
+    return SEP + event_id if SEP in event_id else prefix + event_id

@@ -189,3 +189,47 @@ async def test_the_durable_index_keeps_tenants_apart_across_a_restart(tmp_path):
                 query.GetEvent(pb.GetEventRequest(event_id="d-1"), metadata=bearer(red)),
                 grpc.StatusCode.NOT_FOUND,
             )
+
+
+async def test_an_inputs_copies_are_its_tenants_and_are_healed_in_it():
+    from helios.daemon.clock import ManualClock
+    from helios.daemon.identity import Identity, acting_as
+
+    from tests.helpers import make_config, make_daemon
+
+    config = make_config(
+        """
+[sources.inputs.simulator]
+plugin = "simulator"
+tenant = "shop-eu"
+rate_per_second = 10.0
+seed = 3
+tick_seconds = 0.5
+drop_probability = 0.2
+"""
+    )
+    clock = ManualClock()
+    daemon = make_daemon(config, clock)
+    await daemon.start()
+    try:
+        await daemon.advance(40.0)
+        keys = list(daemon.reconciler.open) + [o.event_id for o in daemon.reconciler.outcomes]
+        reads = daemon.services.reads
+        shop = Identity("shop-app", "viewer", frozenset({"read"}), "test", "shop-eu")
+        other = Identity("other-app", "viewer", frozenset({"read"}), "test", "other")
+        with acting_as(shop):
+            mine, _ = await reads.outcomes("", 1000, "")
+        with acting_as(other):
+            theirs, _ = await reads.outcomes("", 1000, "")
+        missing = await daemon.runtime.missing_copies("aws", 0.0, 100)
+    finally:
+        await daemon.stop()
+    assert mine and not theirs
+    assert all(o.event_id.startswith("shop-eu\x1f") for o in mine)
+    assert all(k.startswith("shop-eu\x1f") for k in keys)
+    # a replay of the tenant's missing copies goes back through the input unchanged
+    assert missing and all(c[0].startswith("shop-eu\x1f") for c in missing)
+    from helios.daemon.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sources\.inputs\.x\.tenant"):
+        make_config('[sources.inputs.x]\nplugin = "simulator"\ntenant = "Bad Tenant"\n')
