@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from helios.daemon.domain import AutomationMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,6 +88,10 @@ class RouteConfig(_Section):
     sources: list[str] = Field(default_factory=list)
     window_seconds: float | None = Field(None, gt=0)
     grace_seconds: float | None = Field(None, ge=0)
+    # Only for these tenants' events (docs/security.md, "Tenants"); empty: every event.
+    tenants: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(
+        default_factory=list
+    )
 
 
 class InputConfig(BaseModel):
@@ -527,6 +531,7 @@ event_type = "order.*"                # a glob on event_type
 sources = ["aws", "gcp", "azure"]     # empty = every source in sources.names
 window_seconds = 60.0                 # default: reconcile.window_seconds
 grace_seconds = 5.0                   # default: reconcile.grace_seconds
+tenants = []                          # only these tenants' events; empty = every event
 
 [index]
 backend = "sqlite"                    # an index plugin: sqlite (durable, under data_dir) | redis | memory

@@ -22,6 +22,7 @@ from helios.daemon.bloom import DeliveryFilters
 from helios.daemon.config import RouteConfig
 from helios.daemon.metrics import MetricsRollup, MinuteAccumulator
 from helios.daemon.model import Checked, EventRecord, Outcome, OutcomeKind, Status
+from helios.daemon.tenants import SEP
 
 COMPLETE = OutcomeKind.COMPLETE
 MISSING = OutcomeKind.MISSING
@@ -39,6 +40,7 @@ class Route:
     grace: float
     queue: deque[EventRecord] = field(default_factory=deque)
     base: int = 0  # the configured mask; `expected` drops failed-over sources from it
+    tenants: frozenset[str] = frozenset()  # the tenants it is for; empty: every one
 
     def __post_init__(self) -> None:
         self.base = self.expected
@@ -79,9 +81,11 @@ class Reconciler:
                 self._mask(r.sources) if r.sources else all_mask,
                 window if r.window_seconds is None else r.window_seconds,
                 grace if r.grace_seconds is None else r.grace_seconds,
+                tenants=frozenset(r.tenants),
             )
             for r in routes
         ]
+        self.tenanted = any(r.tenants for r in self.routes)  # routes differ by tenant
         self.default_route = Route("*", all_mask, window, grace)
         self._route_cache: dict[str, Route] = {}
         self.max_routes_cached = max_routes_cached
@@ -134,15 +138,26 @@ class Reconciler:
                 return self.names(r.base)
         return ()
 
-    def route(self, event_type: str) -> Route:
-        route = self._route_cache.get(event_type)
+    def route(self, event_type: str, event_id: str = "") -> Route:
+        """The first route whose pattern matches the type (and, when routes name
+        tenants, that is for the event's tenant, read from its key)."""
+        tenant = ""
+        if self.tenanted and SEP in event_id:
+            tenant = event_id.partition(SEP)[0]
+        key = f"{tenant}{SEP}{event_type}" if tenant else event_type
+        route = self._route_cache.get(key)
         if route is None:
             route = next(
-                (r for r in self.routes if fnmatch.fnmatchcase(event_type, r.pattern)),
+                (
+                    r
+                    for r in self.routes
+                    if fnmatch.fnmatchcase(event_type, r.pattern)
+                    and (not r.tenants or tenant in r.tenants)
+                ),
                 self.default_route,
             )
             if len(self._route_cache) < self.max_routes_cached:
-                self._route_cache[event_type] = route
+                self._route_cache[key] = route
         return route
 
     def _emit(
@@ -192,7 +207,7 @@ class Reconciler:
                 # Records closed since the last drain are in `dirty`, newer than the index's.
                 rec = dirty.get(event_id) or closed_get(event_id)
                 if rec is None:
-                    route = self.route(event_type)
+                    route = self.route(event_type, event_id)
                     if self.filters is not None and self._aged(
                         route, event_id, event_type, si, source, produced_at, payload, digest
                     ):
@@ -424,7 +439,7 @@ class Reconciler:
         for rec in restored:
             rec.deadline += shift
             self.open[rec.event_id] = rec
-            self.route(rec.event_type).queue.append(rec)
+            self.route(rec.event_type, rec.event_id).queue.append(rec)
         return len(restored)
 
     def adopt(self, records: Iterable[EventRecord], shift: float) -> int:
@@ -437,7 +452,7 @@ class Reconciler:
             self.open[rec.event_id] = rec
         by_route: dict[int, tuple[Route, list[EventRecord]]] = {}
         for rec in taken:
-            route = self.route(rec.event_type)
+            route = self.route(rec.event_type, rec.event_id)
             by_route.setdefault(id(route), (route, []))[1].append(rec)
         for route, recs in by_route.values():
             recs.sort(key=lambda r: r.deadline)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from helios.daemon import __version__
 from helios.daemon.config import TelemetryConfig
 from helios.daemon.model import CopyIn, Outcome, OutcomeKind
+from helios.daemon.tenants import SEP
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -120,6 +121,8 @@ class Telemetry:
     def __init__(self, config: TelemetryConfig, route_of: Callable[[str], str]) -> None:
         self.config = config
         self.route_of = route_of
+        self.tenanted = False  # routes differ by tenant: outcomes are grouped by it too
+        self.tenanted_route_of: Callable[[str, str], str] = lambda t, e: route_of(t)
         self.snapshot = Snapshot()
         self.refresh: Callable[[], Any] | None = None  # async: takes a new snapshot
         self.outcomes: Counter[tuple[OutcomeKind, str, str]] = Counter()
@@ -175,6 +178,10 @@ class Telemetry:
         """Built by the Daemon and handed to what it watches: the pipeline (outcomes,
         batch durations), admission (copy traces) and the audit trail (decisions)."""
         made = cls(d.config.telemetry, lambda event_type: d.reconciler.route(event_type).pattern)
+        made.tenanted_route_of = lambda event_type, event_id: (
+            d.reconciler.route(event_type, event_id).pattern
+        )
+        made.tenanted = d.reconciler.tenanted
         made.clock_now, made.clock_speed = d.clock.now, d.clock.speed
         made.timely_seconds = d.config.slo.timeliness_ms / 1000.0
 
@@ -465,11 +472,17 @@ class Telemetry:
         copies whose event they decide. Grouped first: a flush holds a few event types
         and kinds, so the route is looked up once per group, not once per outcome."""
         counts = self.outcomes
-        route_of = self.route_of
-        grouped = Counter([(o.kind, o.event_type, o.sources) for o in outcomes])
+        if self.tenanted:  # the route depends on the tenant, read from each event's key
+            route_of = self.tenanted_route_of
+            grouped = Counter(
+                [(o.kind, o.event_type, o.sources, o.event_id.rpartition(SEP)[0]) for o in outcomes]
+            )
+        else:
+            grouped = Counter([(o.kind, o.event_type, o.sources, "") for o in outcomes])
+            route_of = lambda event_type, tenant: self.route_of(event_type)  # noqa: E731
         closed = self.route_closed
-        for (kind, event_type, sources), n in grouped.items():
-            route = route_of(event_type)
+        for (kind, event_type, sources, tenant), n in grouped.items():
+            route = route_of(event_type, f"{tenant}{SEP}" if tenant else "")
             if kind is not DUPLICATE and kind is not LATE:
                 closed[(route, kind is not MISSING)] += n
             if sources:

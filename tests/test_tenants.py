@@ -233,3 +233,35 @@ drop_probability = 0.2
 
     with pytest.raises(ConfigError, match=r"sources\.inputs\.x\.tenant"):
         make_config('[sources.inputs.x]\nplugin = "simulator"\ntenant = "Bad Tenant"\n')
+
+
+async def test_a_route_can_be_one_tenants():
+    from helios.daemon.clock import ManualClock
+
+    from tests.helpers import copy, kinds, make_config, make_daemon
+
+    config = make_config(
+        """
+[[routes]]
+event_type = "order.*"
+sources = ["aws"]
+tenants = ["solo"]
+[[routes]]
+event_type = "order.*"
+sources = ["aws", "gcp"]
+"""
+    )
+    daemon = make_daemon(config, ManualClock())
+    await daemon.start()
+    try:
+        # tenant "solo" expects aws alone: complete at once; everyone else needs gcp too
+        batch = [copy("solo\x1fo-1", "aws"), copy("o-1", "aws"), copy("big\x1fo-1", "aws")]
+        good, result = daemon.pipeline.check(batch, scoped=True)  # as the API scopes them
+        assert not result.rejections
+        await daemon.pipeline.process(good, 0.0)
+        assert kinds(daemon, "solo\x1fo-1") == ["COMPLETE"]
+        assert kinds(daemon, "o-1") == [] and kinds(daemon, "big\x1fo-1") == []
+        text = (await daemon.services.observe.prometheus()).decode()
+        assert 'route="order.*",source="*"' in text
+    finally:
+        await daemon.stop()
