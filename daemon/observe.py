@@ -6,6 +6,7 @@ Front-ends read it as `services.observe`."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from helios.daemon.app import Daemon
 
 log = logging.getLogger("helios.slo")
+RAISE_EVERY = 3600.0  # daemon seconds between two anomalies of one burning budget
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Observability:
         self._d = daemon
         self.objectives = Objectives(daemon.config.slo)
         self.alerts: list[Alert] = []  # started, newest last (bounded)
+        self.raised: dict[str, float] = {}  # scope -> when its burn last raised an anomaly
 
     def counters(self) -> list[tuple[str, str, float, float]]:
         """Cumulative (objective, scope, good, total) from the daemon's own counters."""
@@ -109,6 +112,11 @@ class Observability:
         kind, _, target = alert.scope.partition(":")
         if kind != "source":
             return
+        # One anomaly per burn: a budget that flickers across the factor raises it again
+        # only after an hour (the loop follows up on an incident meanwhile).
+        if now - self.raised.get(alert.scope, -math.inf) < RAISE_EVERY:
+            return
+        self.raised[alert.scope] = now
         text = (
             f"completeness of {target} burns its error budget {alert.burn_long:.1f}x "
             f"(long window) and {alert.burn_short:.1f}x (short), pair {alert.pair}"

@@ -6,6 +6,7 @@ It is built with the daemon and touches no file until `open()`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -239,6 +240,9 @@ class ActionRuntime:
                     ids.append(outcome.event_id)
             if before is None:
                 break
+            # A page of an in-memory index never suspends: let the event loop serve
+            # ingest and the console between pages (a replay's plan may scan millions).
+            await asyncio.sleep(0)
         return ids
 
     async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
