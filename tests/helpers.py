@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
 import tempfile
 from typing import Any
@@ -15,6 +17,10 @@ from helios.daemon.model import CopyIn
 from helios.daemon.plugins import load
 
 SOURCES = ["aws", "gcp", "azure"]
+# Every data directory the tests make lives under one root, removed when the run ends:
+# a daemon's Bloom filters alone are 50 MB, and a thousand runs filled a disk.
+TEST_ROOT = tempfile.mkdtemp(prefix="helios-tests-")
+atexit.register(shutil.rmtree, TEST_ROOT, True)
 
 
 def free_port() -> int:
@@ -30,7 +36,7 @@ def make_config(text: str = "", **env: str) -> Config:
 [daemon]
 grpc_address = "127.0.0.1:0"
 console_address = ""
-data_dir = "{tempfile.mkdtemp(prefix="helios-test-")}"
+data_dir = "{tempfile.mkdtemp(prefix="helios-test-", dir=TEST_ROOT)}"
 [reconcile]
 window_seconds = 10.0
 grace_seconds = 2.0

@@ -13,7 +13,7 @@ import pytest
 from helios.daemon import config as config_mod
 from helios.daemon.clock import ManualClock
 
-from tests.helpers import make_daemon
+from tests.helpers import TEST_ROOT, make_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 # helios.toml's scenarios: (minute, diagnosis the anomaly line names)
@@ -26,11 +26,12 @@ FAULTS = [
 
 
 def demo_config(text: str) -> config_mod.Config:
+    data = tempfile.mkdtemp(prefix="helios-demo-", dir=TEST_ROOT)
     return config_mod.parse(
         text,
         "helios.toml",
         {
-            "HELIOS_DAEMON__DATA_DIR": f'"{tempfile.mkdtemp(prefix="helios-demo-")}"',
+            "HELIOS_DAEMON__DATA_DIR": f'"{data}"',
             "HELIOS_DAEMON__CONSOLE_ADDRESS": '""',
             "HELIOS_DAEMON__GRPC_ADDRESS": '"127.0.0.1:0"',
             "HELIOS_INDEX__BACKEND": '"memory"',
