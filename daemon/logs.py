@@ -75,24 +75,33 @@ def _kv_value(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _structured(
+    formatter: logging.Formatter, record: logging.LogRecord, message: str
+) -> dict[str, object]:
+    """A record's fields, in order, for logfmt and JSON: when, level, logger, the message
+    (under `message`), trace and span ids, what `extra=` added, an exception."""
+    trace, span = _ids(record)
+    data: dict[str, object] = {
+        "time": _time(record),
+        "level": record.levelname,
+        "logger": record.name,
+        message: record.getMessage(),
+    }
+    if trace:
+        data["trace_id"] = trace
+    if span:
+        data["span_id"] = span
+    data.update(_fields(record))
+    if record.exc_info:
+        data["exception"] = formatter.formatException(record.exc_info)
+    return data
+
+
 class KeyValueFormatter(logging.Formatter):
     """logfmt: `time=... level=... logger=... msg="..." trace_id=... span_id=...`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        trace, span = _ids(record)
-        pairs: dict[str, object] = {
-            "time": _time(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if trace:
-            pairs["trace_id"] = trace
-        if span:
-            pairs["span_id"] = span
-        pairs.update(_fields(record))
-        if record.exc_info:
-            pairs["exception"] = self.formatException(record.exc_info)
+        pairs = _structured(self, record, "msg")
         return " ".join(f"{k}={_kv_value(v)}" for k, v in pairs.items())
 
 
@@ -100,21 +109,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line, for a log shipper."""
 
     def format(self, record: logging.LogRecord) -> str:
-        trace, span = _ids(record)
-        data: dict[str, object] = {
-            "time": _time(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if trace:
-            data["trace_id"] = trace
-        if span:
-            data["span_id"] = span
-        data.update(_fields(record))
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        return orjson.dumps(_structured(self, record, "message"), default=str).decode()
 
 
 FORMATTERS: Mapping[str, type[logging.Formatter]] = {

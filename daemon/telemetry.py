@@ -82,6 +82,20 @@ class _PresetIds(RandomIdGenerator):
         return preset if preset else super().generate_trace_id()
 
 
+def _observe(
+    counts: Counter[Any], labels: tuple[str, ...]
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """An observable counter's callback over a Counter keyed by its label values."""
+
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(v, dict(zip(labels, k if isinstance(k, tuple) else (k,), strict=True)))
+            for k, v in list(counts.items())
+        ]
+
+    return callback
+
+
 def _headers(env_name: str) -> dict[str, str]:
     raw = os.environ.get(env_name, "") if env_name else ""
     pairs = (p.partition("=") for p in raw.split(",") if p.strip())
@@ -388,34 +402,17 @@ class Telemetry:
             description="Anomaly episodes raised, by detector.",
         )
         loop = meter("helios.decisions", __version__)
-        loop.create_observable_counter(
-            "helios.decisions",
-            [lambda o: [Observation(v, {"status": k}) for k, v in self.decisions.items()]],
-            unit="{decision}",
-            description="Decisions settled, by status.",
-        )
-        loop.create_observable_counter(
-            "helios.executions",
-            [
-                lambda o: [
-                    Observation(v, {"action": a, "status": s})
-                    for (a, s), v in self.executions.items()
-                ]
-            ],
-            unit="{execution}",
-            description="Recovery actions finished, by action and status.",
-        )
-        loop.create_observable_counter(
-            "helios.verifications",
-            [
-                lambda o: [
-                    Observation(v, {"action": a, "outcome": s})
-                    for (a, s), v in self.verifications.items()
-                ]
-            ],
-            unit="{execution}",
-            description="Executions verified by observation, by action and outcome.",
-        )
+        for name, counts, labels, unit, text in (
+            ("helios.decisions", self.decisions, ("status",), "{decision}",
+             "Decisions settled, by status."),
+            ("helios.executions", self.executions, ("action", "status"), "{execution}",
+             "Recovery actions finished, by action and status."),
+            ("helios.verifications", self.verifications, ("action", "outcome"), "{execution}",
+             "Executions verified by observation, by action and outcome."),
+        ):  # fmt: skip
+            loop.create_observable_counter(
+                name, [_observe(counts, labels)], unit=unit, description=text
+            )
         loop.create_observable_gauge(
             "helios.breaker.state",
             [
