@@ -14,6 +14,8 @@ from helios.daemon.inputs import InputView
 from helios.daemon.services import Services
 from helios.v1 import helios_pb2 as pb
 
+MAX_DEAD_LETTER_IDS = 1000  # ids one ReplayDeadLetters call may name
+
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -107,8 +109,10 @@ class DeadLetterControl:
     ) -> pb.ReplayDeadLettersResponse:
         if not request.ids:
             raise RequestError("ids", "name at least one dead letter id")
-        if len(request.ids) > 1000:
-            raise RequestError("ids", f"{len(request.ids)} ids; at most 1000 a call")
+        if len(request.ids) > MAX_DEAD_LETTER_IDS:
+            raise RequestError(
+                "ids", f"{len(request.ids)} ids; at most {MAX_DEAD_LETTER_IDS} a call"
+            )
         results = await self.services.operator.replay_dead_letters(list(request.ids))
         return pb.ReplayDeadLettersResponse(
             results=[

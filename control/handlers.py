@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc.aio import AbortError
 from grpc_status import rpc_status
+from helios.control.wire import Cap, check_caps
 from helios.daemon.auditlog import AuditLog, from_peer
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import Guard, Identity, acting_as
@@ -129,16 +130,18 @@ def handlers(
     errors: Counter[str],
     guard: Guard,
     auditlog: AuditLog | None = None,
+    caps: dict[str, tuple[Cap, ...]] | None = None,
 ) -> dict[str, Any]:
     """Method handlers that parse requests themselves, so that bytes which are not a
     valid request get INVALID_ARGUMENT naming the expected message (not INTERNAL), and
-    that count every refused request by method and status code."""
+    that count every refused request by method and status code. `caps` limits a request
+    message's repeated fields, checked on its bytes before it is parsed."""
     handlers: dict[str, Any] = {}
     for method in service.methods:
         request_cls = getattr(pb, method.input_type.name)
         response_cls = getattr(pb, method.output_type.name)
         impl = getattr(servicer, method.name)
-        parse = _parser(request_cls)
+        parse = _parser(request_cls, (caps or {}).get(method.input_type.name, ()))
         serialize = _serializer(response_cls)
         streaming = method.server_streaming
         if getattr(servicer, "raw_requests", False) and method.client_streaming:
@@ -296,10 +299,12 @@ def _counted(impl: Any, name: str, errors: Counter[str], streaming: bool, check:
     return unary
 
 
-def _parser(request_cls: Any) -> Parser:
+def _parser(request_cls: Any, caps: tuple[Cap, ...] = ()) -> Parser:
     name = request_cls.DESCRIPTOR.full_name
 
     async def parse(raw: bytes, context: Context) -> Any:
+        if caps:
+            check_caps(raw, caps)  # a RequestError, refused by _counted like the service's
         try:
             return request_cls.FromString(raw)
         except DecodeError as exc:  # counted by _counted, like every abort

@@ -38,6 +38,7 @@ from helios.control.deliveries import DeadLetterControl, InputQueries
 from helios.control.handlers import Context, bad_request, handlers
 from helios.control.observe import ObserveControl, ObserveQueries
 from helios.control.trust import AuditServicer, KeysServicer, listen
+from helios.control.wire import check_caps, request_caps
 from helios.daemon.config import IngestConfig, SecurityConfig
 from helios.daemon.domain import AutomationMode
 from helios.daemon.errors import RequestError
@@ -98,6 +99,7 @@ class IngestServicer:
         submit = self.admission.submit
         guard = self.guard
         parse = pb.PublishStreamRequest.FromString
+        caps = request_caps(self.admission.max_batch)["PublishStreamRequest"]
         acks: asyncio.Queue[tuple[int, PublishResult, Awaitable[None]] | None] = asyncio.Queue(
             STREAM_IN_FLIGHT
         )
@@ -106,6 +108,7 @@ class IngestServicer:
             try:
                 async for raw in requests:
                     received = time.perf_counter()
+                    check_caps(raw, caps)
                     try:
                         request = parse(raw)
                     except DecodeError as exc:
@@ -354,6 +357,7 @@ class GrpcServer:
             ],
         )
         descriptors = pb.DESCRIPTOR.services_by_name
+        audit, caps = services.auditlog, request_caps(services.admission.max_batch)
         for name, servicer in (
             ("IngestService", IngestServicer(services)),
             ("QueryService", QueryServicer(services)),
@@ -365,7 +369,7 @@ class GrpcServer:
             register: Any = getattr(self.server, "add_registered_method_handlers")  # noqa: B009
             register(
                 service.full_name,
-                handlers(service, servicer, services.refused, services.guard, services.auditlog),
+                handlers(service, servicer, services.refused, services.guard, audit, caps),
             )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
