@@ -183,6 +183,7 @@ class Daemon:
             self.inputs,
             self.breakers,
             config.daemon.data_dir,
+            config.index.tenant_ttl_seconds,
         )
         self.loop = DecisionLoop(
             decision,

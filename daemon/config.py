@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,10 @@ DEFAULT_CONFIG = "helios.toml"
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names the file and the key."""
+
+
+# A tenant's name (docs/security.md, "Tenants").
+TENANT_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
 
 
 class _Section(BaseModel):
@@ -89,7 +94,7 @@ class RouteConfig(_Section):
     window_seconds: float | None = Field(None, gt=0)
     grace_seconds: float | None = Field(None, ge=0)
     # Only for these tenants' events (docs/security.md, "Tenants"); empty: every event.
-    tenants: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(
+    tenants: list[Annotated[str, Field(pattern=f"^{TENANT_PATTERN}$")]] = Field(
         default_factory=list
     )
 
@@ -100,7 +105,7 @@ class InputConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     plugin: str = ""
     enabled: bool = True
-    tenant: str = Field("", pattern=r"^([a-z0-9][a-z0-9_.-]{0,63})?$")  # its copies' tenant
+    tenant: str = Field("", pattern=f"^({TENANT_PATTERN})?$")  # its copies' tenant
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -135,9 +140,27 @@ class IndexConfig(_Section):
     backend: str = "sqlite"
     ttl_seconds: float = Field(86_400.0, gt=0)
     max_records: int = Field(2_000_000, gt=0)
+    # A tenant's records and outcomes age out sooner: tenant -> seconds (<= ttl_seconds).
+    tenant_ttl_seconds: dict[str, float] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     shards: int = Field(1, ge=1, le=256)
     bloom: BloomConfig = Field(default_factory=BloomConfig)
+
+    @model_validator(mode="after")
+    def _tenant_ttls(self) -> IndexConfig:
+        for tenant, seconds in self.tenant_ttl_seconds.items():
+            if not re.fullmatch(TENANT_PATTERN, tenant):
+                raise ValueError(
+                    f"tenant_ttl_seconds: {tenant!r} is not a tenant "
+                    "(1-64 of a-z, 0-9, -, _, ., a letter or digit first)"
+                )
+            if not 0 < seconds <= self.ttl_seconds:
+                raise ValueError(
+                    f"tenant_ttl_seconds.{tenant} is {seconds:g}; it must be > 0 and at most "
+                    f"ttl_seconds ({self.ttl_seconds:g}): a tenant's records cannot outlive "
+                    "the index's"
+                )
+        return self
 
 
 class DetectorsConfig(_Section):
@@ -539,6 +562,7 @@ options = { synchronous = "full" }    # sqlite: full (fsync every commit) | norm
                                       # redis: url, prefix, member, spill_max_bytes, timeout_seconds
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
+tenant_ttl_seconds = {}               # a tenant's records and outcomes age out sooner: { acme = 3600.0 }
 shards = 1                            # event ids spread over this many indexes by jump hash (docs/storage.md)
 
 [index.bloom]                         # who delivered what, remembered past ttl_seconds (docs/storage.md)

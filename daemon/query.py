@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fnmatch
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -36,6 +37,8 @@ class OutcomeQuery:
     since: float | None = None
     until: float | None = None
     tenant: str | None = None  # one tenant's outcomes only ("" the deployment's own)
+    # (tenant, time): that tenant's outcomes before the time are past its retention
+    cutoffs: tuple[tuple[str, float], ...] = ()
 
     @property
     def kinds_only(self) -> bool:
@@ -47,13 +50,22 @@ class OutcomeQuery:
             and self.event_id is None
             and self.since is None
             and self.until is None
+            and not self.cutoffs
         )
+
+    def retained(self, ttls: Mapping[str, float], now: float) -> OutcomeQuery:
+        """This query leaving out outcomes past their tenant's retention."""
+        cutoffs = tuple((tenant, now - ttl) for tenant, ttl in ttls.items())
+        return dataclasses.replace(self, cutoffs=cutoffs) if cutoffs else self
 
     def matches(self, outcome: Outcome) -> bool:
         if self.kinds is not None and outcome.kind not in self.kinds:
             return False
-        if self.tenant is not None or self.event_id is not None:
+        if self.tenant is not None or self.event_id is not None or self.cutoffs:
             tenant, event_id = unscoped(outcome.event_id)
+            for name, cutoff in self.cutoffs:
+                if name == tenant and outcome.time < cutoff:
+                    return False
             if self.tenant is not None and tenant != self.tenant:
                 return False
             if self.event_id is not None and event_id != self.event_id:

@@ -175,9 +175,9 @@ class ReadModels:
     async def outcomes(
         self, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[Outcome], str]:
-        page = PageRequest.parse(page_size, page_token)
-        query = parse_filter(filter_text)
-        found, before = await self._d.index.list_outcomes(query, page.size, page.before)
+        page, d = PageRequest.parse(page_size, page_token), self._d
+        query = parse_filter(filter_text).retained(d.config.index.tenant_ttl_seconds, d.clock.now())
+        found, before = await d.index.list_outcomes(query, page.size, page.before)
         return found, encode_token(before) if before is not None else ""
 
     def watch(self, filter_text: str) -> Watcher:

@@ -22,6 +22,7 @@ from helios.daemon.pipeline import Pipeline
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
 from helios.daemon.safety import Breaker, Breakers
+from helios.daemon.tenants import past_retention
 from helios.daemon.types import IndexBackend, Source
 
 log = logging.getLogger("helios.runtime")
@@ -49,8 +50,10 @@ class ActionRuntime:
         inputs: Mapping[str, Source],
         breakers: Breakers,
         data_dir: str,
+        tenant_ttl: Mapping[str, float] | None = None,
     ) -> None:
         self.sources = list(sources)
+        self.tenant_ttl = dict(tenant_ttl or {})  # index.tenant_ttl_seconds
         self.clock = clock
         self.pipeline = pipeline
         self.reconciler = reconciler
@@ -142,8 +145,11 @@ class ActionRuntime:
         record = self.reconciler.open.get(event_id)
         if record is not None:
             return record
-        found = await self.index.get_many([event_id])
-        return found.get(event_id)
+        found = (await self.index.get_many([event_id])).get(event_id)
+        ttls, now = self.tenant_ttl, self.clock.now()
+        if found is not None and ttls and past_retention(event_id, found.first_seen, ttls, now):
+            return None  # past its tenant's retention: not shown, whatever a store still has
+        return found
 
     def breaker(self, source: str) -> Breaker:
         self.check_source(source)

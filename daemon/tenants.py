@@ -9,9 +9,10 @@ tenant) keep their plain ids."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from helios.daemon.config import TENANT_PATTERN
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import caller
 from helios.daemon.model import CopyIn
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from helios.daemon.types import SourceContext
 
 SEP = "\x1f"
-TENANT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+TENANT = re.compile(TENANT_PATTERN)
 # What a key scoped to a tenant may call: its own events in and out, nothing that shows
 # or changes the deployment as a whole (detection and decisions work on all traffic).
 TENANT_RPCS = frozenset(
@@ -102,6 +103,15 @@ def scope_input(context: SourceContext, tenant: str) -> None:
             return await submit(keyed(copies), *args, **{**kwargs, "scoped": True})
 
         context.submit = scoped_submit
+
+
+def past_retention(key: str, first_seen: float, ttls: Mapping[str, float], now: float) -> bool:
+    """Whether a record of event `key`, first seen at `first_seen`, is older than its
+    tenant's retention (index.tenant_ttl_seconds): reads leave it out, though a store may
+    hold it until its next expiry round (docs/security.md, "Tenants")."""
+    tenant, sep, _ = key.partition(SEP)
+    ttl = ttls.get(tenant) if sep else None
+    return ttl is not None and first_seen < now - ttl
 
 
 def _key(event_id: str, prefix: str) -> str:

@@ -265,3 +265,60 @@ sources = ["aws", "gcp"]
         assert 'route="order.*",source="*"' in text
     finally:
         await daemon.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+async def test_a_tenants_records_and_outcomes_leave_at_its_own_retention(
+    backend, tmp_path, request
+):
+    from helios.daemon.query import OutcomeQuery
+
+    from tests.helpers import copy, make_config, make_daemon
+
+    env = {
+        "INDEX__BACKEND": f'"{backend}"',
+        "INDEX__TTL_SECONDS": "3600.0",
+        "INDEX__TENANT_TTL_SECONDS": "{ brief = 60.0 }",
+        "DAEMON__DATA_DIR": f'"{tmp_path}"',
+    }
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    if redis is not None:
+        env["INDEX__OPTIONS"] = f'{{ url = "{redis.url}" }}'
+    daemon = make_daemon(make_config(**env))
+    await daemon.start()
+    try:
+        keys = ["brief\x1fe1", "long\x1fe1", "e1"]
+        copies = [copy(k, s) for k in keys for s in ("aws", "gcp", "azure")]
+        assert (await daemon.admission.admit(copies, scoped=True)).accepted == 9
+        await daemon.pipeline.drain()
+        assert all([await daemon.runtime.get_event(k) for k in keys])
+        if redis is not None:  # the store forgets it itself: the key's own TTL
+            assert 0 < int(redis.cli("TTL", "helios:{brief\x1fe1}").split()[0]) <= 60
+            assert int(redis.cli("TTL", "helios:{long\x1fe1}").split()[0]) > 3000
+        await daemon.advance(90.0, step=5.0)  # past brief's 60 s, well within the 3600 s
+        now = daemon.clock.now()
+        await daemon.index.expire(now, now)  # what the index-ttl job does every 10 s
+        assert await daemon.runtime.get_event("brief\x1fe1") is None
+        assert await daemon.runtime.get_event("long\x1fe1") is not None
+        assert await daemon.runtime.get_event("e1") is not None
+        page, _ = await daemon.services.reads.outcomes("", 100, "")
+        assert sorted(o.event_id for o in page) == ["e1", "long\x1fe1"]
+        everything, _ = await daemon.index.list_outcomes(OutcomeQuery(), 100, None)
+        assert len(everything) == 3  # still in the log, never shown: see the docs
+        if backend != "redis":  # gone from the index itself, by its expiry
+            assert "brief\x1fe1" not in await daemon.index.get_many(keys)
+    finally:
+        await daemon.stop()
+
+
+def test_a_tenants_retention_must_be_a_tenant_and_within_the_index_ttl():
+    from helios.daemon.config import ConfigError
+
+    from tests.helpers import make_config
+
+    with pytest.raises(ConfigError, match=r"at most ttl_seconds"):
+        make_config(INDEX__TTL_SECONDS="60.0", INDEX__TENANT_TTL_SECONDS="{ a = 61.0 }")
+    with pytest.raises(ConfigError, match=r"'Bad' is not a tenant"):
+        make_config(INDEX__TENANT_TTL_SECONDS="{ Bad = 6.0 }")
+    with pytest.raises(ConfigError, match=r"tenant_ttl_seconds"):
+        make_config(INDEX__TENANT_TTL_SECONDS="{ a = inf }")

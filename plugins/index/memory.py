@@ -17,6 +17,7 @@ from collections.abc import (
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
+from helios.daemon.tenants import SEP
 from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
 
 SCAN_LIMIT = 1_000_000  # outcomes looked at per ListOutcomes page before handing back a token
@@ -75,9 +76,17 @@ _STORED = _Stored()
 class MemoryIndex:
     """Records by event_id plus the outcome log; the oldest leave first (TTL, then size)."""
 
-    def __init__(self, ttl_seconds: float, max_records: int) -> None:
+    def __init__(
+        self,
+        ttl_seconds: float,
+        max_records: int,
+        tenant_ttl: Mapping[str, float] | None = None,
+    ) -> None:
         self.ttl = ttl_seconds
         self.max_records = max_records
+        # index.tenant_ttl_seconds: those tenants' records leave sooner, from a queue each.
+        self.tenant_ttl = dict(tenant_ttl or {})
+        self._tenant_order: dict[str, deque[tuple[float, str]]] = {}
         self.records = RecordMap()
         self.resident: Mapping[str, EventRecord] | None = self.records  # looked up in place
         self._order: deque[tuple[float, str]] = deque()  # (first_seen, event_id), oldest first
@@ -134,9 +143,12 @@ class MemoryIndex:
     def _put(self, records: Sequence[EventRecord]) -> None:
         stored = self.records
         order = self._order
+        tenants = self.tenant_ttl
         for rec in records:
             if rec.event_id not in stored:
                 order.append((rec.first_seen, rec.event_id))
+                if tenants and SEP in rec.event_id:
+                    self._track(rec)
             stored[rec.event_id] = rec
         excess = len(stored) - self.max_records
         while excess > 0 and order:
@@ -145,6 +157,12 @@ class MemoryIndex:
                 excess -= 1
                 if self.track_evictions:
                     self._dropped.append((first_seen, event_id))
+
+    def _track(self, rec: EventRecord) -> None:
+        tenant = rec.event_id.partition(SEP)[0]
+        if tenant in self.tenant_ttl:
+            queue = self._tenant_order.setdefault(tenant, deque())
+            queue.append((rec.first_seen, rec.event_id))
 
     async def add_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         self._add(outcomes)
@@ -192,6 +210,13 @@ class MemoryIndex:
             _, event_id = order.popleft()
             if stored.pop(event_id, None) is not None:
                 removed += 1
+        for tenant, queue in self._tenant_order.items():
+            tenant_cutoff = now - self.tenant_ttl[tenant]
+            while queue and queue[0][0] < tenant_cutoff:
+                if stored.pop(queue.popleft()[1], None) is not None:
+                    removed += 1
+        # A tenant's outcomes stay in the log until the index's own TTL: ListOutcomes
+        # leaves out those past the tenant's (OutcomeQuery.cutoffs).
         log = self._log
         while self._head < len(log) and log[self._head].time < cutoff:
             self._head += 1
@@ -211,10 +236,12 @@ class MemoryIndex:
     def load(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> None:
         """Take records (oldest first) and outcomes (in sequence order) read back from a
         store, without writing them anywhere."""
-        stored, order = self.records, self._order
+        stored, order, tenants = self.records, self._order, self.tenant_ttl
         for rec in records:
             if rec.event_id not in stored:
                 order.append((rec.first_seen, rec.event_id))
+                if tenants and SEP in rec.event_id:
+                    self._track(rec)
             stored[rec.event_id] = rec
         self._log.extend(outcomes)
 
@@ -225,7 +252,8 @@ class MemoryIndex:
 
 
 def _factory(context: IndexContext) -> IndexBackend:
-    return MemoryIndex(context.config.ttl_seconds, context.config.max_records)
+    config = context.config
+    return MemoryIndex(config.ttl_seconds, config.max_records, config.tenant_ttl_seconds)
 
 
 @hookimpl(trylast=True)

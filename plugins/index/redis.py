@@ -6,7 +6,8 @@ spill) is the writer's other half and shares its state; the spill file is spill.
 Key layout (`<p>` is `index.options.prefix`, "helios" by default):
 
     <p>:{<event_id>}     the record, open or closed (marshal), with a TTL of
-                         index.ttl_seconds; the braces are a hash tag, so Redis
+                         index.ttl_seconds (a tenant's of its tenant_ttl_seconds,
+                         when it has one); the braces are a hash tag, so Redis
                          Cluster puts each event on the slot of its id
     <p>:open             sorted set: event ids of open windows, scored by deadline
     <p>:outcomes:<m>     stream of outcomes written by member <m> (index.options.member),
@@ -52,16 +53,27 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("helios.index.redis")
-# One write: records (id, value, deadline or "" once closed), outcomes (entry id, value),
+# One write: tenants' TTLs (tenant, seconds: index.tenant_ttl_seconds), records (id,
+# value, deadline or "" once closed), outcomes (entry id, value),
 # the member's meta, and marks (name, value, name@, when). Keys are built from the
 # prefix here, not passed as KEYS: with its MULTI/EXEC this is for a single Redis node
 # (the {event_id} hash tags are ready for Cluster; the write path is not).
 WRITE = """
 local p, ttl, maxlen, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local openkey, i = p .. ':open', 6
+local openkey, i, ttls, scoped = p .. ':open', 6, {}, false
 for _ = 1, tonumber(ARGV[5]) do
-  local id, deadline = ARGV[i], ARGV[i + 2]
-  redis.call('SET', p .. ':{' .. id .. '}', ARGV[i + 1], 'EX', ttl)
+  ttls[ARGV[i]] = tonumber(ARGV[i + 1])
+  scoped, i = true, i + 2
+end
+local records = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, records do
+  local id, deadline, life = ARGV[i], ARGV[i + 2], ttl
+  if scoped then
+    local sep = string.find(id, '\\31', 1, true)
+    if sep then life = ttls[string.sub(id, 1, sep - 1)] or ttl end
+  end
+  redis.call('SET', p .. ':{' .. id .. '}', ARGV[i + 1], 'EX', life)
   if deadline == '' then
     redis.call('ZREM', openkey, id)
   else
@@ -106,12 +118,14 @@ class RedisIndex:
         spill_max_bytes: int,
         timeout: float,
         clock: Clock,
+        tenant_ttl: Mapping[str, float] | None = None,
     ) -> None:
         self.secret_url = url  # connects with it; everything shown uses self.url
         self.url = redacted(url)
         self.prefix = prefix
         self.member = member
         self.ttl = ttl
+        self.tenant_ttl = {t: max(1, int(seconds)) for t, seconds in (tenant_ttl or {}).items()}
         self.max_records = max_records
         self.spill = Spill(spill_path)
         self.spill_max_bytes = spill_max_bytes
@@ -331,6 +345,7 @@ class RedisIndex:
         assert redis is not None
         started = time.perf_counter()
         head = [self.prefix, max(1, int(self.ttl)), 2 * self.max_records, self.member]
+        head += [len(self.tenant_ttl), *(x for t in self.tenant_ttl.items() for x in t)]
         dumps = marshal.dumps
         async with redis.pipeline(transaction=True) as pipe:
             for write in writes:
@@ -560,6 +575,7 @@ def _factory(context: IndexContext) -> IndexBackend:
         spill_max_bytes=spill_max,
         timeout=timeout,
         clock=context.clock,
+        tenant_ttl=context.config.tenant_ttl_seconds,
     )
 
 

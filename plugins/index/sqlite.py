@@ -136,9 +136,15 @@ class SqliteIndex(MemoryIndex):
     durable = True
 
     def __init__(
-        self, path: Path, ttl: float, max_records: int, synchronous: str, clock: Clock
+        self,
+        path: Path,
+        ttl: float,
+        max_records: int,
+        synchronous: str,
+        clock: Clock,
+        tenant_ttl: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(ttl, max_records)
+        super().__init__(ttl, max_records, tenant_ttl)
         self.clock = clock
         self.saved_at: float | None = None  # the clock's time of the last write before open
         self.track_evictions = True
@@ -402,8 +408,14 @@ def _factory(context: IndexContext) -> IndexBackend:
             f"index.options: unknown keys {sorted(options)} (sqlite: file, synchronous)"
         )
     path = Path(context.data_dir) / name if not os.path.isabs(name) else Path(name)
+    config = context.config
     return SqliteIndex(
-        path, context.config.ttl_seconds, context.config.max_records, synchronous, context.clock
+        path,
+        config.ttl_seconds,
+        config.max_records,
+        synchronous,
+        context.clock,
+        config.tenant_ttl_seconds,
     )
 
 
