@@ -76,15 +76,82 @@ def test_nothing_is_served_without_signing_in(secure_console):
     assert all(e["peer"].startswith("127.0.0.1:") for e in lines if e["action"] == "login")
 
 
-def test_a_tenants_key_may_not_sign_in_to_the_deployment_wide_console(secure_console):
+def test_a_tenants_key_signs_in_to_its_own_page_and_nothing_else(secure_console):
     url = base(secure_console)
-    tenant = secure_console.keys.create("blue-app", "admin", tenant="blue")[1]
+    tenant = secure_console.keys.create("blue-app", "viewer", tenant="blue")[1]
     with httpx.Client(follow_redirects=False, timeout=10) as http:
-        r = http.post(url + "/login", data={"api_key": tenant, "next": "/"})
-        assert r.status_code == 401 and "scoped to tenant" in r.text
-        assert "set-cookie" not in r.headers
+        r = http.post(url + "/login", data={"api_key": tenant, "next": "/decisions"})
+        assert r.status_code == 303 and "HttpOnly" in r.headers["set-cookie"]
+        for path in ("/", "/decisions", "/recovery", "/audit", "/storage", "/sources"):
+            r = http.get(url + path)  # the deployment's pages: sent to its own
+            assert r.status_code == 303 and r.headers["location"] == "/tenant", path
+        assert http.get(url + "/tenant").status_code == 200
+        assert http.get(url + "/metrics").status_code == 403
+        sio = http.get(url + "/_nicegui_ws/socket.io/?EIO=4&transport=polling")
+        assert sio.status_code == 200  # its page's channel
+        refused = http.post(url + "/decisions")
+        assert refused.status_code == 403 and "scoped to tenant 'blue'" in refused.text
+    with httpx.Client(follow_redirects=False, timeout=10) as http:
         metrics = http.get(url + "/metrics", headers={"Authorization": f"Bearer {tenant}"})
         assert metrics.status_code == 403
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian chromium and chromium-driver"
+)
+def test_a_tenant_sees_its_own_outcomes_and_events_only(secure_console, browser):
+    import grpc
+    from helios.v1 import helios_pb2 as pb
+    from helios.v1 import helios_pb2_grpc as pb_grpc
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    blue = secure_console.keys.create("blue-ingest", "ingester", tenant="blue")[1]
+    red = secure_console.keys.create("red-ingest", "ingester", tenant="red")[1]
+    viewer = secure_console.keys.create("blue-viewer", "viewer", tenant="blue")[1]
+
+    def publish(key: str, event_id: str, sources: tuple[str, ...]) -> None:
+        events = [
+            pb.Event(event_id=event_id, source=s, event_type="order.created", payload=b"{}")
+            for s in sources
+        ]
+        events[0].produced_at.GetCurrentTime()
+        for e in events:
+            e.produced_at.CopyFrom(events[0].produced_at)
+        with grpc.insecure_channel(secure_console.address) as channel:
+            pb_grpc.IngestServiceStub(channel).Publish(
+                pb.PublishRequest(events=events), metadata=[("authorization", f"Bearer {key}")]
+            )
+
+    publish(blue, "blue-order-1", ("aws", "gcp", "azure"))
+    publish(red, "red-order-1", ("aws", "gcp", "azure"))
+    browser.delete_all_cookies()
+    browser.get(base(secure_console) + "/")
+    wait_for(lambda: "sign in" in browser.page_source.lower(), what="the sign-in page")
+    browser.find_element(By.NAME, "api_key").send_keys(viewer)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(lambda: "tenant blue" in text_of(browser, ".helios-tenant-name"), what="its page")
+    assert browser.current_url.endswith("/tenant")
+    rows = wait_for(
+        lambda: "blue-order-1" in (t := text_of(browser, ".helios-tenant-outcomes")) and t,
+        what="its outcome",
+    )
+    assert "red-order-1" not in rows and "COMPLETE" in rows
+    box = browser.find_element(By.CSS_SELECTOR, ".helios-tenant-lookup input")
+    box.send_keys("red-order-1")
+    browser.find_element(By.CSS_SELECTOR, ".helios-tenant-find").click()
+    wait_for(lambda: "no event" in text_of(browser, ".helios-tenant-event"), what="not found")
+    box.send_keys(Keys.CONTROL, "a")  # clear() does not reach the page's model
+    box.send_keys("blue-order-1")
+    browser.find_element(By.CSS_SELECTOR, ".helios-tenant-find").click()
+    found = wait_for(
+        lambda: "status" in (t := text_of(browser, ".helios-tenant-event")) and t,
+        what="its event",
+    )
+    assert "blue-order-1" in found and "aws" in found
+    browser.get(base(secure_console) + "/recovery")  # the deployment's: sent back
+    wait_for(lambda: browser.current_url.endswith("/tenant"), what="sent to its page")
+    browser.get(base(secure_console) + "/logout")
 
 
 def test_a_foreign_host_or_origin_is_refused(secure_console):

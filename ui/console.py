@@ -6,23 +6,23 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from helios.daemon.config import SecurityConfig, is_loopback
 from helios.daemon.errors import PlaintextRefused, RequestError
-from helios.daemon.model import EventRecord, Status
+from helios.daemon.model import Status
 from helios.daemon.services import Services
 from helios.ui import audit, decisions, detection, recovery, storage
-from helios.ui.gate import Gate, who
+from helios.ui.gate import TENANT_PAGE, Gate, who
 from helios.ui.jobs import jobs_page
 from helios.ui.oidc_login import OidcLogin
 from helios.ui.slo import slo_page
 from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
-from helios.ui.widgets import CLOCK
+from helios.ui.tenant import tenant_page
+from helios.ui.widgets import CLOCK, record_rows
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -72,25 +72,6 @@ def _kpi(title: str, css: str) -> ui.label:
     with ui.card().classes("min-w-40"):
         ui.label(title).classes("text-xs uppercase text-gray-500")
         return ui.label("-").classes(f"text-2xl font-semibold {css}")
-
-
-def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for i, copy in enumerate(record.copies):
-        if copy is None:
-            continue
-        arrived_at, _produced_at, digest, _size = copy
-        rows.append(
-            {
-                "source": sources[i],
-                "arrived": _clock(arrived_at),
-                "after_first_ms": round((arrived_at - record.first_seen) * 1000, 1),
-                "hash": digest.hex(),
-                "count": record.count(i),
-                "late": "yes" if record.is_late(i) else "",
-            }
-        )
-    return rows
 
 
 class Console:
@@ -370,6 +351,10 @@ class Console:
         @ui.page("/sources")
         def sources_view(request: Request) -> None:
             sources_page(services, _header, who(request))
+
+        @ui.page(TENANT_PAGE)
+        def tenant_view(request: Request) -> None:
+            tenant_page(reads, who(request))
 
         @ui.page("/audit")
         def audit_view(request: Request) -> None:

@@ -42,6 +42,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 COOKIE = "helios_session"
 SESSION_SECONDS = 8 * 3600
 PUBLIC = ("/login", "/logout", "/favicon.ico", "/login/oidc", "/oidc/callback")
+TENANT_PAGE = "/tenant"  # a tenant's console (helios.ui.tenant): its events only
 INGEST = "/ingest/"  # webhook deliveries (helios.ui.webhooks)
 STATIC = "/_nicegui/"  # scripts and styles; the socket.io channel (/_nicegui_ws) is not public
 LOGIN = """<!doctype html><html><head><meta charset="utf-8"><title>HELIOS - sign in</title>
@@ -158,8 +159,12 @@ class Gate:
             else:
                 await self._refuse(scope, send, 401, "sign in (an API key) first")
             return
-        if identity is not None and identity.tenant:  # a bearer token on /metrics
-            await self._refuse(scope, send, 403, str(_deployment_wide(identity)))
+        if identity is not None and identity.tenant and not _tenants(path):
+            # A tenant's console is its own page; the rest shows the whole deployment.
+            if kind == "http" and scope.get("method") == "GET" and path != "/metrics":
+                await _respond(send, 303, b"", [(b"location", TENANT_PAGE.encode())])
+            else:
+                await self._refuse(scope, send, 403, str(_deployment_wide(identity)))
             return
         if path == "/metrics" and identity is not None and not identity.may("read"):
             await self._refuse(scope, send, 403, f"{identity.name} may not read metrics")
@@ -195,7 +200,6 @@ class Gate:
         key = form.get("api_key", [""])[0].strip()
         target = _safe_next(form.get("next", ["/"])[0])
         found = self.guard.identify_key(key) if key else "no API key given"
-        found = _deployment_wide(found)
         if self.auditlog is not None:
             with from_peer(_peer(scope)):
                 if isinstance(found, Identity):
@@ -238,8 +242,6 @@ class Gate:
             await _respond(send, 303, b"", [(b"location", location.encode())])
             return
         found = await login.finish(query)
-        if not isinstance(found, str) and isinstance(_deployment_wide(found.identity), str):
-            found = str(_deployment_wide(found.identity))
         with from_peer(_peer(scope)):
             if isinstance(found, str):
                 self.refused["login"] = self.refused.get("login", 0) + 1
@@ -263,13 +265,19 @@ class Gate:
 
 
 def _deployment_wide(found: Identity | str) -> Identity | str:
-    """The console shows and acts on the whole deployment: a tenant's key may not."""
+    """Every page but the tenant's own shows or acts on the whole deployment: a tenant's
+    key may not."""
     if isinstance(found, Identity) and found.tenant:
         return (
-            f"{found.name} is scoped to tenant {found.tenant!r}: the console shows the whole "
-            "deployment; a tenant's key reads its events through the API"
+            f"{found.name} is scoped to tenant {found.tenant!r}: it sees its own events on "
+            f"{TENANT_PAGE}, and nothing of the deployment as a whole"
         )
     return found
+
+
+def _tenants(path: str) -> bool:
+    """What a tenant's session may reach: its page, and NiceGUI's scripts and socket."""
+    return path == TENANT_PAGE or path.startswith("/_nicegui")
 
 
 def _peer(scope: Scope) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from helios.daemon.identity import Identity
+from helios.daemon.model import EventRecord
 from nicegui import ui
 
 
@@ -73,3 +75,22 @@ def allowed(user: Identity, permission: str) -> bool:
         return True
     ui.notify(f"{user.name} ({user.role}) may not {permission}", type="negative")
     return False
+
+
+def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for i, copy in enumerate(record.copies):
+        if copy is None:
+            continue
+        arrived_at, _produced_at, digest, _size = copy
+        rows.append(
+            {
+                "source": sources[i],
+                "arrived": clock_text(arrived_at),
+                "after_first_ms": round((arrived_at - record.first_seen) * 1000, 1),
+                "hash": digest.hex(),
+                "count": record.count(i),
+                "late": "yes" if record.is_late(i) else "",
+            }
+        )
+    return rows

@@ -1,0 +1,132 @@
+"""A tenant's console (/tenant): its own outcomes and events, nothing of the deployment.
+
+A key or token scoped to a tenant signs in like any other and lands here; the gate
+(helios.ui.gate) sends it nowhere else. Every read runs as the signed-in identity, so
+the service layer applies the same tenant rules as the API (helios.daemon.tenants):
+another tenant's event is not found, a filter naming another tenant is refused. A
+deployment-wide identity may open the page too and pick any tenant.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from helios.daemon.errors import RequestError
+from helios.daemon.identity import Identity, acting_as
+from helios.daemon.model import OutcomeKind, Status
+from helios.daemon.readmodels import ReadModels
+from helios.daemon.tenants import unscoped
+from helios.ui.widgets import CLOCK, record_rows
+from helios.ui.widgets import clock_text as _clock
+from helios.ui.widgets import columns as _columns
+from nicegui import ui
+
+NEWEST = 1000  # outcomes the page counts and lists
+
+
+def tenant_page(reads: ReadModels, user: Identity) -> None:
+    with ui.header().classes("items-center bg-slate-900 text-white"):
+        ui.label("HELIOS").classes("text-xl font-bold tracking-wide")
+        own = user.tenant
+        ui.label(f"tenant {own}" if own else "a tenant's view").classes(
+            "text-sm opacity-80 helios-tenant-name"
+        )
+        ui.space()
+        if CLOCK.simulated:
+            ui.label(f"{CLOCK.note()}: times shown are wall time").classes(
+                "text-xs bg-amber-600 rounded px-2"
+            )
+        if not own:
+            ui.link("Overview", "/").classes("text-white no-underline px-2")
+        ui.link("sign out", "/logout").classes("text-white text-xs no-underline px-2 opacity-70")
+    if not user.may("read"):
+        ui.label(f"{user.name} ({user.role}) may not read events (read)")
+        return
+    with ui.row().classes("w-full items-end gap-4"):
+        pick = ui.input("tenant", value=own).classes("w-48 helios-tenant-pick")
+        if own:
+            pick.disable()  # a tenant's key reads its own tenant, whatever is typed
+        query = ui.input("filter (as ListOutcomes: kind=MISSING source=aws ...)").classes(
+            "grow helios-tenant-filter"
+        )
+    problem = ui.label("").classes("text-red-600 helios-tenant-problem")
+    with ui.row().classes("w-full gap-4"):
+        counts = {
+            kind.name: ui.label("-").classes(f"text-xl font-semibold helios-tenant-{kind.name}")
+            for kind in OutcomeKind
+        }
+    for kind, label in counts.items():
+        label.tooltip(f"{kind} among the newest {NEWEST} outcomes shown")
+    with ui.row().classes("w-full gap-4 items-start"):
+        with ui.card().classes("grow"):
+            ui.label(f"Outcomes (newest {NEWEST})").classes("font-semibold")
+            table = ui.table(
+                columns=_columns("time", "kind", "event", "sources"),
+                rows=[],
+                row_key="seq",
+                pagination=15,
+            ).classes("w-full helios-tenant-outcomes")
+        with ui.card().classes("min-w-96"):
+            ui.label("Look up an event").classes("font-semibold")
+            lookup = ui.input("event_id").classes("w-full helios-tenant-lookup")
+            find_button = ui.button("Find").classes("helios-tenant-find")
+            result = ui.column().classes("w-full helios-tenant-event")
+
+    def tenant() -> str:
+        return own or (pick.value or "").strip()
+
+    async def refresh() -> None:
+        terms = (query.value or "").strip()
+        if not own and tenant():
+            terms = f"tenant={tenant()} {terms}"
+        try:
+            with acting_as(user):
+                found, _ = await reads.outcomes(terms, NEWEST, "")
+        except RequestError as exc:
+            problem.set_text(str(exc))
+            return
+        problem.set_text("")
+        kinds = Counter(o.kind.name for o in found)
+        for kind, label in counts.items():
+            label.set_text(f"{kind} {kinds[kind]:,}")
+        table.rows = [
+            {
+                "seq": o.sequence,
+                "time": _clock(o.time),
+                "kind": o.kind.name,
+                "event": unscoped(o.event_id)[1],
+                "sources": ",".join(o.sources),
+            }
+            for o in found
+        ]
+        table.update()
+
+    async def find() -> None:
+        result.clear()
+        event_id = (lookup.value or "").strip()
+        with result:
+            if not event_id:
+                ui.label("Type an event_id first.").classes("text-gray-500")
+                return
+            try:
+                with acting_as(user):
+                    view = await reads.event(event_id, tenant())
+            except RequestError as exc:
+                ui.label(str(exc)).classes("helios-tenant-not-found")
+                return
+            record = view.record
+            status = Status(record.status).name
+            ui.label(f"{unscoped(record.event_id)[1]} - {record.event_type}").classes("font-mono")
+            ui.label(f"status {status}").classes(f"helios-status-{status}")
+            ui.table(
+                columns=_columns("source", "arrived", "after_first_ms", "hash", "count", "late"),
+                rows=record_rows(record, list(reads.source_names())),
+                row_key="source",
+            ).classes("w-full")
+            ui.label(f"outcomes: {', '.join(o.kind.name for o in record.outcomes) or 'none yet'}")
+
+    lookup.on("keydown.enter", find)
+    find_button.on("click", find)
+    query.on("keydown.enter", refresh)
+    pick.on("keydown.enter", refresh)
+    ui.timer(3.0, refresh)  # and at once
