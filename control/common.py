@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from helios.v1 import helios_pb2 as pb
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 OK, PROBLEM, USAGE, UNREACHABLE = 0, 1, 2, 3  # the client's exit codes
@@ -121,3 +122,9 @@ def channel(address: str) -> grpc.Channel:
     if c.api_key:
         return grpc.intercept_channel(base, _KeyInterceptor(c.api_key))
     return base
+
+
+def diagnosis_text(d: pb.Diagnosis) -> str:
+    """`missing_events(aws)`, `... in tenant blue`, as the daemon writes a Diagnosis."""
+    text = f"{d.kind}({d.target})" if d.target else d.kind
+    return f"{text} in tenant {d.tenant}" if d.tenant else text

@@ -58,6 +58,7 @@ def diagnosis_pb(diag: Diagnosis) -> pb.Diagnosis:
         evidence=diag.evidence,
         onset=diag.onset,
         issue_kind=_enum(pb.IssueKind, "ISSUE_KIND", diag.kind),  # type: ignore[arg-type]
+        tenant=diag.tenant,
     )
 
 

@@ -27,6 +27,7 @@ def _anomaly_dict(a: pb.Anomaly) -> dict[str, Any]:
             "confidence": a.diagnosis.confidence,
             "onset": a.diagnosis.onset,
             "evidence": list(a.diagnosis.evidence),
+            **({"tenant": a.diagnosis.tenant} if a.diagnosis.tenant else {}),
         },
         "values": dict(a.values),
         "baselines": {

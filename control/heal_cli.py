@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from helios.control.common import CliError, channel, table, when
+from helios.control.common import CliError, channel, diagnosis_text, table, when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
@@ -115,13 +115,10 @@ def cmd_actions_trigger(args: argparse.Namespace) -> int:
 
 
 def _decision_row(d: pb.Decision) -> tuple[Any, ...]:
-    diagnosis = (
-        f"{d.diagnosis.kind}({d.diagnosis.target})" if d.diagnosis.target else d.diagnosis.kind
-    )
     return (
         d.id,
         when(d.created_at)[:19],
-        diagnosis,
+        diagnosis_text(d.diagnosis),
         f"{d.chosen_action}({d.target})" if d.chosen_action else "-",
         d.mode,
         d.status,
@@ -132,7 +129,8 @@ def _decision_row(d: pb.Decision) -> tuple[Any, ...]:
 
 
 def cmd_decisions_list(args: argparse.Namespace) -> int:
-    terms = [f"{k}={v}" for k, v in (("status", args.status), ("action", args.action)) if v]
+    pairs = (("status", args.status), ("action", args.action), ("tenant", args.tenant))
+    terms = [f"{k}={v}" for k, v in pairs if v]
     r = _query(args).ListDecisions(
         pb.ListDecisionsRequest(page_size=args.limit, filter=" ".join(terms)), timeout=10
     )
@@ -344,6 +342,7 @@ def register(sub: Any) -> None:
     dlist = decisions.add_parser("list", help="newest first")
     dlist.add_argument("--status", help="e.g. pending_approval or executed,not_executed")
     dlist.add_argument("--action")
+    dlist.add_argument("--tenant", help="the decisions on that tenant's own objectives")
     dlist.add_argument("--limit", type=int, default=20)
     dlist.set_defaults(func=cmd_decisions_list)
     explain = decisions.add_parser(

@@ -184,6 +184,7 @@ class Daemon:
             self.breakers,
             config.daemon.data_dir,
             config.index.tenant_ttl_seconds,
+            {name: spec.tenant for name, spec in config.sources.inputs.items() if spec.tenant},
         )
         self.loop = DecisionLoop(
             decision,

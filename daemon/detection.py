@@ -291,8 +291,9 @@ class Detection:
         listed and logged like theirs; the caller hands it to the decision loop."""
         self.sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M", time.gmtime(minute))
+        tenant = f"-{diagnosis.tenant}" if diagnosis.tenant else ""
         anomaly = Anomaly(
-            f"{name}-{diagnosis.target}-{stamp}",
+            f"{name}-{diagnosis.target}{tenant}-{stamp}",
             self.sequence,
             name,
             minute - minute % 60.0,

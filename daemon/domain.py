@@ -102,9 +102,12 @@ class Diagnosis:
     confidence: float = 0.0  # 0..1
     evidence: tuple[str, ...] = ()
     onset: str = "unknown"  # "sudden" (in one step), "gradual", or "unknown"
+    # One tenant's events only (a burning per-tenant SLO); "" for the whole deployment.
+    tenant: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind}({self.target})" if self.target else str(self.kind)
+        text = f"{self.kind}({self.target})" if self.target else str(self.kind)
+        return f"{text} in tenant {self.tenant}" if self.tenant else text
 
     @classmethod
     def manual(cls, target: str) -> Diagnosis:
@@ -138,6 +141,7 @@ class Diagnosis:
             "confidence": self.confidence,
             "evidence": list(self.evidence),
             "onset": self.onset,
+            **({"tenant": self.tenant} if self.tenant else {}),
         }
 
     @classmethod
@@ -153,6 +157,7 @@ class Diagnosis:
             float(data.get("confidence", 0.0)),
             tuple(str(e) for e in data.get("evidence", ())),
             str(data.get("onset", "unknown")),
+            str(data.get("tenant", "")),
         )
 
 

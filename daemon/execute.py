@@ -89,7 +89,10 @@ class Executor:
 
     def params(self, d: Decision) -> dict[str, str]:
         diagnosis = str(d.diagnosis) if d.diagnosis.diagnosed else ""
-        return {"trace_id": d.trace_id, "decision_id": d.id, "diagnosis": diagnosis}
+        found = {"trace_id": d.trace_id, "decision_id": d.id, "diagnosis": diagnosis}
+        if d.diagnosis.tenant:  # the action works on that tenant's events only
+            found["tenant"] = d.diagnosis.tenant
+        return found
 
     def recent(self) -> list[Decision]:
         return list(self.audit.decisions.values())[-RECENT:]

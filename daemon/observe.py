@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("helios.slo")
 RAISE_EVERY = 3600.0  # daemon seconds between two anomalies of one burning budget
+MAX_TENANTS = 100  # tenants given objectives of their own (the first seen, by name)
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,30 @@ class Observability:
             entry[0] += n if ok else 0
             entry[1] += n
         found += [("completeness", f"route:{r}", g, n) for r, (g, n) in routes.items()]
+        found += self._tenant_counters()
         found.append(("timeliness", "all", float(t.timely), float(t.timely + t.slow)))
         accepted = float(d.reconciler.copies_received)
         refused = float(sum(d.pipeline.rejections.get(r, 0) for r in CAPACITY))
         found.append(("availability", "all", accepted, accepted + refused))
+        return found
+
+    def _tenant_counters(self) -> list[tuple[str, str, float, float]]:
+        """A tenant's completeness (`tenant:blue`: its events closed with every copy)
+        and, for each source that missed any of them, `tenant:blue/aws`: the share of
+        its closed events that aws did not miss. A tenant that is 1% of the traffic
+        can lose every aws copy without moving the deployment's own objectives."""
+        t = self._d.telemetry
+        closed: dict[str, list[float]] = {}
+        for (tenant, ok), n in list(t.tenant_closed.items()):
+            entry = closed.setdefault(tenant, [0.0, 0.0])
+            entry[0] += n if ok else 0
+            entry[1] += n
+        kept = set(sorted(closed)[:MAX_TENANTS])
+        found = [("completeness", f"tenant:{x}", g, n) for x, (g, n) in closed.items() if x in kept]
+        for (tenant, source), missed in list(t.tenant_missed.items()):
+            if tenant in kept:
+                total = closed[tenant][1]
+                found.append(("completeness", f"tenant:{tenant}/{source}", total - missed, total))
         return found
 
     async def tick(self) -> str:
@@ -105,29 +126,32 @@ class Observability:
 
     def _raise(self, alert: Alert, now: float) -> None:
         """A completeness budget of a source burning fast is an anomaly the loop decides
-        on, diagnosed missing_events(source) (replaying its copies is what heals it)."""
+        on, diagnosed missing_events(source) (replaying its copies is what heals it); of a
+        source within a tenant (`tenant:blue/aws`), the same for that tenant's events."""
         d = self._d
         if not d.config.slo.raise_anomalies or alert.objective != "completeness":
             return
         kind, _, target = alert.scope.partition(":")
-        if kind != "source":
+        tenant, _, source = target.partition("/") if kind == "tenant" else ("", "", target)
+        if kind not in ("source", "tenant") or not source:
             return
         # One anomaly per burn: a budget that flickers across the factor raises it again
         # only after an hour (the loop follows up on an incident meanwhile).
         if now - self.raised.get(alert.scope, -math.inf) < RAISE_EVERY:
             return
         self.raised[alert.scope] = now
+        of = f"{source} in tenant {tenant}" if tenant else source
         text = (
-            f"completeness of {target} burns its error budget {alert.burn_long:.1f}x "
+            f"completeness of {of} burns its error budget {alert.burn_long:.1f}x "
             f"(long window) and {alert.burn_short:.1f}x (short), pair {alert.pair}"
         )
-        diagnosis = Diagnosis(IssueKind.MISSING_EVENTS, target, 0.9, (text,), onset="unknown")
+        diagnosis = Diagnosis(IssueKind.MISSING_EVENTS, source, 0.9, (text,), "unknown", tenant)
         anomaly = d.detection.raise_external(
             "slo",
             now,
             alert.burn_long,
             "critical" if alert.pair == "fast" else "major",
-            (f"missing_rate:{target}",),
+            (f"missing_rate:{source}",),
             text,
             diagnosis,
         )

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from helios.daemon import logs
@@ -16,6 +17,7 @@ from helios.daemon.domain import MODES, DecisionStatus, Diagnosis
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.identity import caller
 from helios.daemon.readmodels import BreakerView, ReadModels, SourceStatus
+from helios.daemon.tenants import check_tenant
 from helios.daemon.types import CRITERIA, ActionError
 from helios.daemon.webhooks import WebReply
 
@@ -235,7 +237,9 @@ class Operator:
         d = executor.new_decision()  # not saved until the plan holds
         d.decided_by = by or "operator"
         d.chosen, d.target, d.mode = action, target, "manual"
-        d.diagnosis = Diagnosis.manual(target)
+        d.diagnosis = replace(
+            Diagnosis.manual(target), tenant=check_tenant(params.get("tenant", ""))
+        )
         params = {**params, **executor.params(d)}  # heliosd's own values win
         plan = await planner.plan(entry, target, params)  # raises before anything is recorded
         if plan.noop and not dry_run:

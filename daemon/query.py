@@ -94,6 +94,18 @@ def _time(key: str, value: str) -> float:
             ) from None
 
 
+_TENANT_TERM = re.compile(r'(?<![\w"])tenant\s*=\s*("[^"]*"|[^\s"]+)')
+
+
+def tenant_term(text: str) -> tuple[str | None, str]:
+    """A list filter's `tenant=NAME` term taken out of it: (the tenant the listing is
+    limited to, as tenant_filter decides it for the caller, the rest of the filter)."""
+    named = [m.strip('"') for m in _TENANT_TERM.findall(text)]
+    if len(named) > 1:
+        raise FilterError("filter", "tenant= is given more than once")
+    return tenant_filter(named[0] if named else None), _TENANT_TERM.sub(" ", text)
+
+
 def parse_terms(text: str, keys: tuple[str, ...]) -> dict[str, str]:
     """`KEY=VALUE` terms joined by spaces or AND, each KEY one of `keys`."""
     values: dict[str, str] = {}

@@ -25,8 +25,9 @@ from helios.daemon.query import (
     newest_first,
     parse_filter,
     parse_terms,
+    tenant_term,
 )
-from helios.daemon.tenants import SEP, scoped, tenant_in_force
+from helios.daemon.tenants import SEP, scoped, tenant_filter, tenant_in_force
 from helios.daemon.views import (
     ActionView,
     BreakerView,
@@ -239,13 +240,11 @@ class ReadModels:
     def decisions(
         self, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[Decision], str]:
-        return self._listing(
-            self._d.loop.audit.decisions.values(),
-            DECISION_FIELDS,
-            filter_text,
-            page_size,
-            page_token,
-        )
+        tenant, text = tenant_term(filter_text)  # a tenant's caller: its own decisions only
+        found: Any = self._d.loop.audit.decisions.values()
+        if tenant is not None:
+            found = [d for d in found if d.diagnosis.tenant == tenant]
+        return self._listing(found, DECISION_FIELDS, text, page_size, page_token)
 
     def executions(
         self, filter_text: str, page_size: int, page_token: str
@@ -259,22 +258,17 @@ class ReadModels:
         )
 
     def _listing(
-        self,
-        items: Any,
-        fields: dict[str, str],
-        filter_text: str,
-        page_size: int,
-        page_token: str,
+        self, items: Any, fields: dict[str, str], filter_text: str, size: int, token: str
     ) -> tuple[list[Any], str]:
-        values = parse_terms(filter_text, tuple(fields))
-        page = PageRequest.parse(page_size, page_token)
-        return newest_first(items, page, _number, _matcher(values, fields))
+        matcher = _matcher(parse_terms(filter_text, tuple(fields)), fields)
+        return newest_first(items, PageRequest.parse(size, token), _number, matcher)
 
     def decision(self, decision_id: str) -> Decision:
         if not decision_id:
             raise RequestError("id", "id is empty")
         found = self._d.loop.audit.decisions.get(decision_id)
-        if found is None:
+        tenant = tenant_filter(None)  # a tenant's caller sees its own decisions only
+        if found is None or (tenant is not None and found.diagnosis.tenant != tenant):
             raise RequestError(
                 "id", f"no decision {decision_id!r}; ids look like d-000042", ErrorCode.NOT_FOUND
             )

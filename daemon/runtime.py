@@ -22,7 +22,7 @@ from helios.daemon.pipeline import Pipeline
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
 from helios.daemon.safety import Breaker, Breakers
-from helios.daemon.tenants import past_retention
+from helios.daemon.tenants import past_retention, unscoped
 from helios.daemon.types import IndexBackend, Source
 
 log = logging.getLogger("helios.runtime")
@@ -51,8 +51,10 @@ class ActionRuntime:
         breakers: Breakers,
         data_dir: str,
         tenant_ttl: Mapping[str, float] | None = None,
+        input_tenants: Mapping[str, str] | None = None,
     ) -> None:
         self.sources = list(sources)
+        self.input_tenants = dict(input_tenants or {})  # input -> the tenant of its copies
         self.tenant_ttl = dict(tenant_ttl or {})  # index.tenant_ttl_seconds
         self.clock = clock
         self.pipeline = pipeline
@@ -162,22 +164,32 @@ class ActionRuntime:
     def source_inputs(self, source: str) -> list[str]:
         return [name for name, inst in self.inputs.items() if inst.delivers(source)]
 
-    def _replayer(self, source: str) -> Source | None:
+    def _replayer(self, source: str, tenant: str = "") -> Source | None:
+        """An input that can publish through `source`: for a tenant's copies, that
+        tenant's own input when there is one (its copies come back as the tenant's)."""
         if source in self.failed_over:
             return None
-        for instance in self.inputs.values():
-            if instance.delivers(source) and instance.replays(source):
-                return instance
-        return None
+        found = [
+            (self.input_tenants.get(name, "") == tenant, instance)
+            for name, instance in self.inputs.items()
+            if instance.delivers(source) and instance.replays(source)
+        ]
+        return max(found, key=lambda f: f[0])[1] if found else None
 
     def can_replay(self, source: str) -> bool:
         return self._replayer(source) is not None
 
     async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
-        instance = self._replayer(source)
-        if instance is None:
-            raise RuntimeError(f"no source input can publish through {source}")
-        return await instance.replay(source, copies)
+        by_tenant: dict[str, list[CopyIn]] = {}
+        for c in copies:
+            by_tenant.setdefault(unscoped(c[0])[0], []).append(c)
+        sent = 0
+        for tenant, some in by_tenant.items():
+            instance = self._replayer(source, tenant)
+            if instance is None:
+                raise RuntimeError(f"no source input can publish through {source}")
+            sent += await instance.replay(source, some)
+        return sent
 
     async def restart_source(self, source: str) -> list[str]:
         restarted = []
@@ -232,9 +244,11 @@ class ActionRuntime:
         self._trim_replayed()
 
     async def _outcome_ids(
-        self, kind: OutcomeKind, source: str, since: float, limit: int
+        self, kind: OutcomeKind, source: str, since: float, limit: int, tenant: str | None = None
     ) -> list[str]:
-        query = OutcomeQuery(kinds=frozenset({kind}), sources=frozenset({source}), since=since)
+        query = OutcomeQuery(
+            kinds=frozenset({kind}), sources=frozenset({source}), since=since, tenant=tenant
+        )
         ids: list[str] = []
         seen: set[str] = set()
         before: int | None = None
@@ -251,12 +265,18 @@ class ActionRuntime:
             await asyncio.sleep(0)
         return ids
 
-    async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
+    async def missing_copies(
+        self, source: str, since: float, limit: int, tenant: str = ""
+    ) -> list[CopyIn]:
+        """Stored copies of events MISSING from `source` since `since`, not replayed
+        before, oldest first; with `tenant`, of that tenant's events only."""
         bit = 1 << self.sources.index(source)
         done = self.replayed[source]
         ids = [
             e
-            for e in await self._outcome_ids(OutcomeKind.MISSING, source, since, 10 * limit + 1000)
+            for e in await self._outcome_ids(
+                OutcomeKind.MISSING, source, since, 10 * limit + 1000, tenant or None
+            )
             if e not in done
         ]
         records = await self.index.get_many(ids)

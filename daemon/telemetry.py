@@ -141,6 +141,10 @@ class Telemetry:
         self.refresh: Callable[[], Any] | None = None  # async: takes a new snapshot
         self.outcomes: Counter[tuple[OutcomeKind, str, str]] = Counter()
         self.route_closed: Counter[tuple[str, bool]] = Counter()  # (route, every copy came)
+        # A tenant's events closed (tenant, every copy came) and missed (tenant, source):
+        # its own completeness objectives (helios.daemon.observe).
+        self.tenant_closed: Counter[tuple[str, bool]] = Counter()
+        self.tenant_missed: Counter[tuple[str, str]] = Counter()
         self.timely = self.slow = 0  # COMPLETE outcomes within / past slo.timeliness_ms
         self.timely_seconds = 1.0
         self.replayed: Counter[str] = Counter()  # copies replayed, by target source
@@ -469,19 +473,25 @@ class Telemetry:
         copies whose event they decide. Grouped first: a flush holds a few event types
         and kinds, so the route is looked up once per group, not once per outcome."""
         counts = self.outcomes
-        if self.tenanted:  # the route depends on the tenant, read from each event's key
+        # Grouped by tenant too (read from each event's key): its own objectives, and
+        # its routes when routes are per tenant.
+        grouped = Counter(
+            [(o.kind, o.event_type, o.sources, o.event_id.rpartition(SEP)[0]) for o in outcomes]
+        )
+        if self.tenanted:
             route_of = self.tenanted_route_of
-            grouped = Counter(
-                [(o.kind, o.event_type, o.sources, o.event_id.rpartition(SEP)[0]) for o in outcomes]
-            )
         else:
-            grouped = Counter([(o.kind, o.event_type, o.sources, "") for o in outcomes])
             route_of = lambda event_type, tenant: self.route_of(event_type)  # noqa: E731
         closed = self.route_closed
         for (kind, event_type, sources, tenant), n in grouped.items():
             route = route_of(event_type, f"{tenant}{SEP}" if tenant else "")
             if kind is not DUPLICATE and kind is not LATE:
                 closed[(route, kind is not MISSING)] += n
+                if tenant:
+                    self.tenant_closed[(tenant, kind is not MISSING)] += n
+                    if kind is MISSING:
+                        for source in sources:
+                            self.tenant_missed[(tenant, source)] += n
             if sources:
                 for source in sources:
                     counts[(kind, route, source)] += n

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 SEP = "\x1f"
 TENANT = re.compile(TENANT_PATTERN)
-# What a key scoped to a tenant may call: its own events in and out, nothing that shows
-# or changes the deployment as a whole (detection and decisions work on all traffic).
+# What a key scoped to a tenant may call: its own events in and out, and the decisions
+# taken on its own objectives; nothing that shows or changes the deployment as a whole.
 TENANT_RPCS = frozenset(
     {
         "IngestService/Publish",
@@ -31,6 +31,9 @@ TENANT_RPCS = frozenset(
         "QueryService/GetEvent",
         "QueryService/ListOutcomes",
         "QueryService/WatchOutcomes",
+        # its own incidents: decisions on a burning objective of its own (its tenant)
+        "QueryService/ListDecisions",
+        "QueryService/GetDecision",
     }
 )
 

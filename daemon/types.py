@@ -1,4 +1,5 @@
-"""The contracts plugins implement: sources, index backends, detectors, MCDM, actions."""
+"""The contracts plugins implement: sources, index backends, detectors, MCDM, actions.
+Long because every contract a plugin author reads is here, in one place."""
 
 from __future__ import annotations
 
@@ -336,9 +337,11 @@ class Runtime(Protocol):
         """Re-publish copies through the source's own publish path; returns how many."""
         ...
 
-    async def missing_copies(self, source: str, since: float, limit: int) -> list[CopyIn]:
-        """Stored copies of events declared MISSING from `source` since `since` and not
-        healed or replayed yet: the first copy's payload, as `source` would carry it."""
+    async def missing_copies(
+        self, source: str, since: float, limit: int, tenant: str = ""
+    ) -> list[CopyIn]:
+        """Stored copies of events MISSING from `source` since `since` (of `tenant` only,
+        when given), not healed or replayed yet: the first copy's payload."""
         ...
 
     def mark_replayed(self, source: str, event_ids: Sequence[str]) -> None: ...

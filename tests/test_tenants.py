@@ -112,7 +112,7 @@ async def test_a_tenant_key_is_refused_what_shows_or_changes_the_deployment(tmp_
             keys = pb_grpc.KeysServiceStub(channel)
             for call in (
                 query.GetStats(pb.GetStatsRequest(), metadata=bearer(blue)),
-                query.ListDecisions(pb.ListDecisionsRequest(), metadata=bearer(blue)),
+                query.ListExecutions(pb.ListExecutionsRequest(), metadata=bearer(blue)),
                 query.ListAnomalies(pb.ListAnomaliesRequest(), metadata=bearer(blue)),
                 control.PauseSource(pb.PauseSourceRequest(source="aws"), metadata=bearer(blue)),
                 keys.ListKeys(pb.ListKeysRequest(), metadata=bearer(blue)),
@@ -322,3 +322,119 @@ def test_a_tenants_retention_must_be_a_tenant_and_within_the_index_ttl():
         make_config(INDEX__TENANT_TTL_SECONDS="{ Bad = 6.0 }")
     with pytest.raises(ConfigError, match=r"tenant_ttl_seconds"):
         make_config(INDEX__TENANT_TTL_SECONDS="{ a = inf }")
+
+
+TENANT_LOSES_AWS = """
+[sources.inputs.simulator]
+plugin = "simulator"
+rate_per_second = 100.0
+seed = 5
+tick_seconds = 0.5
+
+[sources.inputs.blue]
+plugin = "simulator"
+tenant = "blue"
+rate_per_second = 1.0
+seed = 7
+tick_seconds = 0.5
+scenarios = [ { source = "aws", kind = "drop", probability = 0.5, duration_minutes = 60.0 } ]
+
+[decision]
+automation = "auto"
+
+[slo]
+min_events = 20
+"""
+
+
+async def test_a_tenants_own_loss_is_detected_decided_and_healed_in_that_tenant():
+    """blue is 1% of the traffic and loses half its aws copies: the deployment's aws
+    objective barely moves (0.5% missed: no burn alert), blue's burns. The anomaly, the
+    decision and the replay are blue's, and only blue's copies are replayed."""
+    from tests.test_heal import run
+    from tests.test_heal_api import healing
+
+    async for h in healing(config=TENANT_LOSES_AWS):  # 60 s run already
+        daemon, clock = h.daemon, h.clock
+        await run(daemon, clock, 30)
+        slo = [a for a in daemon.detection.anomalies if a.detector == "slo"]
+        assert slo, "blue's burning aws objective raised nothing"
+        assert {(str(a.diagnosis), a.diagnosis.tenant) for a in slo} == {
+            ("missing_events(aws) in tenant blue", "blue")
+        }  # and nothing for the deployment's aws, which is not burning
+        views = {v.scope: v for v in daemon.services.observe.slos()}
+        assert views["tenant:blue/aws"].firing and not views["source:aws"].firing
+        assert views["tenant:blue"].ratio < 0.8
+        decided = [d for d in daemon.loop.audit.decisions.values() if d.anomaly_id == slo[0].id]
+        assert decided and decided[0].chosen == "replay_missing"
+        assert decided[0].diagnosis.tenant == "blue"
+        await run(daemon, clock, 10)
+        replayed = list(daemon.runtime.replayed["aws"])
+        assert replayed and all(k.startswith("blue\x1f") for k in replayed)
+        executions = [x for x in daemon.loop.audit.executions.values()]
+        assert any("of tenant blue" in x.plan for x in executions)
+        # what the API says of it
+        from helios.control.convert import diagnosis_pb
+
+        assert diagnosis_pb(decided[0].diagnosis).tenant == "blue"
+        # blue reads its own decisions, red none of them; naming another tenant is refused
+        from helios.daemon.errors import RequestError
+        from helios.daemon.identity import Identity, acting_as
+
+        reads = daemon.services.reads
+        blue = Identity("blue-app", "viewer", frozenset({"read"}), "test", "blue")
+        red = Identity("red-app", "viewer", frozenset({"read"}), "test", "red")
+        with acting_as(blue):
+            own, _ = reads.decisions("", 100, "")
+            assert own and all(d.diagnosis.tenant == "blue" for d in own)
+            assert reads.decision(decided[0].id).id == decided[0].id
+            with pytest.raises(RequestError, match="tenant 'blue'"):
+                reads.decisions("tenant=red", 100, "")
+        with acting_as(red):
+            assert reads.decisions("", 100, "")[0] == []
+            with pytest.raises(RequestError, match="no decision"):
+                reads.decision(decided[0].id)
+        everything, _ = reads.decisions("", 100, "")  # the deployment's operators: all
+        assert len(everything) >= len(own)
+        assert reads.decisions("tenant=blue", 100, "")[0] == own
+        code, out = await h.cli("decisions", "list", "--tenant", "blue")
+        assert code == 0 and "missing_events(aws) in tenant blue" in out, out
+        code, out = await h.cli("slo")
+        assert code == 0 and "tenant:blue/aws" in out
+
+
+async def test_an_operator_replays_one_tenants_missing_copies():
+    from helios.daemon.clock import ManualClock
+
+    from tests.helpers import make_config, make_daemon
+    from tests.test_heal import run
+
+    config = TENANT_LOSES_AWS.replace('automation = "auto"', 'automation = "observe"')
+    config = config.replace(
+        "rate_per_second = 100.0",
+        "rate_per_second = 10.0\n"
+        + (
+            'scenarios = [ { source = "aws", kind = "drop", probability = 0.5, '
+            "duration_minutes = 60.0 } ]"
+        ),
+    )
+    clock = ManualClock()
+    daemon = make_daemon(make_config(config), clock)
+    await daemon.start()
+    try:
+        await run(daemon, clock, 40)
+        operator = daemon.services.operator
+        d, x = await operator.trigger(
+            "replay_missing", "aws", {"tenant": "blue"}, False, "olga", force=True
+        )
+        assert str(d.diagnosis) == "manual(aws) in tenant blue"
+        assert "of tenant blue" in x.plan
+        await run(daemon, clock, 2)  # the execution runs as a task
+        replayed = list(daemon.runtime.replayed["aws"])
+        assert replayed and all(k.startswith("blue\x1f") for k in replayed)
+        from helios.daemon.errors import RequestError
+
+        with pytest.raises(RequestError, match="tenant"):
+            await operator.trigger("replay_missing", "aws", {"tenant": "No Such"}, True, "olga")
+    finally:
+        await daemon.stop()

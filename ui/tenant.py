@@ -1,4 +1,5 @@
-"""A tenant's console (/tenant): its own outcomes and events, nothing of the deployment.
+"""A tenant's console (/tenant): its own outcomes, events and incidents (the decisions
+taken on its own objectives), nothing of the deployment.
 
 A key or token scoped to a tenant signs in like any other and lands here; the gate
 (helios.ui.gate) sends it nowhere else. Every read runs as the signed-in identity, so
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from helios.daemon.audit import Decision
 from helios.daemon.errors import RequestError
 from helios.daemon.identity import Identity, acting_as
 from helios.daemon.model import OutcomeKind, Status
@@ -72,6 +74,15 @@ def tenant_page(reads: ReadModels, user: Identity) -> None:
             find_button = ui.button("Find").classes("helios-tenant-find")
             result = ui.column().classes("w-full helios-tenant-event")
 
+    with ui.card().classes("w-full"):
+        ui.label("Incidents: decisions on this tenant's own objectives").classes("font-semibold")
+        incidents = ui.table(
+            columns=_columns("id", "time", "diagnosis", "action", "status", "outcome"),
+            rows=[],
+            row_key="id",
+            pagination=10,
+        ).classes("w-full helios-tenant-decisions")
+
     def tenant() -> str:
         return own or (pick.value or "").strip()
 
@@ -100,6 +111,22 @@ def tenant_page(reads: ReadModels, user: Identity) -> None:
             for o in found
         ]
         table.update()
+        decided: list[Decision] = []
+        if tenant():  # a deployment-wide identity sees incidents once it picks a tenant
+            with acting_as(user):
+                decided, _ = reads.decisions(f"tenant={tenant()}", 100, "")
+        incidents.rows = [
+            {
+                "id": d.id,
+                "time": _clock(d.created_at),
+                "diagnosis": str(d.diagnosis),
+                "action": f"{d.chosen}({d.target})" if d.chosen else "-",
+                "status": d.status.value,
+                "outcome": d.outcome or "-",
+            }
+            for d in decided
+        ]
+        incidents.update()
 
     async def find() -> None:
         result.clear()

@@ -12,8 +12,9 @@ from helios.plugins.actions import BaseAction, number
 
 class ReplayMissing(BaseAction):
     """Every event declared MISSING from the target source (since `since`, default the
-    last `lookback_seconds`), not healed and not replayed before, is re-published through
-    that source's publish path with the stored payload. Each copy is replayed once."""
+    last `lookback_seconds`; with `tenant`, that tenant's events only), not healed and
+    not replayed before, is re-published through that source's publish path with the
+    stored payload. Each copy is replayed once."""
 
     name = "replay_missing"
     policy_defaults: Mapping[str, Any] = {"cooldown_seconds": 30.0, "max_per_hour": 120}
@@ -51,13 +52,15 @@ class ReplayMissing(BaseAction):
         since = number(params, "since", runtime.clock.now() - lookback)
         # One more than the cap: the policy must see that the cap is exceeded.
         limit = int(params.get("_limit", "1000000"))
-        copies = await runtime.missing_copies(target, since, limit)
+        tenant = params.get("tenant", "")  # a tenant's incident: its events only
+        copies = await runtime.missing_copies(target, since, limit, tenant)
+        of = f" of tenant {tenant}" if tenant else ""
         return ActionPlan(
             self.name,
             target,
-            f"replay {len(copies)} missing copies to {target}",
+            f"replay {len(copies)} missing copies{of} to {target}",
             size=len(copies),
-            details={"copies": copies, "since": since},
+            details={"copies": copies, "since": since, "tenant": tenant},
             noop=not copies,
         )
 

@@ -1235,6 +1235,7 @@ class Diagnosis(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     ONSET_FIELD_NUMBER: _builtins.int
     ISSUE_KIND_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """missing_events, high_latency, duplicate_storm, inconsistent_payloads, source_degraded,
     system_failure, unknown or manual (issue_kind, as a string).
@@ -1245,6 +1246,10 @@ class Diagnosis(_message.Message):
     onset: _builtins.str
     """sudden (in one step), gradual, or unknown."""
     issue_kind: Global___IssueKind.ValueType
+    tenant: _builtins.str
+    """One tenant's events only (a burning per-tenant objective, or an operator's replay of
+    one tenant's copies); empty: the whole deployment.
+    """
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -1256,10 +1261,11 @@ class Diagnosis(_message.Message):
         evidence: _abc.Iterable[_builtins.str] | None = ...,
         onset: _builtins.str = ...,
         issue_kind: Global___IssueKind.ValueType = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "evidence", b"evidence", "issue_kind", b"issue_kind", "kind", b"kind", "onset", b"onset", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "evidence", b"evidence", "issue_kind", b"issue_kind", "kind", b"kind", "onset", b"onset", "target", b"target", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
