@@ -96,3 +96,35 @@ async def test_a_million_empty_events_are_refused_unread_on_both_ingest_rpcs():
         )
         response = pb.PublishResponse.FromString(await publish(at_limit.SerializeToString()))
         assert response.accepted == 100 and not response.rejections
+
+
+def test_an_element_with_too_many_fields_is_refused_by_its_position():
+    crowded = pb.Event(event_id="x", attributes={f"k{i}": "" for i in range(2000)})
+    fine = pb.Event(event_id="y", payload=b"x" * 50_000)  # large, but few fields
+    raw = pb.PublishRequest(events=[fine, crowded]).SerializeToString()
+    with pytest.raises(RequestError, match=r"more than 1024 fields in one of events") as caught:
+        check_caps(raw, (Cap("events", 1, 10, 1024),))
+    assert caught.value.field == "events[1]"
+    check_caps(pb.PublishRequest(events=[fine] * 5).SerializeToString(), (Cap("events", 1, 10, 8),))
+
+
+async def test_one_event_with_a_million_attributes_is_refused_unread():
+    async for served in serve():
+        # one Event (field 1) whose body is a million empty attributes entries (field 6)
+        body = b"\x32\x00" * 1_000_000
+        raw = b"\x0a" + _varint(len(body)) + body
+        publish = served.channel.unary_unary("/helios.v1.IngestService/Publish")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await publish(raw)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert details(caught.value) == ["events[0]"]
+        assert "refused unread" in caught.value.details()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
