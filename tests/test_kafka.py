@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 from helios.plugins.sources.kafka import KafkaSource, partition_of
@@ -191,3 +192,60 @@ def test_partition_of_is_kafkas_default_partitioner():
     for key in ("e1", "order-42", "sim-000123", "ünïcode"):
         expected = partitioner(key.encode(), list(range(12)), list(range(12)))
         assert partition_of(key, 12) == expected
+
+
+@pytest.mark.parametrize("retained", [True, False], ids=["in-topic", "gone-from-topic"])
+async def test_refused_copies_are_replayed_from_their_kafka_offsets(
+    kafka_broker, tmp_path, monkeypatch, retained
+):
+    """aws is paused while its copies arrive: they go to the DLQ (source_paused) and the
+    events close MISSING from aws. replay_missing then reads those copies again from the
+    topic at their offsets and admits them as they were: four heal, and the fifth,
+    whose aws copy carried another payload, shows INCONSISTENT (a copy rebuilt from
+    gcp's payload would have hidden that). A message the topic no longer holds (its
+    retention passed) is taken from the DLQ, which keeps the same bytes."""
+    if not retained:
+        from helios.plugins.sources import kafka_offsets
+
+        async def nothing_at(consumer, positions):
+            return {}
+
+        monkeypatch.setattr(kafka_offsets, "_read_at", nothing_at)
+    bootstrap = kafka_broker.bootstrap
+    await kafka_broker.create_topics(2, *TOPICS)
+    daemon = make_daemon(kafka_config(bootstrap, tmp_path / "data"))
+    await daemon.start()
+    try:
+        source = source_of(daemon)
+        operator = daemon.services.operator
+        operator.pause_source("aws")
+        ids = [f"p{i}" for i in range(5)]
+        await produce(
+            bootstrap,
+            [(e.encode(), event_bytes(e, s)) for e in ids for s in ("gcp", "azure")]
+            + [(e.encode(), event_bytes(e, "aws")) for e in ids[:4]]
+            + [(b"p4", event_bytes("p4", "aws", {"id": "p4", "amount": 999}))],
+        )
+        await until(lambda: source.counts["dlq"] == 5 and source.counts["copies"] == 10)
+        assert source.dlq_reasons == Counter({"source_paused": 5})
+        await daemon.advance(20.0)
+        assert daemon.pipeline.outcome_counts()["MISSING"] == 5
+        operator.resume_source("aws")
+        _, execution = await operator.trigger(
+            "replay_missing", "aws", {}, False, "olga", force=True
+        )
+        assert "replay 5 missing copies to aws" in execution.plan
+        await until(lambda: source.counts["replayed_from_offsets"] == 5)
+        assert source.counts["replayed"] == 0  # nothing rebuilt and published to the topic
+        assert source.counts["replayed_from_dlq"] == (0 if retained else 5)
+        shown = daemon.services.reads.storage().details["kafka replays"]
+        assert shown.startswith("5 refused copies read again at their offsets")
+        await daemon.advance(5.0)
+        kinds = {
+            e: [o.kind.name for o in (await daemon.runtime.get_event(e)).outcomes] for e in ids
+        }
+        healed = ["MISSING", "LATE", "COMPLETE"]  # its aws copy came, late, and agreed
+        assert all(k == healed for e, k in kinds.items() if e != "p4"), kinds
+        assert kinds["p4"][:2] == ["MISSING", "LATE"] and "INCONSISTENT" in kinds["p4"], kinds
+    finally:
+        await daemon.stop()

@@ -34,6 +34,7 @@ from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
 from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
 from helios.plugins.sources.cloudinput import parse_options
+from helios.plugins.sources.kafka_offsets import Refused, replay_refused
 from helios.plugins.sources.kafka_wire import (
     KafkaOptions,
     decode,
@@ -70,6 +71,7 @@ class KafkaSource(SourceBase):
         self.dlq_reasons: Counter[str] = Counter()
         self.state = "starting"
         self._tasks: list[asyncio.Task[None]] = []
+        self.refused = Refused(options)  # copies in the DLQ, for replays from offsets
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -346,6 +348,12 @@ class KafkaSource(SourceBase):
         return self.options.replay and source in self.context.sources
 
     async def replay(self, source: str, copies: Sequence[CopyIn]) -> int:
+        """Copies the group refused are read again at their offsets (kafka_offsets.py);
+        the others are published to the topic, from the stored copy."""
+        taken, accepted = await replay_refused(self, self.refused, source, copies)
+        copies = [c for c in copies if c[0] not in taken]
+        if not copies:
+            return accepted
         producer = self.producer
         if producer is None:
             raise RequestError(
@@ -369,7 +377,7 @@ class KafkaSource(SourceBase):
                 await future
                 delivered += 1
         self.counts["replayed"] += delivered
-        return delivered
+        return delivered + accepted
 
     def describe(self) -> dict[str, str]:
         o, c = self.options, self.counts
@@ -392,6 +400,9 @@ class KafkaSource(SourceBase):
             "kafka dlq": f"{c['dlq']:,} to {o.dlq_topic or '(no topic)'}: {refused}",
             "kafka outcomes": f"{c['outcomes']:,} to {o.outcomes_topic or '(off)'}, "
             f"{c['outcomes_failed']:,} failed, {c['outcomes_lost']:,} overflows",
+            "kafka replays": f"{c['replayed_from_offsets']:,} refused copies read again at "
+            f"their offsets ({c['replayed_from_dlq']:,} of them from the DLQ), "
+            f"{c['replayed']:,} published to {o.topic}",
         }
 
 
