@@ -56,11 +56,20 @@ def freeze_gc() -> str:
     return f"frozen; {gc.get_stats()[2]['collections']} full collections so far"
 
 
+def _yes() -> bool:
+    return True
+
+
 def schedule(d: Daemon) -> None:
     """Add every job of the daemon to its scheduler (started by Daemon.start)."""
     jobs, config = d.jobs, d.config
 
     async def sweep() -> str:
+        # An input that cannot show it still holds its windows (a Kafka member frozen
+        # past its session: helios.plugins.sources.kafka_lease) holds every decision.
+        held = [n for n, i in d.inputs.items() if not getattr(i, "may_decide", _yes)()]
+        if held:
+            return f"held: {', '.join(held)} cannot show the group still gives it its windows"
         return f"{await d.pipeline.sweep()} windows declared MISSING"
 
     async def expire() -> str:

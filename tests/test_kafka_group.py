@@ -147,3 +147,53 @@ async def test_three_members_one_killed_every_event_gets_exactly_one_right_outco
         client.close()
         for member in members[1:]:
             stop_daemon_process(member)
+
+
+async def test_a_member_frozen_past_its_session_decides_nothing_it_lost(
+    kafka_broker, redis_server, tmp_path
+):
+    """A member stopped (SIGSTOP: a frozen VM, a long GC pause) longer than its session:
+    the group moves its partitions to the other member, which adopts their windows and
+    decides them. When it wakes, its own sweep would find the same windows expired and
+    decide them again; its lease (the last heartbeat the group answered, plus the session
+    timeout) has run out, so it decides nothing until the group has told it what it
+    holds. Every event ends with exactly one final outcome."""
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    names = ["m1", "m2"]
+    members: list[DaemonProcess] = []
+    for name in names:
+        home = tmp_path / name
+        home.mkdir()
+        members.append(
+            start_daemon_process(
+                home, member_config(kafka_broker.bootstrap, redis_server.url, name)
+            )
+        )
+    client = redis.Redis.from_url(redis_server.url)
+    ids = [f"f-{i:05d}" for i in range(600)]
+    dropped = dict.fromkeys(ids, "azure")  # every window waits for azure: all end MISSING
+    frozen = members[0]
+    try:
+        wait_for(lambda: all(assigned(m) for m in members), 60, "every member's partitions")
+        await produce(kafka_broker.bootstrap, ids, dropped)
+        wait_for(lambda: client.zcard("helios:open") == len(ids), 30, "the windows to open")
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            # past the session (6 s): m2 takes every partition and decides every window
+            wait_for(lambda: client.zcard("helios:open") == 0, 60, "m2 to decide them all")
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        time.sleep(8.0)  # m1 wakes, finds its windows expired, rejoins
+        found = outcomes(client, names)
+        finals = {e: [o for o in found.get(e, []) if o[0] in FINAL] for e in ids}
+        twice = {e: f for e, f in finals.items() if len(f) != 1}
+        assert not twice, (
+            f"{len(twice)} events decided twice or never, e.g. {list(twice.items())[:3]}"
+        )
+        assert all(f == [("MISSING", ("azure",))] for f in finals.values())
+        log = frozen.log.read_text(errors="replace")
+        assert "lease" in log, log[-2000:]
+    finally:
+        client.close()
+        for member in members:
+            stop_daemon_process(member)

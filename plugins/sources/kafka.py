@@ -34,6 +34,7 @@ from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
 from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
 from helios.plugins.sources.cloudinput import parse_options
+from helios.plugins.sources.kafka_lease import Lease
 from helios.plugins.sources.kafka_offsets import Refused, replay_refused
 from helios.plugins.sources.kafka_wire import (
     KafkaOptions,
@@ -72,6 +73,8 @@ class KafkaSource(SourceBase):
         self.state = "starting"
         self._tasks: list[asyncio.Task[None]] = []
         self.refused = Refused(options)  # copies in the DLQ, for replays from offsets
+        self.lease = Lease(options.session_timeout_ms)  # fencing: kafka_lease.py
+        self.heartbeats_followed = False
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,6 +158,7 @@ class KafkaSource(SourceBase):
     async def _consume(self) -> None:
         self.consumer, self.producer = await self._connect()
         consumer = self.consumer
+        self.heartbeats_followed = self.lease.watch(consumer)
         self.state = "up"
         while True:
             try:
@@ -163,6 +167,12 @@ class KafkaSource(SourceBase):
                 self.state = f"poll failed: {exc}"
                 log.error("Kafka poll failed: %s", exc)
                 await asyncio.sleep(1.0)
+                continue
+            if not self.heartbeats_followed:
+                self.lease.renew()  # the weaker proof: the broker answered a fetch
+            elif batches and not self.lease.valid():
+                for tp, msgs in batches.items():  # read again once the group has answered
+                    consumer.seek(tp, msgs[0].offset)
                 continue
             self.state = "up"
             if batches:
@@ -280,6 +290,7 @@ class KafkaSource(SourceBase):
             self.partitions = len(found) if found else self.partitions
         if not self.partitions:
             log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
+        self.lease.renew()  # the group has just said what this member holds
         parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
         marks = await self._read_marks()
         now = self.context.clock.now()
@@ -342,6 +353,11 @@ class KafkaSource(SourceBase):
                 await asyncio.sleep(0.5)
         log.error("Kafka: going on without stored offsets: redelivered copies may count twice")
         return {}
+
+    def may_decide(self) -> bool:
+        """Whether windows may be decided now: not while the lease on the partitions
+        has run out (a member frozen past its session). Asked by the window sweep."""
+        return not self.assigned or self.lease.valid()
 
     # ---- outcomes and replays ----------------------------------------------------------
     def replays(self, source: str) -> bool:
