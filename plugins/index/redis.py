@@ -46,6 +46,7 @@ from helios.daemon.clock import Clock
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome, OutcomeKind, Status
 from helios.daemon.query import OutcomeQuery
+from helios.daemon.tenants import SEP
 from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
 from helios.plugins.index.spill import Spill, Write
 from helios.plugins.index.sqlite import record_from, record_tuple
@@ -345,12 +346,11 @@ class RedisIndex:
         assert redis is not None
         started = time.perf_counter()
         head = [self.prefix, max(1, int(self.ttl)), 2 * self.max_records, self.member]
-        head += [len(self.tenant_ttl), *(x for t in self.tenant_ttl.items() for x in t)]
         dumps = marshal.dumps
         async with redis.pipeline(transaction=True) as pipe:
             for write in writes:
                 records, outcomes, last, saved_at = write[:4]
-                args: list[Any] = [*head, len(records)]
+                args: list[Any] = [*head, *self._tenant_ttls(records), len(records)]
                 for values in records:
                     pending = values[8] == PENDING
                     args += (values[0], dumps(values), repr(values[7]) if pending else "")
@@ -368,6 +368,17 @@ class RedisIndex:
             await pipe.execute(raise_on_error=True)
         self.writes += len(writes)
         self.write_seconds += time.perf_counter() - started
+
+    def _tenant_ttls(self, records: Sequence[Any]) -> list[Any]:
+        """The script's tenant TTL arguments: the count, then (tenant, seconds) for the
+        tenants of these records only (a thousand tenants configured cost nothing on a
+        write that has none of theirs)."""
+        ttls = self.tenant_ttl
+        if not ttls:
+            return [0]
+        present = {v[0].partition(SEP)[0] for v in records if SEP in v[0]}
+        pairs = [(t, ttls[t]) for t in present if t in ttls]
+        return [len(pairs), *(x for pair in pairs for x in pair)]
 
     def _went_down(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
