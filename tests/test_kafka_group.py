@@ -80,6 +80,16 @@ def outcomes(client: redis.Redis, members: list[str]) -> dict[str, list[tuple[st
     return found
 
 
+def start_members(names: list[str], kafka_broker, redis_server, tmp_path) -> list[DaemonProcess]:
+    members = []
+    for name in names:
+        home = tmp_path / name
+        home.mkdir()
+        config = member_config(kafka_broker.bootstrap, redis_server.url, name)
+        members.append(start_daemon_process(home, config))
+    return members
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -97,15 +107,7 @@ async def test_three_members_one_killed_every_event_gets_exactly_one_right_outco
 ):
     await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
     names = ["m0", "m1", "m2"]
-    members: list[DaemonProcess] = []
-    for name in names:
-        home = tmp_path / name
-        home.mkdir()
-        members.append(
-            start_daemon_process(
-                home, member_config(kafka_broker.bootstrap, redis_server.url, name)
-            )
-        )
+    members = start_members(names, kafka_broker, redis_server, tmp_path)
     client = redis.Redis.from_url(redis_server.url)
     rng = random.Random(11)
     ids = [f"g-{i:05d}" for i in range(EVENTS)]
@@ -160,15 +162,7 @@ async def test_a_member_frozen_past_its_session_decides_nothing_it_lost(
     holds. Every event ends with exactly one final outcome."""
     await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
     names = ["m1", "m2"]
-    members: list[DaemonProcess] = []
-    for name in names:
-        home = tmp_path / name
-        home.mkdir()
-        members.append(
-            start_daemon_process(
-                home, member_config(kafka_broker.bootstrap, redis_server.url, name)
-            )
-        )
+    members = start_members(names, kafka_broker, redis_server, tmp_path)
     client = redis.Redis.from_url(redis_server.url)
     ids = [f"f-{i:05d}" for i in range(600)]
     dropped = dict.fromkeys(ids, "azure")  # every window waits for azure: all end MISSING

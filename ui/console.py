@@ -11,8 +11,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from helios.daemon.config import SecurityConfig, is_loopback
-from helios.daemon.errors import PlaintextRefused, RequestError
-from helios.daemon.model import Status
+from helios.daemon.errors import PlaintextRefused
 from helios.daemon.services import Services
 from helios.ui import audit, decisions, detection, recovery, storage
 from helios.ui.gate import TENANT_PAGE, Gate, who
@@ -22,9 +21,8 @@ from helios.ui.slo import slo_page
 from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.tenant import tenant_page
-from helios.ui.widgets import CLOCK, record_rows
+from helios.ui.widgets import CLOCK, show_event
 from helios.ui.widgets import clock_text as _clock
-from helios.ui.widgets import columns as _columns
 from nicegui import ui
 
 COLORS = {
@@ -245,32 +243,7 @@ class Console:
                     result = ui.column().classes("w-full helios-lookup-result")
 
                     async def find() -> None:
-                        result.clear()
-                        event_id = (lookup.value or "").strip()
-                        with result:
-                            if not event_id:
-                                ui.label("Type an event_id first.").classes("text-gray-500")
-                                return
-                            try:
-                                record = (await reads.event(event_id)).record
-                            except RequestError as exc:
-                                text = str(exc)
-                                ui.label(text[:1].upper() + text[1:])
-                                return
-                            status = Status(record.status).name
-                            ui.label(f"{record.event_id} - {record.event_type}").classes(
-                                "font-mono"
-                            )
-                            ui.label(f"status {status}").classes(f"helios-status-{status}")
-                            ui.table(
-                                columns=_columns(
-                                    "source", "arrived", "after_first_ms", "hash", "count", "late"
-                                ),
-                                rows=record_rows(record, sources),
-                                row_key="source",
-                            ).classes("w-full")
-                            kinds = ", ".join(o.kind.name for o in record.outcomes) or "none yet"
-                            ui.label(f"outcomes: {kinds}")
+                        await show_event(result, reads, lookup.value or "")
 
                     lookup.on("keydown.enter", find)
                     ui.button("Find", on_click=find).classes("helios-find")

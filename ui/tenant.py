@@ -15,10 +15,10 @@ from collections import Counter
 from helios.daemon.audit import Decision
 from helios.daemon.errors import RequestError
 from helios.daemon.identity import Identity, acting_as
-from helios.daemon.model import OutcomeKind, Status
+from helios.daemon.model import OutcomeKind
 from helios.daemon.readmodels import ReadModels
 from helios.daemon.tenants import unscoped
-from helios.ui.widgets import CLOCK, record_rows
+from helios.ui.widgets import CLOCK, show_event
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -129,28 +129,7 @@ def tenant_page(reads: ReadModels, user: Identity) -> None:
         incidents.update()
 
     async def find() -> None:
-        result.clear()
-        event_id = (lookup.value or "").strip()
-        with result:
-            if not event_id:
-                ui.label("Type an event_id first.").classes("text-gray-500")
-                return
-            try:
-                with acting_as(user):
-                    view = await reads.event(event_id, tenant())
-            except RequestError as exc:
-                ui.label(str(exc)).classes("helios-tenant-not-found")
-                return
-            record = view.record
-            status = Status(record.status).name
-            ui.label(f"{unscoped(record.event_id)[1]} - {record.event_type}").classes("font-mono")
-            ui.label(f"status {status}").classes(f"helios-status-{status}")
-            ui.table(
-                columns=_columns("source", "arrived", "after_first_ms", "hash", "count", "late"),
-                rows=record_rows(record, list(reads.source_names())),
-                row_key="source",
-            ).classes("w-full")
-            ui.label(f"outcomes: {', '.join(o.kind.name for o in record.outcomes) or 'none yet'}")
+        await show_event(result, reads, lookup.value or "", tenant(), user)
 
     lookup.on("keydown.enter", find)
     find_button.on("click", find)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from helios.daemon.identity import Identity
-from helios.daemon.model import EventRecord
+from helios.daemon.errors import RequestError
+from helios.daemon.identity import Identity, acting_as
+from helios.daemon.model import EventRecord, Status
+from helios.daemon.readmodels import ReadModels
+from helios.daemon.tenants import unscoped
 from nicegui import ui
 
 
@@ -94,3 +98,36 @@ def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]
             }
         )
     return rows
+
+
+async def show_event(
+    into: ui.column,
+    reads: ReadModels,
+    event_id: str,
+    tenant: str = "",
+    user: Identity | None = None,
+) -> None:
+    """An event looked up by id (in `tenant`, read as `user`), drawn into `into`: its
+    status, each copy and its outcomes, or why there is none."""
+    into.clear()
+    event_id = event_id.strip()
+    with into:
+        if not event_id:
+            ui.label("Type an event_id first.").classes("text-gray-500")
+            return
+        try:
+            with acting_as(user) if user is not None else contextlib.nullcontext():
+                record = (await reads.event(event_id, tenant)).record
+        except RequestError as exc:
+            text = str(exc)
+            ui.label(text[:1].upper() + text[1:])
+            return
+        status = Status(record.status).name
+        ui.label(f"{unscoped(record.event_id)[1]} - {record.event_type}").classes("font-mono")
+        ui.label(f"status {status}").classes(f"helios-status-{status}")
+        ui.table(
+            columns=columns("source", "arrived", "after_first_ms", "hash", "count", "late"),
+            rows=record_rows(record, list(reads.source_names())),
+            row_key="source",
+        ).classes("w-full")
+        ui.label(f"outcomes: {', '.join(o.kind.name for o in record.outcomes) or 'none yet'}")
