@@ -4,6 +4,8 @@ client never loads the daemon (pydantic, numpy, the reconciler)."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -128,3 +130,16 @@ def diagnosis_text(d: pb.Diagnosis) -> str:
     """`missing_events(aws)`, `... in tenant blue`, as the daemon writes a Diagnosis."""
     text = f"{d.kind}({d.target})" if d.target else d.kind
     return f"{text} in tenant {d.tenant}" if d.tenant else text
+
+
+# helios.daemon.config's (the thin client does not load the daemon); a test keeps them equal.
+TENANT_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+
+
+def tenant_arg(value: str) -> str:
+    """argparse type of a tenant's name: a bad one is bad usage (exit 2), not a call."""
+    if value and not re.fullmatch(TENANT_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a tenant: 1-64 of a-z, 0-9, -, _, . (a letter or digit first)"
+        )
+    return value

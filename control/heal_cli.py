@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from helios.control.common import CliError, channel, diagnosis_text, table, when
+from helios.control.common import CliError, channel, diagnosis_text, table, tenant_arg, when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
@@ -342,7 +342,7 @@ def register(sub: Any) -> None:
     dlist = decisions.add_parser("list", help="newest first")
     dlist.add_argument("--status", help="e.g. pending_approval or executed,not_executed")
     dlist.add_argument("--action")
-    dlist.add_argument("--tenant", help="the decisions on that tenant's own objectives")
+    dlist.add_argument("--tenant", type=tenant_arg, help="decisions on its own objectives")
     dlist.add_argument("--limit", type=int, default=20)
     dlist.set_defaults(func=cmd_decisions_list)
     explain = decisions.add_parser(

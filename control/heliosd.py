@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from helios.control.common import tenant_arg
 from helios.daemon import __version__
 from helios.daemon import config as config_mod
 from helios.daemon.config import Config, ConfigError
@@ -234,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="who holds it (the audit trail's name)")
     create.add_argument("--role", required=True, help="viewer, ingester, operator, admin, ...")
     create.add_argument("--expires-days", type=float, help="default: never")
-    create.add_argument("--tenant", default="", help="scope it to one tenant (default: all)")
+    create.add_argument(
+        "--tenant", default="", type=tenant_arg, help="scope it to one tenant (default: all)"
+    )
     keys_sub.add_parser("list", help="the keys, without their secrets")
     revoke = keys_sub.add_parser("revoke", help="stop a key now")
     revoke.add_argument("id")

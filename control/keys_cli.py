@@ -8,7 +8,7 @@ import argparse
 import math
 from typing import Any
 
-from helios.control.common import CliError, channel, table, when
+from helios.control.common import CliError, channel, table, tenant_arg, when
 from helios.v1 import helios_pb2 as pb
 from helios.v1 import helios_pb2_grpc as pb_grpc
 
@@ -102,7 +102,10 @@ def register(sub: Any) -> None:
     create.add_argument("--role", required=True, help="viewer, ingester, operator, admin, ...")
     create.add_argument("--expires-days", type=float, help="default: never")
     create.add_argument(
-        "--tenant", default="", help="scope it to one tenant's events (default: deployment-wide)"
+        "--tenant",
+        default="",
+        type=tenant_arg,
+        help="scope it to one tenant's events (default: deployment-wide)",
     )
     create.set_defaults(func=cmd_create)
     keys.add_parser("list", help="every key, without secrets").set_defaults(func=cmd_list)

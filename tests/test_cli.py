@@ -253,3 +253,14 @@ def test_ingest_names_a_non_utf8_line_and_an_impossible_time_instead_of_a_traceb
     assert "line 2" in text and "line 3" in text and "accepted 1" in text, text
     missing = helios(daemon_process, "ingest", str(tmp_path))  # a directory
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_a_bad_tenant_name_is_bad_usage_and_the_client_knows_the_daemons_rule(capsys):
+    from helios.control import cli, common
+    from helios.daemon import config
+
+    assert common.TENANT_PATTERN == config.TENANT_PATTERN
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--address", "127.0.0.1:1", "decisions", "list", "--tenant", "Bad Name"])
+    assert exited.value.code == 2
+    assert "'Bad Name' is not a tenant" in capsys.readouterr().err
