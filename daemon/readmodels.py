@@ -142,6 +142,10 @@ class ReadModels:
     def storage(self) -> Storage:
         d = self._d
         details = dict(d.index.describe())
+        ttls = d.config.index.tenant_ttl_seconds  # how long records are kept, per tenant
+        details["retention"] = f"{d.config.index.ttl_seconds:g} s" + "".join(
+            f"; tenant {t}: {s:g} s" for t, s in sorted(ttls.items())
+        )
         for source in d.inputs.values():  # a Kafka input: its partitions and lag
             details.update(getattr(source, "describe", dict)())
         return Storage(

@@ -292,6 +292,8 @@ async def test_a_tenants_records_and_outcomes_leave_at_its_own_retention(
         assert (await daemon.admission.admit(copies, scoped=True)).accepted == 9
         await daemon.pipeline.drain()
         assert all([await daemon.runtime.get_event(k) for k in keys])
+        storage = daemon.services.reads.storage().details  # status, GetStats, the console
+        assert storage["retention"] == "3600 s; tenant brief: 60 s"
         if redis is not None:  # the store forgets it itself: the key's own TTL
             assert 0 < int(redis.cli("TTL", "helios:{brief\x1fe1}").split()[0]) <= 60
             assert int(redis.cli("TTL", "helios:{long\x1fe1}").split()[0]) > 3000
