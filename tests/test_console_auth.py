@@ -35,7 +35,7 @@ def base(daemon: DaemonProcess) -> str:
 def test_nothing_is_served_without_signing_in(secure_console):
     url = base(secure_console)
     with httpx.Client(follow_redirects=False, timeout=10) as http:
-        for path in ("/", "/recovery", "/decisions", "/storage"):
+        for path in ("/", "/recovery", "/decisions", "/storage", "/tenant"):
             r = http.get(url + path)
             assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
         assert http.get(url + "/metrics").status_code == 401
