@@ -74,9 +74,9 @@ def outcomes(client: redis.Redis, members: list[str]) -> dict[str, list[tuple[st
     found: dict[str, list[tuple[str, tuple]]] = {}
     for member in members:
         for _, fields in client.xrange(f"helios:outcomes:{member}"):
-            _, kind, event_id, _, sources, _, _ = marshal.loads(fields[b"o"])
-            name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
-            found.setdefault(event_id, []).append((name, tuple(sources)))
+            for _, kind, event_id, _, sources, _, _ in marshal.loads(fields[b"b"]):  # a write's
+                name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
+                found.setdefault(event_id, []).append((name, tuple(sources)))
     return found
 
 

@@ -227,3 +227,97 @@ async def test_a_password_in_the_url_is_never_shown(tmp_path):
     daemon = make_daemon(config)  # built, not started: nothing connects
     shown = " ".join(daemon.index.describe().values())
     assert "s3cret" not in shown and "redis://:***@127.0.0.1:1/0" in shown
+
+
+async def test_a_write_redis_applied_but_whose_answer_was_lost_is_replayed_once(
+    redis_server, tmp_path, monkeypatch
+):
+    """The answer is lost after Redis applied the write (a timeout, a dropped
+    connection): the write is spilled and replayed. The replay must not add its
+    outcomes a second time, nor fail on the stream's ids and hold the spill forever."""
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    index = daemon.index
+    send = index._send
+    lost = []
+
+    async def answer_lost(writes):
+        await send(writes)
+        if not lost:
+            lost.append(len(writes))
+            raise ConnectionError("the answer never came back")
+
+    monkeypatch.setattr(index, "_send", answer_lost)
+    try:
+        await admit(daemon, *(copy(e, s) for e in ("a", "b") for s in SOURCES))
+        assert lost and index.outages == 1  # the answer was lost: the write was spilled
+        deadline = time.monotonic() + 30
+        while index.spill.rows or index.describe()["health"] != "up":
+            assert time.monotonic() < deadline, index.describe()
+            await asyncio.sleep(0.2)
+        assert index.replayed >= 1
+        page, _ = await index.list_outcomes(OutcomeQuery(), 10, None)
+        assert sorted((o.event_id, o.kind.name) for o in page) == [
+            ("a", "COMPLETE"),
+            ("b", "COMPLETE"),
+        ]
+        await admit(daemon, copy("c", "aws"), copy("c", "gcp"), copy("c", "azure"))
+        await daemon.pipeline.drain()
+        page, _ = await index.list_outcomes(OutcomeQuery(), 10, None)
+        assert [o.sequence for o in page] == [3, 2, 1]
+    finally:
+        await daemon.stop()
+
+
+async def test_batches_queued_together_are_reconciled_and_written_together(redis_server, tmp_path):
+    """With an index asked per batch, batches waiting in the queue are taken together:
+    one lookup and one write, every batch's acknowledgement settled and the newest
+    offsets stored as the marks."""
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    try:
+        index = daemon.index
+        await daemon.pipeline.drain()
+        writes_before = index.writes
+        stores = []
+        for b in range(5):  # nothing here yields: all five are queued before any runs
+            copies = [copy(f"m{b}-{i}", s) for i in range(20) for s in SOURCES]
+            positions = [("kafka/g/t/0", b * 60 + k) for k in range(60)]
+            result, stored = await daemon.admission.submit(copies, None, False, positions)
+            assert result.accepted == 60
+            stores.append(stored)
+        await asyncio.wait_for(asyncio.gather(*stores), 10)
+        assert index.writes - writes_before == 1, index.writes - writes_before
+        marks = await index.read_marks("kafka/")
+        assert marks["kafka/g/t/0"] == 299
+        page, _ = await index.list_outcomes(OutcomeQuery(), 200, None)
+        assert len(page) == 100 and {o.kind.name for o in page} == {"COMPLETE"}
+        assert [o.sequence for o in page] == list(range(100, 0, -1))
+    finally:
+        await daemon.stop()
+
+
+async def test_outcomes_written_one_entry_each_by_an_older_heliosd_are_still_listed(
+    redis_server, tmp_path
+):
+    import marshal
+
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    for seq in (1, 2):
+        old = (seq, 1, f"old{seq}", "t", ("aws", "gcp"), 1000.0 + seq, 0.0)
+        client.xadd("helios:outcomes:main", {"o": marshal.dumps(old)}, id=f"{seq}-0")
+    client.hset("helios:meta:main", mapping={"last_sequence": 2, "saved_at": 1000.0})
+    client.close()
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    try:
+        await admit(daemon, *(copy("new", s) for s in SOURCES))
+        await daemon.pipeline.drain()
+        page, token = await daemon.index.list_outcomes(OutcomeQuery(), 2, None)
+        assert [(o.sequence, o.event_id) for o in page] == [(3, "new"), (2, "old2")]
+        page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 2, token)
+        assert [(o.sequence, o.event_id) for o in page] == [(1, "old1")]
+    finally:
+        await daemon.stop()

@@ -55,19 +55,27 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("helios.index.redis")
 # One write: tenants' TTLs (tenant, seconds: index.tenant_ttl_seconds), records (id,
-# value, deadline or "" once closed), outcomes (entry id, value),
-# the member's meta, and marks (name, value, name@, when). Keys are built from the
-# prefix here, not passed as KEYS: with its MULTI/EXEC this is for a single Redis node
-# (the {event_id} hash tags are ready for Cluster; the write path is not).
+# value, deadline or "" once closed), the write's outcomes (first sequence, and all of
+# them marshalled as one stream entry), the member's meta, and marks (name, value,
+# name@, when). Keys are built from the prefix here, not passed as KEYS: with its
+# MULTI/EXEC this is for a single Redis node (the {event_id} hash tags are ready for
+# Cluster; the write path is not). Redis calls are what a write costs Redis (each one
+# from Lua costs about a microsecond besides its work), so the open set changes go as
+# one ZADD and one ZREM per 1,000 ids, and the outcomes as one XADD.
+# A write sent again (it reached Redis, but its answer did not reach heliosd, so it
+# was spilled and replayed) adds no second stream entry: the member's last_sequence
+# already covers its outcomes.
 WRITE = """
-local p, ttl, maxlen, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local p, ttl, minid, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local openkey, i, ttls, scoped = p .. ':open', 6, {}, false
+local meta = p .. ':meta:' .. member
 for _ = 1, tonumber(ARGV[5]) do
   ttls[ARGV[i]] = tonumber(ARGV[i + 1])
   scoped, i = true, i + 2
 end
 local records = tonumber(ARGV[i])
 i = i + 1
+local opened, closed = {}, {}
 for _ = 1, records do
   local id, deadline, life = ARGV[i], ARGV[i + 2], ttl
   if scoped then
@@ -76,27 +84,36 @@ for _ = 1, records do
   end
   redis.call('SET', p .. ':{' .. id .. '}', ARGV[i + 1], 'EX', life)
   if deadline == '' then
-    redis.call('ZREM', openkey, id)
+    closed[#closed + 1] = id
   else
-    redis.call('ZADD', openkey, deadline, id)
+    opened[#opened + 1] = deadline
+    opened[#opened + 1] = id
   end
   i = i + 3
 end
-local stream = p .. ':outcomes:' .. member
-local outcomes = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, outcomes do
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, ARGV[i], 'o', ARGV[i + 1])
-  i = i + 2
+for s = 1, #closed, 1000 do
+  redis.call('ZREM', openkey, unpack(closed, s, math.min(s + 999, #closed)))
 end
-redis.call('HSET', p .. ':meta:' .. member, 'last_sequence', ARGV[i], 'saved_at', ARGV[i + 1])
+for s = 1, #opened, 2000 do
+  redis.call('ZADD', openkey, unpack(opened, s, math.min(s + 1999, #opened)))
+end
+local first = ARGV[i]
+if first ~= '' then
+  local done = tonumber(redis.call('HGET', meta, 'last_sequence') or '0')
+  if tonumber(first) > done then
+    redis.call('XADD', p .. ':outcomes:' .. member, 'MINID', '~', minid,
+      first .. '-0', 'b', ARGV[i + 1])
+  end
+end
+i = i + 2
+redis.call('HSET', meta, 'last_sequence', ARGV[i], 'saved_at', ARGV[i + 1])
 local marks = tonumber(ARGV[i + 2])
 i = i + 3
 for _ = 1, marks do
   redis.call('HSET', p .. ':marks', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   i = i + 4
 end
-return outcomes
+return records
 """
 PENDING = Status.PENDING
 RETRY_SECONDS = 1.0
@@ -345,18 +362,21 @@ class RedisIndex:
         redis = self.redis
         assert redis is not None
         started = time.perf_counter()
-        head = [self.prefix, max(1, int(self.ttl)), 2 * self.max_records, self.member]
         dumps = marshal.dumps
         async with redis.pipeline(transaction=True) as pipe:
             for write in writes:
                 records, outcomes, last, saved_at = write[:4]
+                # The stream keeps about the newest 2 x max_records outcomes.
+                minid = f"{max(0, last - 2 * self.max_records)}-0"
+                head = [self.prefix, max(1, int(self.ttl)), minid, self.member]
                 args: list[Any] = [*head, *self._tenant_ttls(records), len(records)]
                 for values in records:
                     pending = values[8] == PENDING
                     args += (values[0], dumps(values), repr(values[7]) if pending else "")
-                args.append(len(outcomes))
-                for o in outcomes:
-                    args += (f"{o[0]}-0", dumps(o))
+                if outcomes:
+                    args += (outcomes[0][0], dumps(outcomes))
+                else:
+                    args += ("", "")
                 args += (last, repr(saved_at))
                 marks = write[4] if len(write) > 4 else None
                 args.append(len(marks) if marks else 0)
@@ -476,17 +496,20 @@ class RedisIndex:
             if not entries:
                 return page, None
             for entry_id, fields in entries:
-                values = marshal.loads(fields[b"o"])
-                seq, kind, event_id, event_type, sources, at, late_by = values
-                outcome = Outcome(
-                    OutcomeKind(kind), event_id, event_type, tuple(sources), at, late_by
-                )
-                outcome.sequence = seq
-                scanned += 1
-                if query.matches(outcome):
-                    page.append(outcome)
-                    if len(page) == page_size:
-                        return page, seq
+                packed = fields.get(b"b")  # a write's outcomes; "o": one (before 2026-11-30)
+                values = marshal.loads(packed) if packed else [marshal.loads(fields[b"o"])]
+                for seq, kind, event_id, event_type, sources, at, late_by in reversed(values):
+                    if before is not None and seq >= before:
+                        continue  # the newer part of the entry the last page ended in
+                    outcome = Outcome(
+                        OutcomeKind(kind), event_id, event_type, tuple(sources), at, late_by
+                    )
+                    outcome.sequence = seq
+                    scanned += 1
+                    if query.matches(outcome):
+                        page.append(outcome)
+                        if len(page) == page_size:
+                            return page, seq
                 high = f"({entry_id.decode()}"
             if scanned >= SCAN_LIMIT:
                 return page, int(high[1:].split("-")[0])
