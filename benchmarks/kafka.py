@@ -75,10 +75,17 @@ in_flight = {os.environ.get("IN_FLIGHT", "2")}
 """
 
 
+CHANNELS: dict[str, grpc.Channel] = {}
+
+
 def copies_of(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        stats = pb_grpc.QueryServiceStub(channel).GetStats(pb.GetStatsRequest(), timeout=10)
-        return int(stats.copies_received)
+    """One channel per member, kept: a new channel per poll cost this process more CPU
+    than the poll, on the cores being measured."""
+    channel = CHANNELS.get(address)
+    if channel is None:
+        channel = CHANNELS[address] = grpc.insecure_channel(address)
+    stats = pb_grpc.QueryServiceStub(channel).GetStats(pb.GetStatsRequest(), timeout=10)
+    return int(stats.copies_received)
 
 
 def cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -109,7 +116,11 @@ def run(
             # group protocol's (about 5 s on Tansu), not reconciliation.
             if first is None and all(counts):
                 first = (now, sum(counts))
-                pids = {**others, **{f"heliosd {k}": p.proc.pid for k, p in enumerate(procs)}}
+                pids = {
+                    **others,
+                    "this benchmark": os.getpid(),
+                    **{f"heliosd {k}": p.proc.pid for k, p in enumerate(procs)},
+                }
                 before = cpu(pids)
                 machine = psutil.cpu_times()
             if sum(counts) >= total:
@@ -123,6 +134,11 @@ def run(
         after = psutil.cpu_times()
         idle = (after.idle - machine.idle) / elapsed
         shares += f"; the machine idle {idle:.2f} of {psutil.cpu_count()} cores"
+        kernel = {
+            k: (getattr(after, k) - getattr(machine, k)) / elapsed
+            for k in ("softirq", "irq", "steal", "iowait")
+        }
+        shares += " (" + ", ".join(f"{k} {v:.2f}" for k, v in kernel.items()) + ")"
         print(f"  cores busy while measured ({elapsed:.1f} s): {shares}")
         print(
             f"{members} member(s): {total:,} copies, {rate:,.0f} copies/s "
@@ -130,6 +146,9 @@ def run(
         )
         return rate
     finally:
+        for channel in CHANNELS.values():
+            channel.close()
+        CHANNELS.clear()
         for p in procs:
             p.proc.terminate()
         for p in procs:

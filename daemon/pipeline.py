@@ -27,6 +27,7 @@ from helios.daemon.types import IndexBackend, PublishResult, QueueFull
 log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
 MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
+MERGE_COPIES = 1024  # queued copies reconciled together when each batch asks the index
 SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the event loop
 
 
@@ -355,8 +356,7 @@ class Pipeline:
         while True:
             await self._work.wait()
             while self._queue:
-                copies, received, stored, marks = self._queue.popleft()
-                self.queued -= len(copies)
+                copies, received, stored, marks = self._take()
                 if self.queued + self.reserved < self.capacity:
                     self._room.set()
                 try:
@@ -366,6 +366,32 @@ class Pipeline:
                     if stored is not None and not stored.done():
                         stored.set_exception(exc)
             self._work.clear()
+
+    def _take(self) -> Queued:
+        """The next queued batch; with an index that is asked per batch (Redis), the
+        batches queued behind it too, up to MERGE_COPIES copies: one lookup and one
+        write for all of them instead of one each."""
+        copies, received, stored, marks = self._queue.popleft()
+        self.queued -= len(copies)
+        if self.resident is not None or not self._queue:
+            return copies, received, stored, marks
+        merged = list(copies)
+        stores = [stored] if stored is not None else []
+        joined = dict(marks) if marks else {}
+        while self._queue and len(merged) + len(self._queue[0][0]) <= MERGE_COPIES:
+            more, _, also, their_marks = self._queue.popleft()
+            self.queued -= len(more)
+            merged += more
+            if also is not None:
+                stores.append(also)
+            if their_marks:
+                joined.update(their_marks)  # a later batch's offsets are higher
+        if len(stores) > 1:
+            together = asyncio.get_running_loop().create_future()
+            for each in stores:
+                _chain(together, each)
+            stores = [together]
+        return merged, received, stores[0] if stores else None, joined or None
 
     def start(self) -> None:
         self._tasks = [
