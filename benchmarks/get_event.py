@@ -44,6 +44,7 @@ async def main(events: int, lookups: int, backend: str) -> None:
         options = f'{{ url = "redis://127.0.0.1:{port}/0" }}'
     config = parse(
         f'[daemon]\nconsole_address = ""\ndata_dir = "{data}"\n'
+        '[security]\nauth = "none"\n'  # loopback only: latency, not the credential check
         f'[index]\nbackend = "{backend}"\noptions = {options}\n'
     )
     daemon = Daemon.build(config, clock=ManualClock())
