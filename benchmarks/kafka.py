@@ -108,9 +108,14 @@ def run(
     try:
         first = None
         counts = [0] * members
+        changed = [0.0] * members  # when each member's count last grew
         while True:
-            counts = [copies_of(p.address) for p in procs]
+            latest = [copies_of(p.address) for p in procs]
             now = time.perf_counter()
+            changed = [
+                now if n != c else t for n, c, t in zip(latest, counts, changed, strict=True)
+            ]
+            counts = latest
             # Measured from when every member is taking copies: a member that joined
             # first reads alone until the group has rebalanced, and that pause is the
             # group protocol's (about 5 s on Tansu), not reconciliation.
@@ -140,6 +145,9 @@ def run(
         }
         shares += " (" + ", ".join(f"{k} {v:.2f}" for k, v in kernel.items()) + ")"
         print(f"  cores busy while measured ({elapsed:.1f} s): {shares}")
+        if members > 1:  # a member done early leaves the others alone at the end
+            ends = ", ".join(f"{t - first[0]:.1f} s" for t in changed)
+            print(f"  each member's last copy, from the start of the measurement: {ends}")
         print(
             f"{members} member(s): {total:,} copies, {rate:,.0f} copies/s "
             f"({rate / members:,.0f} per member); split {counts}"
