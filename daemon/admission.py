@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from helios.daemon.errors import ErrorCode, RequestError
-from helios.daemon.model import CopyIn
+from helios.daemon.model import Checked, CopyIn
 from helios.daemon.pipeline import Pipeline
 from helios.daemon.telemetry import Telemetry
 from helios.daemon.types import PublishResult, QueueFull, Rejected
@@ -27,6 +27,9 @@ class Admission:
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds  # how long a stream may wait for room
         self.telemetry: Telemetry | None = None  # traces a sampled copy of a batch
+        # With index shards: whether a copy at a position (mark name, value) is stored
+        # in its shard already (ShardedIndex.stored_already); such a copy is skipped.
+        self.stored_already: Callable[[str, int, str], bool] | None = None
 
     async def admit(
         self,
@@ -125,9 +128,12 @@ class Admission:
                 ]
                 if refused:
                     return PublishResult(0, refused), _stored()
+            skip = self.stored_already if positions is not None and not whole else None
             for start in range(0, count, SLICE):
                 if checked is not None:
                     good, result = checked[start // SLICE]
+                elif skip is not None and positions is not None:
+                    good, result = self._check_new(copies, positions, start, skip, scoped)
                 else:
                     good, result = pipeline.check(copies[start : start + SLICE], scoped)
                 for r in result.rejections:
@@ -147,6 +153,24 @@ class Admission:
         if not stored:  # an index in memory: nothing to wait for
             return PublishResult(accepted, rejections), _stored()
         return PublishResult(accepted, rejections), asyncio.ensure_future(_all_stored(stored))
+
+    def _check_new(
+        self,
+        copies: Sequence[CopyIn],
+        positions: Sequence[tuple[str, int]],
+        start: int,
+        stored_already: Callable[[str, int, str], bool],
+        scoped: bool,
+    ) -> tuple[list[Checked], PublishResult]:
+        """check() of a slice without the copies their shard has stored already (its
+        marks still go with the slice); rejections keep their index in the slice."""
+        end = min(start + SLICE, len(copies))
+        kept = [i for i in range(start, end) if not stored_already(*positions[i], copies[i][0])]
+        if len(kept) == end - start:
+            return self.pipeline.check(copies[start:end], scoped)
+        good, result = self.pipeline.check([copies[i] for i in kept], scoped)
+        refused = [replace(r, index=kept[r.index] - start) for r in result.rejections]
+        return good, PublishResult(result.accepted, refused)
 
 
 def _marks(positions: Sequence[tuple[str, int]]) -> dict[str, int]:

@@ -105,6 +105,8 @@ class Daemon:
         self.admission = Admission(
             self.pipeline, config.ingest.max_batch_events, config.ingest.stream_wait_seconds
         )
+        if isinstance(self.index, ShardedIndex):
+            self.admission.stored_already = self.index.stored_already
         self.detection = Detection(
             config.detectors, registry, self.metrics, self.clock, config.daemon.data_dir, manager
         )

@@ -78,6 +78,10 @@ class ShardedIndex:
         )
         self.durable = all(s.durable for s in shards)
         self.moved = 0  # records re-homed at open after the number of shards changed
+        # Marks the shards disagree on, as each shard holds them (read_marks), and the
+        # copies found stored already by their shard's mark (stored_already).
+        self._floors: dict[str, list[int]] = {}
+        self.skipped = 0
 
     def _split(self, ids: Collection[str]) -> list[list[str]]:
         parts: list[list[str]] = [[] for _ in self.shards]
@@ -138,10 +142,32 @@ class ShardedIndex:
 
     async def read_marks(self, prefix: str) -> dict[str, int]:
         """A mark as every shard has it: the smallest (a crash between two shards'
-        writes leaves the later shards behind; their mark is the one that holds)."""
+        writes leaves the later shards behind; their mark is the one that holds).
+        Where the shards disagree, each one's mark is kept for stored_already()."""
         parts = await asyncio.gather(*(s.read_marks(prefix) for s in self.shards))
         keys = set().union(*parts)
-        return {k: min(p.get(k, -1) for p in parts) for k in keys}
+        found = {k: min(p.get(k, -1) for p in parts) for k in keys}
+        for k in keys:
+            if k.endswith("@"):
+                continue  # when a mark was written, not a position
+            each = [p.get(k, -1) for p in parts]
+            if max(each) > found[k]:
+                self._floors[k] = each
+            else:
+                self._floors.pop(k, None)
+        return found
+
+    def stored_already(self, name: str, position: int, event_id: str) -> bool:
+        """Whether the copy at `position` of `name` is stored already in its own shard:
+        one a source delivers again after a crash between two shards' writes, above
+        the smallest mark but at or below its shard's (so not a DUPLICATE of itself)."""
+        each = self._floors.get(name)
+        if each is None or position > max(each):
+            return False
+        if position <= each[jump(event_id, self.n)]:
+            self.skipped += 1
+            return True
+        return False
 
     async def open_windows(self) -> list[EventRecord]:
         parts = await asyncio.gather(*(s.open_windows() for s in self.shards))
@@ -194,6 +220,10 @@ class ShardedIndex:
             details["shards"] = f"{self.n} by jump hash"
         if self.moved:
             details["shards"] += f"; {self.moved:,} records moved to a new shard at start"
+        if self.skipped:
+            details["shards"] += (
+                f"; {self.skipped:,} copies delivered again were found stored in their shard"
+            )
         for number, d in enumerate(described):
             for key, value in d.items():
                 if key not in ("backend", "durability"):

@@ -134,11 +134,13 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more redis-server arguments (a cluster node's)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 self.binary,
+                *self.extra,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -180,6 +182,53 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+class RedisCluster:
+    """A real Redis Cluster of three primaries (no replicas) on 127.0.0.1, made the way
+    redis-cli --cluster create makes one: each node is given a third of the 16,384
+    slots, they meet, and the cluster is ready once every node says cluster_state:ok."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = []
+        for n in range(3):
+            home = directory / f"node{n}"
+            home.mkdir()
+            node = RedisServer(home)
+            node.extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
+            self.nodes.append(node)
+        self.url = self.nodes[0].url.removesuffix("/0")
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
+        for epoch, (node, (low, high)) in enumerate(zip(self.nodes, ranges, strict=True), 1):
+            node.cli("CLUSTER", "SET-CONFIG-EPOCH", str(epoch))
+            assert node.cli("CLUSTER", "ADDSLOTSRANGE", str(low), str(high)).startswith("OK")
+        for other in self.nodes[1:]:
+            self.nodes[0].cli("CLUSTER", "MEET", "127.0.0.1", str(other.port))
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
+            assert time.monotonic() < deadline, "the Redis cluster did not come up"
+            time.sleep(0.1)
+
+    def keys_per_node(self) -> list[int]:
+        return [int(n.cli("DBSIZE").split()[0]) for n in self.nodes]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -321,3 +321,59 @@ async def test_outcomes_written_one_entry_each_by_an_older_heliosd_are_still_lis
         assert [(o.sequence, o.event_id) for o in page] == [(1, "old1")]
     finally:
         await daemon.stop()
+
+
+async def test_on_a_redis_cluster_the_shards_spread_over_its_nodes_and_a_restart_resumes(
+    redis_cluster, tmp_path
+):
+    """A real three-node Redis Cluster: each shard's keys share one hash tag (its
+    prefix), so every write is one script on one node, and six shards land on all
+    three nodes. Records, windows and outcomes live there; a restart resumes."""
+    options = f'{{ url = "{redis_cluster.url}", cluster = true }}'
+    config = make_config(
+        INDEX__BACKEND='"redis"',
+        INDEX__OPTIONS=options,
+        INDEX__SHARDS="6",
+        DAEMON__DATA_DIR=f'"{tmp_path}"',
+    )
+    done = [f"c{i}" for i in range(200)]
+    waiting = [f"w{i}" for i in range(100)]
+    daemon = make_daemon(config)
+    await daemon.start()
+    try:
+        await admit(daemon, *(copy(e, s) for e in done for s in SOURCES))
+        await admit(daemon, *(copy(e, "aws") for e in waiting))
+        found = await records(daemon, done + waiting)
+        assert {found[e].status.name for e in done} == {"COMPLETE"}
+        assert {found[e].status.name for e in waiting} == {"PENDING"}
+        page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 500, None)
+        assert [o.sequence for o in page] == list(range(200, 0, -1))
+        assert all(n > 0 for n in redis_cluster.keys_per_node()), redis_cluster.keys_per_node()
+        view = daemon.services.reads.storage()
+        assert "(a cluster)" in view.details["shard 0 redis"]
+        assert "{helios-0}" in view.details["shard 0 redis"]
+        assert await daemon.index.count() == sum(redis_cluster.keys_per_node())
+    finally:
+        await daemon.stop()
+
+    again = make_daemon(config)
+    await again.start()
+    try:
+        assert set(waiting) <= set(again.reconciler.open)  # resumed from the cluster
+        await admit(again, *(copy(e, s) for e in waiting for s in ("gcp", "azure")))
+        found = await records(again, waiting)
+        assert {found[e].status.name for e in waiting} == {"COMPLETE"}
+        page, _ = await again.index.list_outcomes(OutcomeQuery(), 10, None)
+        assert [o.sequence for o in page] == list(range(300, 290, -1))  # numbering went on
+    finally:
+        await again.stop()
+
+
+def test_the_cluster_option_is_checked(tmp_path):
+    options = '{ url = "unix:///tmp/r.sock", cluster = true }'
+    config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS=options)
+    with pytest.raises(ConfigError, match="cluster needs a redis:// or rediss:// URL"):
+        make_daemon(config)
+    config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS='{ cluster = "yes" }')
+    with pytest.raises(ConfigError, match="cluster must be true or false"):
+        make_daemon(config)

@@ -7,14 +7,16 @@ Key layout (`<p>` is `index.options.prefix`, "helios" by default):
 
     <p>:{<event_id>}     the record, open or closed (marshal), with a TTL of
                          index.ttl_seconds (a tenant's of its tenant_ttl_seconds,
-                         when it has one); the braces are a hash tag, so Redis
-                         Cluster puts each event on the slot of its id
+                         when it has one)
     <p>:open             sorted set: event ids of open windows, scored by deadline
     <p>:outcomes:<m>     stream of outcomes written by member <m> (index.options.member),
                          entry id "<sequence>-0", field "o"; trimmed to 2 x max_records
     <p>:meta:<m>         hash: last_sequence, saved_at (the daemon clock) of member <m>
     <p>:marks            hash: marks stored with the writes (a Kafka source's offsets
                          per partition, and when each was written)
+
+On a Redis Cluster (options.cluster) <p> is "{prefix}": the prefix is every key's hash
+tag, so one index is one slot and a write one script there; shards spread the slots.
 
 Each group of writes is one MULTI/EXEC transaction: all of it is applied or none.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import marshal
 import sqlite3
@@ -51,17 +54,18 @@ from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
 from helios.plugins.index.spill import Spill, Write
 from helios.plugins.index.sqlite import record_from, record_tuple
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 log = logging.getLogger("helios.index.redis")
 # One write: tenants' TTLs (tenant, seconds: index.tenant_ttl_seconds), records (id,
 # value, deadline or "" once closed), the write's outcomes (first sequence, and all of
 # them marshalled as one stream entry), the member's meta, and marks (name, value,
-# name@, when). Keys are built from the prefix here, not passed as KEYS: with its
-# MULTI/EXEC this is for a single Redis node (the {event_id} hash tags are ready for
-# Cluster; the write path is not). Redis calls are what a write costs Redis (each one
-# from Lua costs about a microsecond besides its work), so the open set changes go as
-# one ZADD and one ZREM per 1,000 ids, and the outcomes as one XADD.
+# name@, when). Keys are built from the prefix here (KEYS[1], the open set, only routes
+# the call on a cluster, where the prefix is the hash tag of every key). Redis calls
+# are what a write costs Redis (each one from Lua costs about a microsecond besides its
+# work), so the open set changes go as one ZADD and one ZREM per 1,000 ids, and the
+# outcomes as one XADD.
 # A write sent again (it reached Redis, but its answer did not reach heliosd, so it
 # was spilled and replayed) adds no second stream entry: the member's last_sequence
 # already covers its outcomes.
@@ -137,10 +141,15 @@ class RedisIndex:
         timeout: float,
         clock: Clock,
         tenant_ttl: Mapping[str, float] | None = None,
+        cluster: bool = False,
     ) -> None:
         self.secret_url = url  # connects with it; everything shown uses self.url
         self.url = redacted(url)
-        self.prefix = prefix
+        self.cluster = cluster
+        # On a cluster every key of this index starts with the prefix as a hash tag, so
+        # all of them are in one slot and a write stays one atomic script there (more
+        # shards, index.shards, spread the slots over the nodes).
+        self.prefix = "{" + prefix + "}" if cluster else prefix
         self.member = member
         self.ttl = ttl
         self.tenant_ttl = {t: max(1, int(seconds)) for t, seconds in (tenant_ttl or {}).items()}
@@ -149,8 +158,8 @@ class RedisIndex:
         self.spill_max_bytes = spill_max_bytes
         self.timeout = timeout
         self.clock = clock
-        self.redis: Redis | None = None
-        self._script: Any = None
+        self.redis: Redis | RedisCluster | None = None
+        self._sha = hashlib.sha1(WRITE.encode()).hexdigest()
         self._queue: list[tuple[Write, asyncio.Future[None], int]] = []
         self._work = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -193,12 +202,13 @@ class RedisIndex:
 
     # ---- opening -------------------------------------------------------------------
     async def open(self) -> Resume:
-        self.redis = Redis.from_url(
+        connect = RedisCluster.from_url if self.cluster else Redis.from_url
+        self.redis = connect(
             self.secret_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
         )
-        self._script = self.redis.register_script(WRITE)
         self.spill.open()
         try:
+            await self.redis.script_load(WRITE)  # on every primary of a cluster
             if self.spill.rows:  # a previous run spilled: replay before reading back
                 self._went_down(OSError("writes spilled by the previous run"))
                 await self._try_catch_up()
@@ -219,7 +229,7 @@ class RedisIndex:
         self._writer = asyncio.create_task(self._write_loop(), name="redis-index-writer")
         return resume
 
-    async def _resume(self, redis: Redis) -> Resume:
+    async def _resume(self, redis: Redis | RedisCluster) -> Resume:
         meta = await redis.hgetall(self._meta)
         last = int(meta.get(b"last_sequence", 0))
         saved = meta.get(b"saved_at")
@@ -250,7 +260,9 @@ class RedisIndex:
         self._last_sequence = last
         return Resume(opened, saved, last)
 
-    async def _fetch(self, redis: Redis, ids: Sequence[str]) -> dict[str, EventRecord]:
+    async def _fetch(
+        self, redis: Redis | RedisCluster, ids: Sequence[str]
+    ) -> dict[str, EventRecord]:
         """One MGET per 1,000 ids (one command to pack, not one per id)."""
         found: dict[str, EventRecord] = {}
         key = self._key
@@ -384,7 +396,8 @@ class RedisIndex:
                     at = int(saved_at * 1000)  # "<name>@": when, on the daemon clock (ms)
                     for name, value in marks.items():
                         args += (name, value, name + "@", at)
-                await self._script(keys=[], args=args, client=pipe)
+                # The open set's key routes it on a cluster; the script uses ARGV only.
+                pipe.execute_command("EVALSHA", self._sha, 1, self._open_key, *args)
             await pipe.execute(raise_on_error=True)
         self.writes += len(writes)
         self.write_seconds += time.perf_counter() - started
@@ -417,6 +430,7 @@ class RedisIndex:
         self._next_try = time.monotonic() + RETRY_SECONDS
         try:
             await redis.ping()
+            await redis.script_load(WRITE)  # a Redis that restarted has no scripts
             while True:
                 batch = await asyncio.to_thread(self.spill.oldest, 64)
                 if not batch:
@@ -522,6 +536,9 @@ class RedisIndex:
         if self.redis is None or self.down_since is not None:
             return 0
         try:
+            if isinstance(self.redis, RedisCluster):  # this index's keys: one slot
+                slot = self.redis.keyslot(self._open_key)
+                return int(await self.redis.cluster_countkeysinslot(slot))
             return int(await self.redis.dbsize())
         except (RedisError, OSError):
             return 0
@@ -542,7 +559,8 @@ class RedisIndex:
                 "Redis's appendonly/appendfsync setting) or, while Redis is away, "
                 "committed and fsynced to the local spill file"
             ),
-            "redis": f"{self.url} (prefix {self.prefix!r}, member {self.member!r})",
+            "redis": f"{self.url}{' (a cluster)' if self.cluster else ''} "
+            f"(prefix {self.prefix!r}, member {self.member!r})",
             "health": health,
             "writes": f"{self.writes:,} ({per_write:.2f} ms each on average); "
             f"{self.outages} outages, {self.replayed:,} spilled writes replayed",
@@ -574,7 +592,7 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
-OPTIONS = ("url", "urls", "prefix", "member", "spill_max_bytes", "timeout_seconds")
+OPTIONS = ("url", "urls", "cluster", "prefix", "member", "spill_max_bytes", "timeout_seconds")
 
 
 def _factory(context: IndexContext) -> IndexBackend:
@@ -592,6 +610,11 @@ def _factory(context: IndexContext) -> IndexBackend:
         url = str(urls[context.shard])
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"index.options.url must be redis://, rediss:// or unix://, got {url!r}")
+    cluster = options.get("cluster", False)
+    if not isinstance(cluster, bool):
+        raise ValueError(f"index.options.cluster must be true or false, got {cluster!r}")
+    if cluster and not url.startswith(("redis://", "rediss://")):
+        raise ValueError(f"index.options.cluster needs a redis:// or rediss:// URL, got {url!r}")
     spill_max = int(options.get("spill_max_bytes", 256 * 1_048_576))
     timeout = float(options.get("timeout_seconds", 2.0))
     if spill_max <= 0 or timeout <= 0:
@@ -610,6 +633,7 @@ def _factory(context: IndexContext) -> IndexBackend:
         timeout=timeout,
         clock=context.clock,
         tenant_ttl=context.config.tenant_ttl_seconds,
+        cluster=cluster,
     )
 
 
