@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 from helios.v1 import helios_pb2 as pb
@@ -21,9 +22,41 @@ from tests.conftest import DaemonProcess, start_daemon_process, stop_daemon_proc
 SOURCES = ("aws", "gcp", "azure")
 EVENTS = 3000
 FINAL = {"COMPLETE", "MISSING", "INCONSISTENT"}
+SHARDS = 6  # on a Redis Cluster: six slots, on all three nodes
 
 
-def member_config(bootstrap: str, redis_url: str, member: str) -> str:
+class State:
+    """The members' outcome streams and open windows, on one Redis or on a cluster (in
+    every shard's slot there)."""
+
+    def __init__(self, url: str, cluster: bool) -> None:
+        self.client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        self.prefixes = [f"{{helios-{k}}}" for k in range(SHARDS)] if cluster else ["helios"]
+
+    def open_windows(self) -> int:
+        return sum(int(self.client.zcard(f"{p}:open")) for p in self.prefixes)
+
+    def outcomes(self, members: list[str]) -> dict[str, list[tuple[str, tuple]]]:
+        import marshal
+
+        found: dict[str, list[tuple[str, tuple]]] = {}
+        for prefix in self.prefixes:
+            for member in members:
+                for _, fields in self.client.xrange(f"{prefix}:outcomes:{member}"):
+                    for _, kind, event_id, _, sources, _, _ in marshal.loads(fields[b"b"]):
+                        name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
+                        found.setdefault(event_id, []).append((name, tuple(sources)))
+        return found
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def member_config(bootstrap: str, redis_url: str, member: str, cluster: bool = False) -> str:
+    index = f'options = {{ url = "{redis_url}", member = "{member}" }}'
+    if cluster:
+        index = f"shards = {SHARDS}\n{index.removesuffix(' }')}, cluster = true }}"
+
     return f"""
 [reconcile]
 window_seconds = 4.0
@@ -31,7 +64,7 @@ grace_seconds = 1.0
 sweep_interval_seconds = 0.5
 [index]
 backend = "redis"
-options = {{ url = "{redis_url}", member = "{member}" }}
+{index}
 [index.bloom]
 enabled = false
 [sources.inputs.bus]
@@ -68,24 +101,14 @@ async def produce(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> No
         await producer.stop()
 
 
-def outcomes(client: redis.Redis, members: list[str]) -> dict[str, list[tuple[str, tuple]]]:
-    import marshal
-
-    found: dict[str, list[tuple[str, tuple]]] = {}
-    for member in members:
-        for _, fields in client.xrange(f"helios:outcomes:{member}"):
-            for _, kind, event_id, _, sources, _, _ in marshal.loads(fields[b"b"]):  # a write's
-                name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
-                found.setdefault(event_id, []).append((name, tuple(sources)))
-    return found
-
-
-def start_members(names: list[str], kafka_broker, redis_server, tmp_path) -> list[DaemonProcess]:
+def start_members(
+    names: list[str], kafka_broker, redis_server, tmp_path, cluster: bool = False
+) -> list[DaemonProcess]:
     members = []
     for name in names:
         home = tmp_path / name
         home.mkdir()
-        config = member_config(kafka_broker.bootstrap, redis_server.url, name)
+        config = member_config(kafka_broker.bootstrap, redis_server.url, name, cluster)
         members.append(start_daemon_process(home, config))
     return members
 
@@ -102,13 +125,16 @@ def assigned(member: DaemonProcess) -> bool:
     return "Kafka: partitions [" in text and "assigned" in text
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "redis-cluster"])
 async def test_three_members_one_killed_every_event_gets_exactly_one_right_outcome(
-    kafka_broker, redis_server, tmp_path: Path
+    kafka_broker, request, tmp_path: Path, cluster: bool
 ):
+    """On one Redis, and on a three-node Redis Cluster with six index shards."""
+    redis_server = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
     await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
     names = ["m0", "m1", "m2"]
-    members = start_members(names, kafka_broker, redis_server, tmp_path)
-    client = redis.Redis.from_url(redis_server.url)
+    members = start_members(names, kafka_broker, redis_server, tmp_path, cluster)
+    state = State(redis_server.url, cluster)
     rng = random.Random(11)
     ids = [f"g-{i:05d}" for i in range(EVENTS)]
     dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.05}
@@ -123,15 +149,15 @@ async def test_three_members_one_killed_every_event_gets_exactly_one_right_outco
         await produce(kafka_broker.bootstrap, ids[third:], dropped)
 
         def settled() -> bool:
-            found = outcomes(client, names)
+            found = state.outcomes(names)
             return (
-                client.zcard("helios:open") == 0
+                state.open_windows() == 0
                 and sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, []))) == EVENTS
             )
 
         wait_for(settled, 120, "every window to be decided")
         time.sleep(2.0)  # a second decision, if any, would show up now
-        found = outcomes(client, names)
+        found = state.outcomes(names)
         wrong = []
         for event_id in ids:
             finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
@@ -146,7 +172,7 @@ async def test_three_members_one_killed_every_event_gets_exactly_one_right_outco
         survivors = "".join(m.log.read_text(errors="replace") for m in members[1:])
         assert "open windows adopted" in survivors
     finally:
-        client.close()
+        state.close()
         for member in members[1:]:
             stop_daemon_process(member)
 
@@ -163,22 +189,22 @@ async def test_a_member_frozen_past_its_session_decides_nothing_it_lost(
     await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
     names = ["m1", "m2"]
     members = start_members(names, kafka_broker, redis_server, tmp_path)
-    client = redis.Redis.from_url(redis_server.url)
+    state = State(redis_server.url, cluster=False)
     ids = [f"f-{i:05d}" for i in range(600)]
     dropped = dict.fromkeys(ids, "azure")  # every window waits for azure: all end MISSING
     frozen = members[0]
     try:
         wait_for(lambda: all(assigned(m) for m in members), 60, "every member's partitions")
         await produce(kafka_broker.bootstrap, ids, dropped)
-        wait_for(lambda: client.zcard("helios:open") == len(ids), 30, "the windows to open")
+        wait_for(lambda: state.open_windows() == len(ids), 30, "the windows to open")
         os.kill(frozen.proc.pid, signal.SIGSTOP)
         try:
             # past the session (6 s): m2 takes every partition and decides every window
-            wait_for(lambda: client.zcard("helios:open") == 0, 60, "m2 to decide them all")
+            wait_for(lambda: state.open_windows() == 0, 60, "m2 to decide them all")
         finally:
             os.kill(frozen.proc.pid, signal.SIGCONT)
         time.sleep(8.0)  # m1 wakes, finds its windows expired, rejoins
-        found = outcomes(client, names)
+        found = state.outcomes(names)
         finals = {e: [o for o in found.get(e, []) if o[0] in FINAL] for e in ids}
         twice = {e: f for e, f in finals.items() if len(f) != 1}
         assert not twice, (
@@ -188,6 +214,6 @@ async def test_a_member_frozen_past_its_session_decides_nothing_it_lost(
         log = frozen.log.read_text(errors="replace")
         assert "lease" in log, log[-2000:]
     finally:
-        client.close()
+        state.close()
         for member in members:
             stop_daemon_process(member)
