@@ -184,6 +184,24 @@ class RedisServer:
             self.proc = None
 
 
+def cluster_port() -> int:
+    """A free port for a cluster node: at most 55,535, with its cluster bus port (10,000
+    higher) free too."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20_000, 55_535)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisCluster:
     """A real Redis Cluster of three primaries (no replicas) on 127.0.0.1, made the way
     redis-cli --cluster create makes one: each node is given a third of the 16,384
@@ -195,6 +213,8 @@ class RedisCluster:
             home = directory / f"node{n}"
             home.mkdir()
             node = RedisServer(home)
+            node.port = cluster_port()
+            node.url = f"redis://127.0.0.1:{node.port}/0"
             node.extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
             self.nodes.append(node)
         self.url = self.nodes[0].url.removesuffix("/0")

@@ -377,3 +377,45 @@ def test_the_cluster_option_is_checked(tmp_path):
     config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS='{ cluster = "yes" }')
     with pytest.raises(ConfigError, match="cluster must be true or false"):
         make_daemon(config)
+
+
+async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
+    redis_cluster, tmp_path
+):
+    from redis.cluster import key_slot
+
+    options = f'{{ url = "{redis_cluster.url}", cluster = true, timeout_seconds = 0.5 }}'
+    config = make_config(
+        INDEX__BACKEND='"redis"',
+        INDEX__OPTIONS=options,
+        INDEX__SHARDS="6",
+        DAEMON__DATA_DIR=f'"{tmp_path}"',
+    )
+    # The third node serves slots 10923-16383: the shards whose prefix hashes there.
+    on_it = {k for k in range(6) if key_slot(f"{{helios-{k}}}:open".encode()) >= 10923}
+    assert on_it and len(on_it) < 6
+    daemon = make_daemon(config)
+    await daemon.start()
+    try:
+        ids = [f"n{i}" for i in range(100)]
+        await admit(daemon, *(copy(e, "aws") for e in ids))
+        await daemon.pipeline.drain()
+        redis_cluster.nodes[2].stop()
+        await admit(daemon, *(copy(e, "gcp") for e in ids))  # acknowledged: spilled
+        details = daemon.services.reads.storage().details
+        down = {k for k in range(6) if details[f"shard {k} health"].startswith("DOWN")}
+        assert down == on_it, details
+        redis_cluster.nodes[2].start()
+        await admit(daemon, *(copy(e, "azure") for e in ids))
+        deadline = time.monotonic() + 60
+        while any(
+            daemon.services.reads.storage().details[f"shard {k} health"] != "up" for k in range(6)
+        ):
+            assert time.monotonic() < deadline, daemon.services.reads.storage().details
+            await asyncio.sleep(0.2)
+        found = await records(daemon, ids)
+        assert {found[e].status.name for e in ids} == {"COMPLETE"}
+        page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 200, None)
+        assert len(page) == 100  # each once
+    finally:
+        await daemon.stop()
