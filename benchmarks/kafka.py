@@ -98,7 +98,8 @@ def cpu(pids: dict[str, int]) -> dict[str, float]:
 
 def run(
     members: int, bootstrap: str, redis_url: str, total: int, work: Path, others: dict[str, int]
-) -> float:
+) -> tuple[float, float]:
+    """Copies per second, and per busy core-second of the whole machine."""
     group = f"bench{members}"
     procs = []
     for k in range(members):
@@ -152,7 +153,8 @@ def run(
             f"{members} member(s): {total:,} copies, {rate:,.0f} copies/s "
             f"({rate / members:,.0f} per member); split {counts}"
         )
-        return rate
+        busy = psutil.cpu_count() - idle
+        return rate, rate / busy
     finally:
         for channel in CHANNELS.values():
             channel.close()
@@ -175,9 +177,16 @@ def main() -> None:
         print(f"topic filled: {total:,} copies in 12 partitions in {took:.1f} s")
         assert broker.proc is not None and redis_server.proc is not None
         others = {"tansu": broker.proc.pid, "redis": redis_server.proc.pid}
-        one = run(1, broker.bootstrap, redis_server.url, total, work, others)
-        two = run(2, broker.bootstrap, redis_server.url, total, work, others)
+        one, _ = run(1, broker.bootstrap, redis_server.url, total, work, others)
+        two, per_core = run(2, broker.bootstrap, redis_server.url, total, work, others)
         print(f"two members / one: {two / one:.2f}x")
+        # What the machine allows: every core busy at what a copy cost in the
+        # two-member run (heliosd, Redis, the broker and the kernel together).
+        cores = psutil.cpu_count()
+        print(
+            f"  at most {per_core * cores / one:.2f}x on {cores} cores: the two-member run "
+            f"took {per_core:,.0f} copies per busy core-second of the machine"
+        )
     finally:
         broker.stop()
         redis_server.stop()
