@@ -26,6 +26,16 @@ def redis_config(url: str, data_dir, **extra: str):
     return make_config(**env)
 
 
+def cluster_config(url: str, data_dir, more: str = ""):
+    """Six index shards on a Redis Cluster: six slots, which land on all three nodes."""
+    return make_config(
+        INDEX__BACKEND='"redis"',
+        INDEX__OPTIONS=f'{{ url = "{url}", cluster = true{more} }}',
+        INDEX__SHARDS="6",
+        DAEMON__DATA_DIR=f'"{data_dir}"',
+    )
+
+
 async def admit(daemon, *copies) -> None:
     result = await daemon.admission.admit(list(copies))
     assert result.accepted == len(copies), result.rejections
@@ -329,13 +339,7 @@ async def test_on_a_redis_cluster_the_shards_spread_over_its_nodes_and_a_restart
     """A real three-node Redis Cluster: each shard's keys share one hash tag (its
     prefix), so every write is one script on one node, and six shards land on all
     three nodes. Records, windows and outcomes live there; a restart resumes."""
-    options = f'{{ url = "{redis_cluster.url}", cluster = true }}'
-    config = make_config(
-        INDEX__BACKEND='"redis"',
-        INDEX__OPTIONS=options,
-        INDEX__SHARDS="6",
-        DAEMON__DATA_DIR=f'"{tmp_path}"',
-    )
+    config = cluster_config(redis_cluster.url, tmp_path)
     done = [f"c{i}" for i in range(200)]
     waiting = [f"w{i}" for i in range(100)]
     daemon = make_daemon(config)
@@ -384,13 +388,7 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
 ):
     from redis.cluster import key_slot
 
-    options = f'{{ url = "{redis_cluster.url}", cluster = true, timeout_seconds = 0.5 }}'
-    config = make_config(
-        INDEX__BACKEND='"redis"',
-        INDEX__OPTIONS=options,
-        INDEX__SHARDS="6",
-        DAEMON__DATA_DIR=f'"{tmp_path}"',
-    )
+    config = cluster_config(redis_cluster.url, tmp_path, ", timeout_seconds = 0.5")
     # The third node serves slots 10923-16383: the shards whose prefix hashes there.
     on_it = {k for k in range(6) if key_slot(f"{{helios-{k}}}:open".encode()) >= 10923}
     assert on_it and len(on_it) < 6
