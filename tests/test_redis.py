@@ -373,7 +373,7 @@ async def test_on_a_redis_cluster_the_shards_spread_over_its_nodes_and_a_restart
         await again.stop()
 
 
-def test_the_cluster_option_is_checked(tmp_path):
+def test_the_cluster_option_is_checked(tmp_path, caplog):
     options = '{ url = "unix:///tmp/r.sock", cluster = true }'
     config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS=options)
     with pytest.raises(ConfigError, match="cluster needs a redis:// or rediss:// URL"):
@@ -381,6 +381,9 @@ def test_the_cluster_option_is_checked(tmp_path):
     config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS='{ cluster = "yes" }')
     with pytest.raises(ConfigError, match="cluster must be true or false"):
         make_daemon(config)
+    config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS="{ cluster = true }")
+    make_daemon(config)  # one shard on a cluster: allowed, but said
+    assert "the whole index is one hash slot on one node" in caplog.text
 
 
 async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(

@@ -615,6 +615,11 @@ def _factory(context: IndexContext) -> IndexBackend:
         raise ValueError(f"index.options.cluster must be true or false, got {cluster!r}")
     if cluster and not url.startswith(("redis://", "rediss://")):
         raise ValueError(f"index.options.cluster needs a redis:// or rediss:// URL, got {url!r}")
+    if cluster and context.shards == 1:
+        log.warning(
+            "index.options.cluster with index.shards = 1: the whole index is one hash slot "
+            "on one node; raise index.shards (16 or more) to spread it over the cluster"
+        )
     spill_max = int(options.get("spill_max_bytes", 256 * 1_048_576))
     timeout = float(options.get("timeout_seconds", 2.0))
     if spill_max <= 0 or timeout <= 0:
