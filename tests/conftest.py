@@ -244,8 +244,8 @@ class RedisCluster:
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     cluster = RedisCluster(tmp_path)
-    cluster.start()
     try:
+        cluster.start()  # a node that did start is stopped even when another did not
         yield cluster
     finally:
         cluster.stop()
