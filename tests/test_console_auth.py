@@ -140,12 +140,14 @@ def test_a_tenant_sees_its_own_outcomes_and_events_only(secure_console, browser)
     box = browser.find_element(By.CSS_SELECTOR, ".helios-tenant-lookup input")
     box.send_keys("red-order-1")
     browser.find_element(By.CSS_SELECTOR, ".helios-tenant-find").click()
-    wait_for(lambda: "No event" in text_of(browser, ".helios-tenant-event"), what="not found")
+    wait_for(
+        lambda: "No event" in text_of(browser, ".helios-tenant-lookup-result"), what="not found"
+    )
     box.send_keys(Keys.CONTROL, "a")  # clear() does not reach the page's model
     box.send_keys("blue-order-1")
     browser.find_element(By.CSS_SELECTOR, ".helios-tenant-find").click()
     found = wait_for(
-        lambda: "status" in (t := text_of(browser, ".helios-tenant-event")) and t,
+        lambda: "status" in (t := text_of(browser, ".helios-tenant-lookup-result")) and t,
         what="its event",
     )
     assert "blue-order-1" in found and "aws" in found

@@ -21,7 +21,7 @@ from helios.ui.slo import slo_page
 from helios.ui.sources import sources_page
 from helios.ui.state import SERIES, ConsoleState
 from helios.ui.tenant import tenant_page
-from helios.ui.widgets import CLOCK, show_event
+from helios.ui.widgets import CLOCK, lookup_card
 from helios.ui.widgets import clock_text as _clock
 from nicegui import ui
 
@@ -237,16 +237,7 @@ class Console:
                         row_key="seq",
                         pagination=10,
                     ).classes("w-full helios-discrepancies")
-                with ui.card().classes("min-w-96"):
-                    ui.label("Look up an event").classes("font-semibold")
-                    lookup = ui.input("event_id").classes("w-full helios-lookup")
-                    result = ui.column().classes("w-full helios-lookup-result")
-
-                    async def find() -> None:
-                        await show_event(result, reads, lookup.value or "")
-
-                    lookup.on("keydown.enter", find)
-                    ui.button("Find", on_click=find).classes("helios-find")
+                lookup_card(reads, "helios")
 
             def refresh() -> None:
                 stats = reads.counters()

@@ -18,7 +18,7 @@ from helios.daemon.identity import Identity, acting_as
 from helios.daemon.model import OutcomeKind
 from helios.daemon.readmodels import ReadModels
 from helios.daemon.tenants import unscoped
-from helios.ui.widgets import CLOCK, show_event
+from helios.ui.widgets import CLOCK, lookup_card
 from helios.ui.widgets import clock_text as _clock
 from helios.ui.widgets import columns as _columns
 from nicegui import ui
@@ -68,11 +68,7 @@ def tenant_page(reads: ReadModels, user: Identity) -> None:
                 row_key="seq",
                 pagination=15,
             ).classes("w-full helios-tenant-outcomes")
-        with ui.card().classes("min-w-96"):
-            ui.label("Look up an event").classes("font-semibold")
-            lookup = ui.input("event_id").classes("w-full helios-tenant-lookup")
-            find_button = ui.button("Find").classes("helios-tenant-find")
-            result = ui.column().classes("w-full helios-tenant-event")
+        lookup_card(reads, "helios-tenant", lambda: tenant(), user)
 
     with ui.card().classes("w-full"):
         ui.label("Incidents: decisions on this tenant's own objectives").classes("font-semibold")
@@ -128,11 +124,6 @@ def tenant_page(reads: ReadModels, user: Identity) -> None:
         ]
         incidents.update()
 
-    async def find() -> None:
-        await show_event(result, reads, lookup.value or "", tenant(), user)
-
-    lookup.on("keydown.enter", find)
-    find_button.on("click", find)
     query.on("keydown.enter", refresh)
     pick.on("keydown.enter", refresh)
     ui.timer(3.0, refresh)  # and at once

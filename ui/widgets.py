@@ -100,6 +100,27 @@ def record_rows(record: EventRecord, sources: list[str]) -> list[dict[str, Any]]
     return rows
 
 
+def lookup_card(
+    reads: ReadModels,
+    prefix: str,
+    tenant: Callable[[], str] | None = None,
+    user: Identity | None = None,
+) -> None:
+    """The "Look up an event" card: an event_id box (Enter or Find) and the event drawn
+    below it by show_event. Its parts carry the classes <prefix>-lookup, <prefix>-find
+    and <prefix>-lookup-result; `tenant` gives the tenant at each lookup."""
+    with ui.card().classes("min-w-96"):
+        ui.label("Look up an event").classes("font-semibold")
+        box = ui.input("event_id").classes(f"w-full {prefix}-lookup")
+        result = ui.column().classes(f"w-full {prefix}-lookup-result")
+
+        async def find() -> None:
+            await show_event(result, reads, box.value or "", tenant() if tenant else "", user)
+
+        box.on("keydown.enter", find)
+        ui.button("Find", on_click=find).classes(f"{prefix}-find")
+
+
 async def show_event(
     into: ui.column,
     reads: ReadModels,
