@@ -139,6 +139,9 @@ class Daemon:
                 adopt=self.adopt,
                 release=self.release,
                 read_marks=self.index.read_marks,
+                claim=self.index.claim,
+                disown=self.index.disown,
+                void=self.pipeline.void,
                 max_batch=config.ingest.max_batch_events,
                 watch=self._watch_all,
                 unwatch=self.pipeline.unwatch,
@@ -161,6 +164,8 @@ class Daemon:
             if not getattr(instance, "counts_deliveries", False):
                 _count_deliveries(context)  # each accepted copy is one delivery
             self.inputs[name] = instance
+        held = [i.may_decide for i in self.inputs.values() if hasattr(i, "may_decide")]
+        self.pipeline.may_apply = (lambda: all(h() for h in held)) if held else None
         self.rates = Rates(self.reconciler)
         self.jobs = Scheduler(self.clock)
         self.started_at = time.monotonic()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from helios.daemon.clock import Clock
@@ -29,6 +29,11 @@ COMPLETE = OutcomeKind.COMPLETE
 MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
 MERGE_COPIES = 1024  # queued copies reconciled together when each batch asks the index
 SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the event loop
+HOLD_SECONDS = 0.05  # how often a held reconciler looks again
+
+
+class Voided(OSError):
+    """A queued batch dropped undecided: its input's session ended (Pipeline.void)."""
 
 
 Queued = tuple[list[Checked], float, asyncio.Future[None] | None, Mapping[str, int] | None]
@@ -102,6 +107,10 @@ class Pipeline:
         # throttle_ingest: source (or "all") -> [copies per second, tokens, last refill]
         self.throttles: dict[str, list[float]] = {}
         self.telemetry: Telemetry | None = None  # outcomes counted, batches timed
+        # False while an input cannot show it still holds its windows (a Kafka member
+        # frozen past its session): queued batches wait, the sweep decides nothing.
+        self.may_apply: Callable[[], bool] | None = None
+        self.voided = 0  # queued copies dropped by void()
 
     # ---- ingest -------------------------------------------------------------------
     def check(
@@ -240,6 +249,8 @@ class Pipeline:
         it 1.3 s in one piece (benchmarks/sweep_stalls.py)."""
         total = 0
         while True:
+            if self.may_apply is not None and not self.may_apply():
+                return total  # a freeze between two chunks: the rest waits
             async with self.lock:
                 declared = self.reconciler.sweep(self.clock.now(), SWEEP_CHUNK)
                 written = self._flush([])
@@ -262,9 +273,29 @@ class Pipeline:
 
     async def settle(self) -> None:
         """Wait until the reconciler task has taken every queued batch (drain() does
-        the work itself: for tests and shutdown, when that task is stopped)."""
-        while self._queue:
+        the work itself: for tests and shutdown, when that task is stopped). While the
+        reconciler is held nothing is taken: it returns at once."""
+        while self._queue and (self.may_apply is None or self.may_apply()):
             await asyncio.sleep(0.005)
+
+    def void(self, reason: str) -> int:
+        """Drop the queued batches undecided (their admissions fail with `reason`): an
+        input's session ended while they waited (a Kafka member the group put out while
+        it was frozen), so they belong to another member now. Returns the copies
+        dropped. An index that acknowledges at admission (in memory) keeps its batches:
+        they are acknowledged already."""
+        if not self.durable:
+            return 0
+        dropped = 0
+        while self._queue:
+            copies, _, stored, _ = self._queue.popleft()
+            self.queued -= len(copies)
+            dropped += len(copies)
+            if stored is not None and not stored.done():
+                stored.set_exception(Voided(reason))
+        self.voided += dropped
+        self._room.set()
+        return dropped
 
     def _flush(
         self, touched: list[EventRecord], marks: Mapping[str, int] | None = None
@@ -356,6 +387,9 @@ class Pipeline:
         while True:
             await self._work.wait()
             while self._queue:
+                if self.may_apply is not None and not self.may_apply():
+                    await asyncio.sleep(HOLD_SECONDS)
+                    continue
                 copies, received, stored, marks = self._take()
                 if self.queued + self.reserved < self.capacity:
                     self._room.set()

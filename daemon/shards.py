@@ -140,6 +140,13 @@ class ShardedIndex:
             ]
         )
 
+    async def claim(self, names: Collection[str]) -> None:
+        """On every shard: a fenced member's writes go to all of them."""
+        await asyncio.gather(*(s.claim(names) for s in self.shards))
+
+    async def disown(self, names: Collection[str]) -> None:
+        await asyncio.gather(*(s.disown(names) for s in self.shards))
+
     async def read_marks(self, prefix: str) -> dict[str, int]:
         """A mark as every shard has it: the smallest (a crash between two shards'
         writes leaves the later shards behind; their mark is the one that holds).

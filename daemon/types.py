@@ -123,6 +123,12 @@ class SourceContext:
     release: Callable[[Callable[[str], bool]], Awaitable[int]] | None = None
     # The index's stored marks by prefix (IndexBackend.read_marks).
     read_marks: Callable[[str], Awaitable[dict[str, int]]] | None = None
+    # Fencing (IndexBackend.claim/disown): take partitions by their mark names, fencing
+    # a holder that did not hand them back; hand them back. void(reason) drops the
+    # batches still queued (an ended session's), returning the copies dropped.
+    claim: Callable[[Collection[str]], Awaitable[None]] | None = None
+    disown: Callable[[Collection[str]], Awaitable[None]] | None = None
+    void: Callable[[str], int] | None = None
     # Copies one admission call may carry (ingest.max_batch_events).
     max_batch: int = 10_000
     # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
@@ -181,6 +187,16 @@ class IndexBackend(Protocol):
 
     async def read_marks(self, prefix: str) -> dict[str, int]:
         """The stored marks whose names start with `prefix`."""
+        ...
+
+    async def claim(self, names: Collection[str]) -> None:
+        """A shared index: this process takes over what these marks name (a Kafka
+        member's partitions), fencing a holder that did not hand them back, whose
+        later writes the index then refuses. An index of one process does nothing."""
+        ...
+
+    async def disown(self, names: Collection[str]) -> None:
+        """Hand back what claim() took (after the last write for it)."""
         ...
 
     async def open_windows(self) -> list[EventRecord]:

@@ -217,3 +217,67 @@ async def test_a_member_frozen_past_its_session_decides_nothing_it_lost(
         state.close()
         for member in members:
             stop_daemon_process(member)
+
+
+async def test_a_member_frozen_mid_batch_past_its_session_stores_nothing_it_lost(
+    kafka_broker, redis_server, tmp_path
+):
+    """A member frozen while it works through a backlog: batches polled and admitted,
+    windows changed in memory, writes queued for Redis. The group gives its partitions
+    to the other member, which reads the uncommitted messages again and decides their
+    windows. When the frozen member wakes, what it had in hand belongs to a session
+    the group has ended: none of it may reach the index (it would decide the same
+    events a second time, or write over the new owner's records)."""
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    rng = random.Random(5)
+    ids = [f"b-{i:05d}" for i in range(20_000)]
+    dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.02}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for event_id in ids:  # the backlog, there before the members start
+            for source in SOURCES:
+                if dropped.get(event_id) != source:
+                    await producer.send(
+                        "helios.events", event_bytes(event_id, source), key=event_id.encode()
+                    )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    names = ["m1", "m2"]
+    members = start_members(names, kafka_broker, redis_server, tmp_path)
+    state = State(redis_server.url, cluster=False)
+    frozen = members[0]
+    try:
+        # frozen as soon as it has stored something: in the middle of its share
+        wait_for(lambda: state.client.xlen("helios:outcomes:m1") > 0, 60, "m1 to store")
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+
+            def decided() -> bool:
+                found = state.outcomes(names)
+                return sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, []))) == len(
+                    ids
+                )
+
+            wait_for(decided, 120, "m2 to decide every event")
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        time.sleep(10.0)  # m1 wakes with its batches in hand and rejoins
+        found = state.outcomes(names)
+        wrong = []
+        for event_id in ids:
+            finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
+            expected = (
+                ("MISSING", (dropped[event_id],)) if event_id in dropped else ("COMPLETE", ())
+            )
+            if finals != [expected]:
+                wrong.append((event_id, finals, expected))
+        assert not wrong, f"{len(wrong)} events decided wrongly, e.g. {wrong[:5]}"
+        others = [(e, o) for e, outs in found.items() for o in outs if o[0] not in FINAL]
+        assert not others, others[:5]
+        assert state.open_windows() == 0
+    finally:
+        state.close()
+        for member in members:
+            stop_daemon_process(member)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from helios.daemon.config import ConfigError
+from helios.daemon.errors import RequestError
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.types import QueueFull
 
@@ -212,7 +213,7 @@ async def test_a_copy_of_an_event_whose_write_is_still_in_flight_sees_that_write
 
     async def slow_send(writes):
         await gate.wait()
-        await send(writes)
+        return await send(writes)
 
     monkeypatch.setattr(index, "_send", slow_send)
     try:
@@ -252,10 +253,11 @@ async def test_a_write_redis_applied_but_whose_answer_was_lost_is_replayed_once(
     lost = []
 
     async def answer_lost(writes):
-        await send(writes)
+        fenced = await send(writes)
         if not lost:
             lost.append(len(writes))
             raise ConnectionError("the answer never came back")
+        return fenced
 
     monkeypatch.setattr(index, "_send", answer_lost)
     try:
@@ -418,5 +420,62 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
         assert {found[e].status.name for e in ids} == {"COMPLETE"}
         page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 200, None)
         assert len(page) == 100  # each once
+    finally:
+        await daemon.stop()
+
+
+async def test_a_member_whose_partitions_were_taken_over_unhanded_is_fenced(redis_server, tmp_path):
+    """Member a holds a partition; b claims it while a still holds it (a froze past
+    its session): a's later writes are refused whole, its admissions fail with a
+    retryable error, and nothing of them reaches Redis. Handed back (disown) first,
+    the partition moves without fencing anyone; a claims again and writes again."""
+    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
+    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
+    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
+    await a.start()
+    await b.start()
+    name = ["kafka/g/helios.events/3"]
+    try:
+        await a.index.claim(name)
+        await admit(a, copy("before", "aws"))
+        await b.index.claim(name)  # a did not hand it back: a is fenced
+        with pytest.raises(RequestError, match="another member took over"):
+            await admit(a, copy("after", "aws"))
+        assert "after" not in await b.index.get_many(["before", "after"])
+        assert "1 writes refused" in a.index.describe()["fencing"]
+        await b.index.disown(name)  # handed back: whoever claims next fences no one
+        await a.index.claim(name)  # a learns its new epoch
+        await admit(a, copy("again", "aws"))
+        await b.index.claim(name)
+        await admit(b, copy("by-b", "aws"))  # b was not fenced by a's claim
+        await a.index.disown(name)  # not a's any more: nothing changes
+        found = await b.index.get_many(["before", "after", "again", "by-b"])
+        assert sorted(found) == ["again", "before", "by-b"]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_held_reconciler_takes_nothing_and_void_drops_what_waits(redis_server, tmp_path):
+    """While an input cannot show it still holds its windows (may_apply is False), the
+    reconciler takes no queued batch and the sweep decides nothing; void() then drops
+    the queued batches, their admissions failing with a retryable error."""
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    held = [True]
+    daemon.pipeline.may_apply = lambda: not held[0]
+    try:
+        result, stored = await daemon.admission.submit([copy("v", s) for s in SOURCES])
+        assert result.accepted == 3
+        await asyncio.sleep(0.3)
+        assert "v" not in daemon.reconciler.open and daemon.pipeline.queued == 3
+        assert await daemon.pipeline.sweep() == 0
+        await daemon.pipeline.settle()  # returns while held: nothing can be taken
+        assert daemon.pipeline.void("the session ended") == 3
+        with pytest.raises(RequestError, match="the session ended"):
+            await stored
+        held[0] = False
+        await admit(daemon, copy("w", "aws"))
+        assert "w" in daemon.reconciler.open and "v" not in daemon.reconciler.open
     finally:
         await daemon.stop()

@@ -116,6 +116,12 @@ class MemoryIndex:
     async def read_marks(self, prefix: str) -> dict[str, int]:
         return {k: v for k, v in self.marks.items() if k.startswith(prefix)}
 
+    async def claim(self, names: Collection[str]) -> None:
+        return None  # one process's index: no other writer to fence
+
+    async def disown(self, names: Collection[str]) -> None:
+        return None
+
     async def open_windows(self) -> list[EventRecord]:
         return []  # open windows live in the reconciler of this process only
 

@@ -10,10 +10,14 @@ Key layout (`<p>` is `index.options.prefix`, "helios" by default):
                          when it has one)
     <p>:open             sorted set: event ids of open windows, scored by deadline
     <p>:outcomes:<m>     stream of outcomes written by member <m> (index.options.member),
-                         entry id "<sequence>-0", field "o"; trimmed to 2 x max_records
+                         entry id "<first sequence>-0", field "b": the outcomes of one
+                         write (marshal); trimmed to about 2 x max_records
     <p>:meta:<m>         hash: last_sequence, saved_at (the daemon clock) of member <m>
     <p>:marks            hash: marks stored with the writes (a Kafka source's offsets
                          per partition, and when each was written)
+    <p>:owners           hash: mark name (a Kafka partition) -> the member holding it
+    <p>:fence            hash: member -> its epoch; a write of an older epoch is refused
+                         (fencing: redis_scripts.py)
 
 On a Redis Cluster (options.cluster) <p> is "{prefix}": the prefix is every key's hash
 tag, so one index is one slot and a write one script there; shards spread the slots.
@@ -51,6 +55,7 @@ from helios.daemon.model import EventRecord, Outcome, OutcomeKind, Status
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.tenants import SEP
 from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
+from helios.plugins.index.redis_scripts import CLAIM, DISOWN, WRITE
 from helios.plugins.index.spill import Spill, Write
 from helios.plugins.index.sqlite import record_from, record_tuple
 from redis.asyncio import Redis
@@ -58,70 +63,18 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 log = logging.getLogger("helios.index.redis")
-# One write: tenants' TTLs (tenant, seconds: index.tenant_ttl_seconds), records (id,
-# value, deadline or "" once closed), the write's outcomes (first sequence, and all of
-# them marshalled as one stream entry), the member's meta, and marks (name, value,
-# name@, when). Keys are built from the prefix here (KEYS[1], the open set, only routes
-# the call on a cluster, where the prefix is the hash tag of every key). Redis calls
-# are what a write costs Redis (each one from Lua costs about a microsecond besides its
-# work), so the open set changes go as one ZADD and one ZREM per 1,000 ids, and the
-# outcomes as one XADD.
-# A write sent again (it reached Redis, but its answer did not reach heliosd, so it
-# was spilled and replayed) adds no second stream entry: the member's last_sequence
-# already covers its outcomes.
-WRITE = """
-local p, ttl, minid, member = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local openkey, i, ttls, scoped = p .. ':open', 6, {}, false
-local meta = p .. ':meta:' .. member
-for _ = 1, tonumber(ARGV[5]) do
-  ttls[ARGV[i]] = tonumber(ARGV[i + 1])
-  scoped, i = true, i + 2
-end
-local records = tonumber(ARGV[i])
-i = i + 1
-local opened, closed = {}, {}
-for _ = 1, records do
-  local id, deadline, life = ARGV[i], ARGV[i + 2], ttl
-  if scoped then
-    local sep = string.find(id, '\\31', 1, true)
-    if sep then life = ttls[string.sub(id, 1, sep - 1)] or ttl end
-  end
-  redis.call('SET', p .. ':{' .. id .. '}', ARGV[i + 1], 'EX', life)
-  if deadline == '' then
-    closed[#closed + 1] = id
-  else
-    opened[#opened + 1] = deadline
-    opened[#opened + 1] = id
-  end
-  i = i + 3
-end
-for s = 1, #closed, 1000 do
-  redis.call('ZREM', openkey, unpack(closed, s, math.min(s + 999, #closed)))
-end
-for s = 1, #opened, 2000 do
-  redis.call('ZADD', openkey, unpack(opened, s, math.min(s + 1999, #opened)))
-end
-local first = ARGV[i]
-if first ~= '' then
-  local done = tonumber(redis.call('HGET', meta, 'last_sequence') or '0')
-  if tonumber(first) > done then
-    redis.call('XADD', p .. ':outcomes:' .. member, 'MINID', '~', minid,
-      first .. '-0', 'b', ARGV[i + 1])
-  end
-end
-i = i + 2
-redis.call('HSET', meta, 'last_sequence', ARGV[i], 'saved_at', ARGV[i + 1])
-local marks = tonumber(ARGV[i + 2])
-i = i + 3
-for _ = 1, marks do
-  redis.call('HSET', p .. ':marks', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
-  i = i + 4
-end
-return records
-"""
 PENDING = Status.PENDING
+FENCED_TEXT = (
+    "another member took over this member's partitions while it could not answer (a "
+    "freeze past the Kafka session); what it had in hand is not stored, the new owner "
+    "reads those messages again"
+)
 RETRY_SECONDS = 1.0
 SCAN_LIMIT = 100_000  # outcomes read per ListOutcomes page before handing back a token
+
+
+class Fenced(OSError):
+    """A write Redis refused: its member's epoch was fenced (redis_scripts.py)."""
 
 
 class RedisIndex:
@@ -179,6 +132,9 @@ class RedisIndex:
         self._last_sequence = 0
         self._next_try = 0.0  # monotonic time of the next attempt to reach Redis
         self._marks: dict[str, int] = {}  # written by this process (newest)
+        # This member's fencing epoch (redis_scripts.py); None until Redis has said it.
+        self.epoch: int | None = None
+        self.fenced = 0  # writes Redis refused: their epoch was fenced
 
     # ---- keys ----------------------------------------------------------------------
     def _key(self, event_id: str) -> str:
@@ -200,6 +156,10 @@ class RedisIndex:
     def _meta(self) -> str:
         return f"{self.prefix}:meta:{self.member}"
 
+    @property
+    def _fence(self) -> str:
+        return f"{self.prefix}:fence"
+
     # ---- opening -------------------------------------------------------------------
     async def open(self) -> Resume:
         connect = RedisCluster.from_url if self.cluster else Redis.from_url
@@ -209,6 +169,7 @@ class RedisIndex:
         self.spill.open()
         try:
             await self.redis.script_load(WRITE)  # on every primary of a cluster
+            await self._read_epoch(self.redis)
             if self.spill.rows:  # a previous run spilled: replay before reading back
                 self._went_down(OSError("writes spilled by the previous run"))
                 await self._try_catch_up()
@@ -228,6 +189,10 @@ class RedisIndex:
             )
         self._writer = asyncio.create_task(self._write_loop(), name="redis-index-writer")
         return resume
+
+    async def _read_epoch(self, redis: Redis | RedisCluster) -> None:
+        epoch = await redis.hget(self._fence, self.member)
+        self.epoch = int(epoch or 0)
 
     async def _resume(self, redis: Redis | RedisCluster) -> Resume:
         meta = await redis.hgetall(self._meta)
@@ -294,6 +259,7 @@ class RedisIndex:
             self._last_sequence,
             self.clock.now(),
             dict(marks) if marks else None,
+            "" if self.epoch is None else str(self.epoch),  # checked by Redis: fencing
         )
         if marks:
             self._marks.update(marks)
@@ -344,10 +310,12 @@ class RedisIndex:
             error: BaseException | None = None
             if self.down_since is None and not self.spill.rows:
                 try:
-                    await self._send(writes)
+                    fenced = await self._send(writes)
                 except (RedisError, OSError) as exc:
                     self._went_down(exc)
                 else:
+                    for k in fenced:
+                        self._refuse(*jobs[k])
                     self._forget(last_gen)
             if self.down_since is not None or self.spill.rows:
                 try:
@@ -365,12 +333,26 @@ class RedisIndex:
                         OSError(f"Redis is away and the spill file failed too: {error}")
                     )
 
-    async def _send(self, writes: list[Write]) -> None:
+    def _refuse(self, job: Write, done: asyncio.Future[None], gen: int) -> None:
+        """A write Redis refused as fenced: not stored, and its records no longer read
+        as this process's newest (another member holds their windows now)."""
+        self.fenced += 1
+        for values in job[0]:
+            entry = self._unsent.get(values[0])
+            if entry is not None and entry[1] == gen:
+                del self._unsent[values[0]]
+        if not done.done():
+            done.set_exception(Fenced(f"{self.url}: {FENCED_TEXT}"))
+        if self.fenced == 1 or self.fenced % 1000 == 0:
+            log.error("Redis refused %d writes of %s: %s", self.fenced, self.member, FENCED_TEXT)
+
+    async def _send(self, writes: list[Write]) -> list[int]:
         """Every write as one call of the WRITE script (its arguments flat), all in one
         MULTI/EXEC: a heliosd killed mid-send leaves none of it, never a record closed
         without its outcome, or copies stored without their source's mark. One command
         per write, not three or four per record: redis-py spends about 7 µs of the
-        event loop on each command it packs (benchmarks/durability.sh)."""
+        event loop on each command it packs (benchmarks/durability.sh). Returns the
+        writes Redis refused because their member was fenced (they changed nothing)."""
         redis = self.redis
         assert redis is not None
         started = time.perf_counter()
@@ -380,7 +362,8 @@ class RedisIndex:
                 records, outcomes, last, saved_at = write[:4]
                 # The stream keeps about the newest 2 x max_records outcomes.
                 minid = f"{max(0, last - 2 * self.max_records)}-0"
-                head = [self.prefix, max(1, int(self.ttl)), minid, self.member]
+                epoch = write[5] if len(write) > 5 else ""  # older spilled writes: none
+                head = [self.prefix, max(1, int(self.ttl)), minid, self.member, epoch]
                 args: list[Any] = [*head, *self._tenant_ttls(records), len(records)]
                 for values in records:
                     pending = values[8] == PENDING
@@ -398,9 +381,16 @@ class RedisIndex:
                         args += (name, value, name + "@", at)
                 # The open set's key routes it on a cluster; the script uses ARGV only.
                 pipe.execute_command("EVALSHA", self._sha, 1, self._open_key, *args)
-            await pipe.execute(raise_on_error=True)
+            results = await pipe.execute(raise_on_error=False)
+        fenced = []
+        for k, result in enumerate(results):
+            if isinstance(result, Exception):
+                if not str(result).startswith("FENCED"):
+                    raise result
+                fenced.append(k)
         self.writes += len(writes)
         self.write_seconds += time.perf_counter() - started
+        return fenced
 
     def _tenant_ttls(self, records: Sequence[Any]) -> list[Any]:
         """The script's tenant TTL arguments: the count, then (tenant, seconds) for the
@@ -431,11 +421,21 @@ class RedisIndex:
         try:
             await redis.ping()
             await redis.script_load(WRITE)  # a Redis that restarted has no scripts
+            if self.epoch is None:
+                await self._read_epoch(redis)
             while True:
                 batch = await asyncio.to_thread(self.spill.oldest, 64)
                 if not batch:
                     break
-                await self._send([w for _, w in batch])
+                fenced = await self._send([w for _, w in batch])
+                if fenced:  # acknowledged by a session the group has ended since
+                    self.fenced += len(fenced)
+                    log.error(
+                        "Redis refused %d spilled writes of member %s: %s",
+                        len(fenced),
+                        self.member,
+                        FENCED_TEXT,
+                    )
                 await asyncio.to_thread(self.spill.remove, batch[-1][0])
                 self.replayed += len(batch)
         except (RedisError, OSError) as exc:
@@ -465,6 +465,32 @@ class RedisIndex:
                 for event_id, rec in fetched.items():
                     found.setdefault(event_id, rec)
         return found
+
+    async def claim(self, names: Collection[str]) -> None:
+        """Take these partitions (mark names) for this member, fencing a holder that
+        did not hand them back; this member's writes carry its epoch from now on.
+        Raises OSError when Redis cannot be reached."""
+        redis = self.redis
+        if redis is None or self.down_since is not None:
+            raise OSError(f"Redis at {self.url} is unreachable: partitions cannot be claimed")
+        try:
+            epoch = await redis.eval(CLAIM, 1, self._open_key, self.prefix, self.member, *names)
+        except RedisError as exc:
+            raise OSError(f"Redis at {self.url}: {exc}") from exc
+        self.epoch = int(epoch)
+        if not self.spill.rows:  # Redis has every mark this process stored: read those
+            self._marks.clear()  # (not the marks of writes it refused as fenced)
+
+    async def disown(self, names: Collection[str]) -> None:
+        """Hand these partitions back after this member's last write for them: whoever
+        takes them next fences no one."""
+        redis = self.redis
+        if redis is None or self.down_since is not None:
+            raise OSError(f"Redis at {self.url} is unreachable: partitions stay claimed")
+        try:
+            await redis.eval(DISOWN, 1, self._open_key, self.prefix, self.member, *names)
+        except RedisError as exc:
+            raise OSError(f"Redis at {self.url}: {exc}") from exc
 
     async def read_marks(self, prefix: str) -> dict[str, int]:
         """Redis's marks, and newer ones this process wrote but has not sent (spilled):
@@ -566,6 +592,8 @@ class RedisIndex:
             f"{self.outages} outages, {self.replayed:,} spilled writes replayed",
             "spill": f"{self.spill.rows:,} writes, {self.spill.bytes:,} of at most "
             f"{self.spill_max_bytes:,} bytes ({self.spill.path})",
+            "fencing": f"epoch {'unknown yet' if self.epoch is None else self.epoch}; "
+            f"{self.fenced:,} writes refused as fenced",
         }
 
     async def close(self) -> None:

@@ -9,9 +9,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-# A write: the records' versions, the outcomes, the last sequence, the clock's time, and
-# the marks stored with it (or None). Spill files of an earlier version hold 4-tuples.
-Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float, dict[str, int] | None]
+# A write: the records' versions, the outcomes, the last sequence, the clock's time, the
+# marks stored with it (or None), and its member's fencing epoch ("": not known). Spill
+# files of earlier versions hold 4- and 5-tuples.
+Write = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, float, dict[str, int] | None, str]
 
 
 class Spill:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -48,6 +48,10 @@ from helios.v1 import helios_pb2 as pb
 log = logging.getLogger("helios.kafka")
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
 ADMIT_CHUNK = 1000  # copies per admission call
+VOID_TEXT = (
+    "the group ended this member's session while it could not answer (frozen past "
+    "session_timeout_ms); its batches in hand are void, the new owners read them again"
+)
 
 
 class KafkaSource(SourceBase):
@@ -64,7 +68,7 @@ class KafkaSource(SourceBase):
         self.stored: dict[int, int] = {}  # partition -> highest offset stored (its mark)
         self.lag: dict[int, int] = {}
         self.busy = asyncio.Lock()  # held while offsets are committed
-        self.admitting = asyncio.Lock()  # batches enter admission one at a time
+        self.admitting = asyncio.Lock()  # polls enter admission one at a time, in order
         # Polled batches being admitted and stored, oldest first, and room for more.
         self.pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]]] = asyncio.Queue()
         self.slots = asyncio.Semaphore(options.in_flight)
@@ -75,6 +79,9 @@ class KafkaSource(SourceBase):
         self.refused = Refused(options)  # copies in the DLQ, for replays from offsets
         self.lease = Lease(options.session_timeout_ms)  # fencing: kafka_lease.py
         self.heartbeats_followed = False
+        # Bumped when the group ended this member's session while it could not answer:
+        # batches of an older session are void (dropped, never committed).
+        self.session = 0
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -213,6 +220,7 @@ class KafkaSource(SourceBase):
     ) -> dict[TopicPartition, int]:
         """Admit a polled batch and wait until it is stored; refused messages to the
         DLQ. Returns the offsets to commit."""
+        session = self.session
         copies: list[CopyIn] = []
         positions: list[tuple[str, int]] = []
         messages: list[Any] = []
@@ -240,9 +248,22 @@ class KafkaSource(SourceBase):
                 self.lag[tp.partition] = max(0, high - ends[tp])
         self.counts["messages"] += sum(len(m) for m in batches.values())
         chunk = min(ADMIT_CHUNK, self.context.max_batch)  # within ingest.max_batch_events
-        for start in range(0, len(copies), chunk):
-            end = start + chunk
-            result = await self._admit(copies[start:end], positions[start:end])
+        spans = [(s, min(s + chunk, len(copies))) for s in range(0, len(copies), chunk)]
+        # A poll's chunks enter admission together, before the next poll's: the index
+        # then stores them in offset order, so a partition's mark never goes back and
+        # everything at or below it is stored (chunks of two polls interleaved once
+        # stored a later chunk before an earlier one, and its mark after it).
+        submitted = []
+        async with self.admitting:
+            for start, end in spans:
+                got = await self._submit(copies[start:end], positions[start:end], session)
+                if got is None:
+                    return self._void(len(copies) - start)
+                submitted.append(got)
+        for (start, end), got in zip(spans, submitted, strict=True):
+            result = await self._stored(got, copies[start:end], positions[start:end], session)
+            if result is None:  # void: the partitions are another member's now
+                return self._void(len(copies) - start)
             for r in result.rejections:
                 refused.append((messages[start + r.index], r.field, r.reason, r.code))
             self.counts["copies"] += result.accepted
@@ -255,32 +276,64 @@ class KafkaSource(SourceBase):
             await send_to_dlq(self, refused)
         return ends
 
-    async def _admit(self, copies: list[CopyIn], positions: list[tuple[str, int]]) -> Any:
-        """Admit and wait until stored; while the daemon pushes back, wait and retry:
-        a copy taken from Kafka is never dropped."""
+    def _void(self, copies: int) -> dict[TopicPartition, int]:
+        self.counts["voided"] += copies
+        return {}  # nothing to commit: the partitions' new owners read them again
+
+    async def _submit(
+        self, copies: list[CopyIn], positions: list[tuple[str, int]], session: int
+    ) -> tuple[Any, Awaitable[None]] | None:
+        """Admit (the caller holds `admitting`); while the daemon pushes back, wait and
+        retry: a copy taken from Kafka is never dropped, unless its session has ended
+        (None: its partition is another member's, which reads it again)."""
         attempt = 0
         submit = self.context.submit
         while True:
+            if session != self.session:
+                return None
             try:
                 if submit is None:
-                    return await self.context.publish(copies, None, True, positions)
-                async with self.admitting:  # admitted in poll order, stored meanwhile
-                    result, stored = await submit(copies, None, True, positions)
-                await stored
-                return result
+                    result = await self.context.publish(copies, None, True, positions)
+                    return result, _done()
+                return await submit(copies, None, True, positions)
             except QueueFull as exc:
                 self.counts["pushed_back"] += 1
                 reason = str(exc)
+            attempt = await self._wait(attempt, len(copies), reason)
+
+    async def _stored(
+        self,
+        got: tuple[Any, Awaitable[None]],
+        copies: list[CopyIn],
+        positions: list[tuple[str, int]],
+        session: int,
+    ) -> Any:
+        """Wait until an admitted chunk is stored; one the index could not store is
+        admitted again (None once its session has ended)."""
+        attempt = 0
+        while True:
+            result, stored = got
+            try:
+                await stored
+                return result
             except RequestError as exc:
                 if exc.code is not ErrorCode.UNAVAILABLE:
                     raise
                 self.counts["store_failed"] += 1
                 reason = str(exc)
-            delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-            if attempt == 0 or attempt % 50 == 0:
-                log.warning("Kafka batch of %d copies waits: %s", len(copies), reason)
-            attempt += 1
-            await asyncio.sleep(delay)
+            attempt = await self._wait(attempt, len(copies), reason)
+            async with self.admitting:
+                again = await self._submit(copies, positions, session)
+            if again is None:
+                return None
+            got = again
+
+    async def _wait(self, attempt: int, copies: int, reason: str) -> int:
+        delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+        if attempt == 0 or attempt % 50 == 0:
+            log.warning("Kafka batch of %d copies waits: %s", copies, reason)
+        await asyncio.sleep(delay)
+        return attempt + 1
 
     # ---- ownership -------------------------------------------------------------------
     async def assigned_now(self, assigned: set[TopicPartition]) -> None:
@@ -292,6 +345,7 @@ class KafkaSource(SourceBase):
             log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
         self.lease.renew()  # the group has just said what this member holds
         parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
+        await self._fenced(self.context.claim, parts, "claimed (fencing a lost holder)")
         marks = await self._read_marks()
         now = self.context.clock.now()
         shifts: dict[int, float] = {}
@@ -322,6 +376,13 @@ class KafkaSource(SourceBase):
         )
 
     async def revoked_now(self, revoked: set[TopicPartition]) -> None:
+        if self.assigned and not self.lease.valid():
+            # Put out of the group while it could not answer: what it has in hand is
+            # another member's now. Queued batches are dropped; writes already made
+            # are refused by the index (fenced by the member that took over).
+            self.session += 1
+            dropped = self.context.void(VOID_TEXT) if self.context.void is not None else 0
+            log.warning("Kafka: %s; %d queued copies dropped", VOID_TEXT, dropped)
         await self._drained()  # every batch in hand is stored and committed first
         async with self.busy:
             parts = {tp.partition for tp in revoked if tp.topic == self.options.topic}
@@ -333,12 +394,31 @@ class KafkaSource(SourceBase):
             for p in parts:
                 self.stored.pop(p, None)
                 self.lag.pop(p, None)
+            await self._fenced(self.context.disown, parts, "handed back")
             if parts:
                 log.info(
                     "Kafka: partitions %s revoked; %d open windows handed back",
                     sorted(parts),
                     released,
                 )
+
+    async def _fenced(
+        self, call: Callable[[Collection[str]], Awaitable[None]] | None, parts: set[int], what: str
+    ) -> None:
+        """claim or disown the partitions in the index (fencing: redis_scripts.py),
+        retrying a while when it cannot be reached."""
+        if call is None or not parts:
+            return
+        names = [f"{self.mark_prefix}{p}" for p in sorted(parts)]
+        for attempt in range(20):
+            try:
+                await call(names)
+                return
+            except OSError as exc:
+                if attempt == 0:
+                    log.error("Kafka: partitions cannot be %s in the index yet (%s)", what, exc)
+                await asyncio.sleep(0.5)
+        log.error("Kafka: partitions %s not %s in the index: weaker fencing", sorted(parts), what)
 
     async def _read_marks(self) -> dict[str, int]:
         read = self.context.read_marks
@@ -413,6 +493,12 @@ class KafkaSource(SourceBase):
             "kafka messages": f"{c['messages']:,} read, {c['copies']:,} copies admitted, "
             f"{c['redelivered_skipped']:,} redelivered and skipped (stored already), "
             f"{c['pushed_back']:,} waits for room",
+            "kafka lease": (
+                f"{self.lease.left():.1f} s left" if self.lease.left() > 0 else "RUN OUT"
+            )
+            + f" (of {self.lease.seconds:.1f} s from the last heartbeat answered); "
+            f"{self.lease.held:,} sweeps and batches held; {self.session:,} sessions ended "
+            f"while frozen, {c['voided']:,} copies in hand dropped (the new owner reads them)",
             "kafka dlq": f"{c['dlq']:,} to {o.dlq_topic or '(no topic)'}: {refused}",
             "kafka outcomes": f"{c['outcomes']:,} to {o.outcomes_topic or '(off)'}, "
             f"{c['outcomes_failed']:,} failed, {c['outcomes_lost']:,} overflows",
@@ -431,6 +517,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.source.assigned_now(set(assigned))
+
+
+async def _done() -> None:
+    """What a chunk admitted through `publish` (which waits for the store) awaits."""
 
 
 def _factory(context: SourceContext, options: Mapping[str, Any]) -> Source:

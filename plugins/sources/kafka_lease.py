@@ -40,6 +40,10 @@ class Lease:
             log.warning("Kafka: the group answered again; the lease is back")
             self._said = False
 
+    def left(self) -> float:
+        """Seconds the lease still runs (negative: run out), without counting a hold."""
+        return self.seconds - (time.monotonic() - self.since)
+
     def valid(self) -> bool:
         if time.monotonic() - self.since < self.seconds:
             return True
