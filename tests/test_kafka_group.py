@@ -120,6 +120,27 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def decided(found: dict[str, list[tuple[str, tuple]]], ids: list[str]) -> int:
+    """How many of these events have a final outcome."""
+    return sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, [])))
+
+
+def decided_once_rightly(
+    found: dict[str, list[tuple[str, tuple]]], ids: list[str], dropped: dict[str, str]
+) -> None:
+    """Every event has exactly one final outcome, the producer's ground truth, and no
+    DUPLICATE or LATE was made up."""
+    wrong = []
+    for event_id in ids:
+        finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
+        expected = ("MISSING", (dropped[event_id],)) if event_id in dropped else ("COMPLETE", ())
+        if finals != [expected]:
+            wrong.append((event_id, finals, expected))
+    assert not wrong, f"{len(wrong)} events decided wrongly, e.g. {wrong[:5]}"
+    others = [(e, o) for e, outs in found.items() for o in outs if o[0] not in FINAL]
+    assert not others, others[:5]
+
+
 def assigned(member: DaemonProcess) -> bool:
     text = member.log.read_text(errors="replace")
     return "Kafka: partitions [" in text and "assigned" in text
@@ -149,26 +170,11 @@ async def test_three_members_one_killed_every_event_gets_exactly_one_right_outco
         await produce(kafka_broker.bootstrap, ids[third:], dropped)
 
         def settled() -> bool:
-            found = state.outcomes(names)
-            return (
-                state.open_windows() == 0
-                and sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, []))) == EVENTS
-            )
+            return state.open_windows() == 0 and decided(state.outcomes(names), ids) == EVENTS
 
         wait_for(settled, 120, "every window to be decided")
         time.sleep(2.0)  # a second decision, if any, would show up now
-        found = state.outcomes(names)
-        wrong = []
-        for event_id in ids:
-            finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
-            expected = (
-                ("MISSING", (dropped[event_id],)) if event_id in dropped else ("COMPLETE", ())
-            )
-            if finals != [expected]:
-                wrong.append((event_id, finals, expected))
-        assert not wrong, f"{len(wrong)} events decided wrongly, e.g. {wrong[:5]}"
-        others = [(e, o) for e, outs in found.items() for o in outs if o[0] not in FINAL]
-        assert not others, others[:5]  # no DUPLICATE or LATE was made up
+        decided_once_rightly(state.outcomes(names), ids, dropped)
         survivors = "".join(m.log.read_text(errors="replace") for m in members[1:])
         assert "open windows adopted" in survivors
     finally:
@@ -253,29 +259,15 @@ async def test_a_member_frozen_mid_batch_past_its_session_stores_nothing_it_lost
         wait_for(lambda: state.client.xlen("helios:outcomes:m1") > 0, 60, "m1 to store")
         os.kill(frozen.proc.pid, signal.SIGSTOP)
         try:
-
-            def decided() -> bool:
-                found = state.outcomes(names)
-                return sum(1 for e in ids if any(k in FINAL for k, _ in found.get(e, []))) == len(
-                    ids
-                )
-
-            wait_for(decided, 120, "m2 to decide every event")
+            wait_for(
+                lambda: decided(state.outcomes(names), ids) == len(ids),
+                120,
+                "m2 to decide every event",
+            )
         finally:
             os.kill(frozen.proc.pid, signal.SIGCONT)
         time.sleep(10.0)  # m1 wakes with its batches in hand and rejoins
-        found = state.outcomes(names)
-        wrong = []
-        for event_id in ids:
-            finals = [(k, s) for k, s in found.get(event_id, []) if k in FINAL]
-            expected = (
-                ("MISSING", (dropped[event_id],)) if event_id in dropped else ("COMPLETE", ())
-            )
-            if finals != [expected]:
-                wrong.append((event_id, finals, expected))
-        assert not wrong, f"{len(wrong)} events decided wrongly, e.g. {wrong[:5]}"
-        others = [(e, o) for e, outs in found.items() for o in outs if o[0] not in FINAL]
-        assert not others, others[:5]
+        decided_once_rightly(state.outcomes(names), ids, dropped)
         assert state.open_windows() == 0
     finally:
         state.close()
