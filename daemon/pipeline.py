@@ -464,13 +464,22 @@ def _done(written: Awaitable[None]) -> bool:
     return isinstance(written, asyncio.Future) and written.done()
 
 
+_said: dict[str, float] = {}  # a failure's text -> when it was last logged
+
+
 async def _quietly(written: Awaitable[None]) -> None:
     """Wait for a write; its failure reaches the batch's own acknowledgement (and the
-    log), not the reconciler."""
+    log, each kind once a minute: a fenced member refused every sweep logged twice a
+    second), not the reconciler."""
     try:
         await written
     except Exception as exc:
-        log.error("storing a flush failed: %s", exc)
+        text, now = str(exc), time.monotonic()
+        if now - _said.get(text, -60.0) >= 60.0:
+            if len(_said) > 100:
+                _said.clear()
+            _said[text] = now
+            log.error("storing a flush failed (said once a minute): %s", exc)
 
 
 def _chain(written: Awaitable[None], stored: asyncio.Future[None]) -> None:

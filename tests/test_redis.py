@@ -479,3 +479,23 @@ async def test_a_held_reconciler_takes_nothing_and_void_drops_what_waits(redis_s
         assert "w" in daemon.reconciler.open and "v" not in daemon.reconciler.open
     finally:
         await daemon.stop()
+
+
+async def test_a_store_failure_repeated_is_logged_once_a_minute(caplog):
+    """A fenced member's sweep writes fail twice a second until it claims again: the
+    log says it once, not every time (each batch's own error still reaches it)."""
+    from helios.daemon import pipeline
+
+    async def failing() -> None:
+        raise OSError("refused: fenced")
+
+    with caplog.at_level("ERROR", logger="helios.pipeline"):
+        for _ in range(5):
+            await pipeline._quietly(failing())
+        await pipeline._quietly(_fails_otherwise())
+    said = [r.getMessage() for r in caplog.records if "storing a flush failed" in r.getMessage()]
+    assert len(said) == 2 and "refused: fenced" in said[0] and "disk full" in said[1]
+
+
+async def _fails_otherwise() -> None:
+    raise OSError("disk full")
