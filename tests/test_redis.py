@@ -499,3 +499,36 @@ async def test_a_store_failure_repeated_is_logged_once_a_minute(caplog):
 
 async def _fails_otherwise() -> None:
     raise OSError("disk full")
+
+
+async def test_an_unexpected_error_while_writing_spills_and_the_writer_goes_on(
+    redis_server, tmp_path, monkeypatch
+):
+    """A fault of heliosd's own in the send (not Redis's) once stopped the writer
+    task: every later acknowledgement waited forever. Now the write is spilled, the
+    health says why, and once sends work again the spill is replayed."""
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path))
+    await daemon.start()
+    index = daemon.index
+    send = index._send
+    broken = [True]
+
+    async def faulty(writes):
+        if broken[0]:
+            raise TypeError("a bug in the send")
+        return await send(writes)
+
+    monkeypatch.setattr(index, "_send", faulty)
+    try:
+        await asyncio.wait_for(admit(daemon, *(copy("u", s) for s in SOURCES)), 10)
+        assert "TypeError: a bug in the send" in index.describe()["health"]
+        broken[0] = False
+        deadline = time.monotonic() + 10
+        while index.down_since is not None or index.spill.rows:
+            assert time.monotonic() < deadline, index.describe()
+            await asyncio.sleep(0.1)
+        await admit(daemon, copy("v", "aws"))
+        found = await records(daemon, ["u", "v"])
+        assert sorted(found) == ["u", "v"]
+    finally:
+        await daemon.stop()

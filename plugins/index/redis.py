@@ -313,6 +313,9 @@ class RedisIndex:
                     fenced = await self._send(writes)
                 except (RedisError, OSError) as exc:
                     self._went_down(exc)
+                except Exception as exc:  # a fault of ours: spill, never stop acknowledging
+                    log.exception("writing to Redis failed unexpectedly; spilling")
+                    self._went_down(exc)
                 else:
                     for k in fenced:
                         self._refuse(*jobs[k])
@@ -438,7 +441,7 @@ class RedisIndex:
                     )
                 await asyncio.to_thread(self.spill.remove, batch[-1][0])
                 self.replayed += len(batch)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # Redis still away, or a fault of ours: retried each second
             self.last_error = f"{type(exc).__name__}: {exc}"
             return
         if self.down_since is not None:
