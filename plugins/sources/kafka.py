@@ -299,6 +299,11 @@ class KafkaSource(SourceBase):
             except QueueFull as exc:
                 self.counts["pushed_back"] += 1
                 reason = str(exc)
+            except RequestError as exc:  # publish() waits for the store: it may fail
+                if exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                self.counts["store_failed"] += 1
+                reason = str(exc)
             attempt = await self._wait(attempt, len(copies), reason)
 
     async def _stored(
