@@ -530,3 +530,37 @@ def test_decisions_view_explains_the_ranking_and_the_trace(detecting_daemon, bro
     time.sleep(1)
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "console-decisions.png"))
+
+
+async def test_storage_view_of_a_kafka_member_on_redis_shows_its_lease_and_fencing(
+    kafka_broker, redis_server, tmp_path, browser
+):
+    """A group member's Storage page: its Redis index with its fencing epoch, and its
+    Kafka input with its partitions and lease (real Redis, real Tansu, real browser)."""
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    member = start_daemon_process(
+        tmp_path,
+        f"""
+[index]
+backend = "redis"
+options = {{ url = "{redis_server.url}", member = "m1" }}
+[sources.inputs.bus]
+plugin = "kafka"
+bootstrap_servers = "{kafka_broker.bootstrap}"
+group_id = "console"
+""",
+        console=True,
+    )
+    try:
+        browser.get(f"http://127.0.0.1:{member.console_port}/storage")
+
+        def details() -> str:
+            text = text_of(browser, ".helios-storage-details")
+            return text if "12 of 12" in text else ""
+
+        shown = wait_for(details, 60, what="the member's partitions")
+        assert "fencing" in shown and "epoch 0; 0 writes refused as fenced" in shown
+        assert "kafka lease" in shown and "s left" in shown and "0 sessions ended" in shown
+        browser.save_screenshot(str(ARTIFACTS / "console-storage-kafka.png"))
+    finally:
+        stop_daemon_process(member)
