@@ -142,6 +142,8 @@ class Daemon:
                 claim=self.index.claim,
                 disown=self.index.disown,
                 void=self.pipeline.void,
+                shared=self.index.shared,
+                away=self.index.away,
                 max_batch=config.ingest.max_batch_events,
                 watch=self._watch_all,
                 unwatch=self.pipeline.unwatch,

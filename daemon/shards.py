@@ -140,9 +140,15 @@ class ShardedIndex:
             ]
         )
 
-    async def claim(self, names: Collection[str]) -> None:
+    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
         """On every shard: a fenced member's writes go to all of them."""
-        await asyncio.gather(*(s.claim(names) for s in self.shards))
+        await asyncio.gather(*(s.claim(names, hand_back) for s in self.shards))
+
+    async def shared(self) -> None:
+        await asyncio.gather(*(s.shared() for s in self.shards))
+
+    def away(self) -> str | None:
+        return next((why for why in (s.away() for s in self.shards) if why), None)
 
     async def disown(self, names: Collection[str]) -> None:
         await asyncio.gather(*(s.disown(names) for s in self.shards))

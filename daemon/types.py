@@ -33,6 +33,11 @@ class PublishResult:
     rejections: list[Rejected] = field(default_factory=list)
 
 
+class Fenced(OSError):
+    """A write a shared index refused: another member took over what it was for while
+    this one could not answer (fencing: helios.plugins.index.redis_scripts)."""
+
+
 class QueueFull(RequestError):
     """The ingest queue has no room, or a throttled source is over its rate: the caller
     must slow down and retry (gRPC RESOURCE_EXHAUSTED)."""
@@ -126,9 +131,13 @@ class SourceContext:
     # Fencing (IndexBackend.claim/disown): take partitions by their mark names, fencing
     # a holder that did not hand them back; hand them back. void(reason) drops the
     # batches still queued (an ended session's), returning the copies dropped.
-    claim: Callable[[Collection[str]], Awaitable[None]] | None = None
+    claim: Callable[[Collection[str], Collection[str]], Awaitable[None]] | None = None
     disown: Callable[[Collection[str]], Awaitable[None]] | None = None
     void: Callable[[str], int] | None = None
+    # IndexBackend.shared and away: wait until the writes made so far are in the store
+    # other members read; why they cannot get there now (None: they can).
+    shared: Callable[[], Awaitable[None]] | None = None
+    away: Callable[[], str | None] | None = None
     # Copies one admission call may carry (ingest.max_batch_events).
     max_batch: int = 10_000
     # Subscribe to every outcome: a queue of outcome lists, and how to unsubscribe.
@@ -189,10 +198,25 @@ class IndexBackend(Protocol):
         """The stored marks whose names start with `prefix`."""
         ...
 
-    async def claim(self, names: Collection[str]) -> None:
+    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
         """A shared index: this process takes over what these marks name (a Kafka
         member's partitions), fencing a holder that did not hand them back, whose
-        later writes the index then refuses. An index of one process does nothing."""
+        later writes the index then refuses; in the same step it hands back
+        `hand_back` (what it lost while the index was away and could not disown). It
+        first waits until every write it made is in the shared store or refused, and
+        raises OSError while that cannot be (the store away, a spill not replayed).
+        An index of one process does nothing."""
+        ...
+
+    async def shared(self) -> None:
+        """Return once every write made before the call is in the store the other
+        members read (or was refused there): a Kafka member commits offsets only then.
+        A local spill does not count. An index of one process returns at once."""
+        ...
+
+    def away(self) -> str | None:
+        """Why this process's writes cannot reach the shared store now (they go to a
+        local spill, or one is still being replayed), or None."""
         ...
 
     async def disown(self, names: Collection[str]) -> None:

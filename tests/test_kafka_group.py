@@ -273,3 +273,62 @@ async def test_a_member_frozen_mid_batch_past_its_session_stores_nothing_it_lost
         state.close()
         for member in members:
             stop_daemon_process(member)
+
+
+async def fill_topic(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> None:
+    """Every copy in the topic before any member starts (no producer shares the cores)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for event_id in ids:
+            for source in SOURCES:
+                if dropped.get(event_id) != source:
+                    await producer.send(
+                        "helios.events", event_bytes(event_id, source), key=event_id.encode()
+                    )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
+    kafka_broker, redis_server, tmp_path
+):
+    """The double fault: Redis goes away while a member works through a backlog, and the
+    group rebalances before it is back (a second member joins). The first member must
+    not have committed offsets of batches that only its local spill holds: the new
+    owner of a partition starts from the committed offsets, and copies only in a spill
+    would never reach it. When Redis is back, every event ends with exactly one final
+    outcome, the right one, and no window stays open."""
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    rng = random.Random(8)
+    ids = [f"o-{i:05d}" for i in range(20_000)]
+    dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.02}
+    await fill_topic(kafka_broker.bootstrap, ids, dropped)
+    first = start_members(["m1"], kafka_broker, redis_server, tmp_path)[0]
+    members = [first]
+    state = State(redis_server.url, cluster=False)
+    try:
+        wait_for(lambda: state.client.xlen("helios:outcomes:m1") > 0, 60, "m1 to store")
+        state.close()
+        redis_server.stop()  # m1 has batches in hand: they go to its spill
+        wait_for(lambda: "spilling" in first.log.read_text(errors="replace"), 30, "the spill")
+        home = tmp_path / "m2"
+        home.mkdir()
+        config = member_config(kafka_broker.bootstrap, redis_server.url, "m2")
+        members.append(start_daemon_process(home, config))  # the group rebalances
+        time.sleep(12.0)  # past the session: the rebalance is done while Redis is away
+        redis_server.start()
+        state = State(redis_server.url, cluster=False)
+        names = ["m1", "m2"]
+        wait_for(
+            lambda: state.open_windows() == 0 and decided(state.outcomes(names), ids) == len(ids),
+            180,
+            "every event to be decided",
+        )
+        time.sleep(3.0)  # a second decision, if any, would show up now
+        decided_once_rightly(state.outcomes(names), ids, dropped)
+    finally:
+        state.close()
+        for member in members:
+            stop_daemon_process(member)

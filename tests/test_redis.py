@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import pytest
+import redis as redis_py
 from helios.daemon.config import ConfigError
 from helios.daemon.errors import RequestError
 from helios.daemon.query import OutcomeQuery
@@ -451,6 +452,51 @@ async def test_a_member_whose_partitions_were_taken_over_unhanded_is_fenced(redi
         await a.index.disown(name)  # not a's any more: nothing changes
         found = await b.index.get_many(["before", "after", "again", "by-b"])
         assert sorted(found) == ["again", "before", "by-b"]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_server, tmp_path):
+    """A write only the local spill holds is not "shared": shared() returns once Redis
+    holds it, away() says why meanwhile, and claim() is refused until the spill is
+    replayed. A member that lost a partition while Redis was away hands it back with
+    its next claim, so the next holder fences no one."""
+    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
+    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
+    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
+    await a.start()
+    await b.start()
+    lost, kept = ["kafka/g/t/1"], ["kafka/g/t/2"]
+    try:
+        await a.index.claim(lost + kept)
+        await admit(a, copy("in-redis", "aws"))
+        await asyncio.wait_for(a.index.shared(), 5)  # at once: Redis has it
+        assert a.index.away() is None
+        redis_server.stop()
+        await admit(a, copy("spilled", "aws"))  # acknowledged: in the spill
+        waiting = asyncio.ensure_future(a.index.shared())
+        await asyncio.sleep(1.5)
+        assert not waiting.done()
+        assert "unreachable" in (a.index.away() or "")
+        with pytest.raises(OSError, match="cannot be claimed yet"):
+            await a.index.claim(kept)
+        redis_server.start()
+        await asyncio.wait_for(waiting, 20)  # the spill was replayed
+        assert a.index.away() is None
+        client = redis_py.Redis.from_url(redis_server.url)
+        assert client.exists("helios:{spilled}")
+        client.close()
+        await a.index.claim(kept, lost)  # keeps 2, hands 1 back
+        for _ in range(20):  # b's first call after the restart may meet a closed connection
+            try:
+                await b.index.claim(lost)  # nobody held it: a is not fenced
+                break
+            except OSError:
+                await asyncio.sleep(0.2)
+        await admit(a, copy("after", "aws"))
+        assert "0 writes refused" in a.index.describe()["fencing"]
+        assert "0 writes refused" in b.index.describe()["fencing"]
     finally:
         await a.stop()
         await b.stop()

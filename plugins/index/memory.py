@@ -116,8 +116,14 @@ class MemoryIndex:
     async def read_marks(self, prefix: str) -> dict[str, int]:
         return {k: v for k, v in self.marks.items() if k.startswith(prefix)}
 
-    async def claim(self, names: Collection[str]) -> None:
+    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
         return None  # one process's index: no other writer to fence
+
+    async def shared(self) -> None:
+        return None  # nobody else reads it
+
+    def away(self) -> str | None:
+        return None
 
     async def disown(self, names: Collection[str]) -> None:
         return None

@@ -54,7 +54,7 @@ from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome, OutcomeKind, Status
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.tenants import SEP
-from helios.daemon.types import IndexBackend, IndexContext, IndexFactory, Resume
+from helios.daemon.types import Fenced, IndexBackend, IndexContext, IndexFactory, Resume
 from helios.plugins.index.redis_scripts import CLAIM, DISOWN, WRITE
 from helios.plugins.index.spill import Spill, Write
 from helios.plugins.index.sqlite import record_from, record_tuple
@@ -71,10 +71,6 @@ FENCED_TEXT = (
 )
 RETRY_SECONDS = 1.0
 SCAN_LIMIT = 100_000  # outcomes read per ListOutcomes page before handing back a token
-
-
-class Fenced(OSError):
-    """A write Redis refused: its member's epoch was fenced (redis_scripts.py)."""
 
 
 class RedisIndex:
@@ -129,6 +125,10 @@ class RedisIndex:
         self._written: deque[tuple[int, list[str]]] = deque()  # (generation, event ids)
         self._gen = 0  # of the last write()
         self._spilled_gen = 0  # of the last write that went to the spill
+        # Every write up to this generation is in Redis or was refused there; shared()
+        # waits on it: (generation, future) of each waiter.
+        self._in_redis = 0
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._last_sequence = 0
         self._next_try = 0.0  # monotonic time of the next attempt to reach Redis
         self._marks: dict[str, int] = {}  # written by this process (newest)
@@ -277,6 +277,14 @@ class RedisIndex:
 
     def _forget(self, upto: int) -> None:
         """Redis has every write up to generation `upto`: reads go to it again."""
+        if upto > self._in_redis:
+            self._in_redis = upto
+            waiting, self._waiting = self._waiting, []
+            for gen, future in waiting:
+                if gen > upto:
+                    self._waiting.append((gen, future))
+                elif not future.done():
+                    future.set_result(None)
         written, unsent = self._written, self._unsent
         while written and written[0][0] <= upto:
             _, ids = written.popleft()
@@ -284,6 +292,23 @@ class RedisIndex:
                 entry = unsent.get(event_id)
                 if entry is not None and entry[1] <= upto:
                     del unsent[event_id]
+
+    async def shared(self) -> None:
+        """Return once every write made so far is in Redis (or Redis refused it): what
+        only the local spill holds is not there for the other members yet."""
+        gen = self._gen
+        if gen <= self._in_redis:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((gen, future))
+        await future
+
+    def away(self) -> str | None:
+        if self.down_since is not None:
+            return f"Redis at {self.url} is unreachable ({self.last_error}): writes spill"
+        if self.spill.rows:
+            return f"Redis at {self.url} is back: {self.spill.rows:,} spilled writes to replay"
+        return None
 
     def pushback(self) -> str | None:
         if self.spill.bytes >= self.spill_max_bytes:
@@ -469,15 +494,21 @@ class RedisIndex:
                     found.setdefault(event_id, rec)
         return found
 
-    async def claim(self, names: Collection[str]) -> None:
+    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
         """Take these partitions (mark names) for this member, fencing a holder that
-        did not hand them back; this member's writes carry its epoch from now on.
-        Raises OSError when Redis cannot be reached."""
+        did not hand them back, and hand back `hand_back`; this member's writes carry
+        its epoch from now on. Only once every write it made is in Redis or refused
+        there: none of an earlier session may land after the claim. Raises OSError
+        while Redis cannot be reached or the spill is not replayed yet."""
         redis = self.redis
-        if redis is None or self.down_since is not None:
-            raise OSError(f"Redis at {self.url} is unreachable: partitions cannot be claimed")
+        if redis is None or self.away() is not None:
+            raise OSError(f"partitions cannot be claimed yet: {self.away() or 'not open'}")
+        await self.shared()  # the writes queued or in flight before the claim
+        take = list(names)
         try:
-            epoch = await redis.eval(CLAIM, 1, self._open_key, self.prefix, self.member, *names)
+            epoch = await redis.eval(
+                CLAIM, 1, self._open_key, self.prefix, self.member, len(take), *take, *hand_back
+            )
         except RedisError as exc:
             raise OSError(f"Redis at {self.url}: {exc}") from exc
         self.epoch = int(epoch)

@@ -85,14 +85,19 @@ return records
 """
 
 # Take partitions (their mark names) for `member`; a previous holder that did not hand
-# one back is fenced. Returns the member's own epoch.
+# one back is fenced. ARGV[3] says how many names to take; the names after those are
+# handed back in the same step (partitions the member lost while Redis was away, when
+# it could not disown them). Returns the member's own epoch.
 CLAIM = """
-local p, member = ARGV[1], ARGV[2]
+local p, member, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local owners, fence = p .. ':owners', p .. ':fence'
-for k = 3, #ARGV do
+for k = 4, 3 + n do
   local held = redis.call('HGET', owners, ARGV[k])
   if held and held ~= member then redis.call('HINCRBY', fence, held, 1) end
   redis.call('HSET', owners, ARGV[k], member)
+end
+for k = 4 + n, #ARGV do
+  if redis.call('HGET', owners, ARGV[k]) == member then redis.call('HDEL', owners, ARGV[k]) end
 end
 return redis.call('HGET', fence, member) or '0'
 """

@@ -25,14 +25,22 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from helios.daemon.errors import ErrorCode, RequestError
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import CopyIn
-from helios.daemon.types import QueueFull, Source, SourceBase, SourceContext, SourceFactory
+from helios.daemon.pipeline import Voided
+from helios.daemon.types import (
+    Fenced,
+    QueueFull,
+    Source,
+    SourceBase,
+    SourceContext,
+    SourceFactory,
+)
 from helios.plugins.sources.cloudinput import parse_options
 from helios.plugins.sources.kafka_lease import Lease
 from helios.plugins.sources.kafka_offsets import Refused, replay_refused
@@ -46,12 +54,21 @@ from helios.plugins.sources.kafka_wire import (
 from helios.v1 import helios_pb2 as pb
 
 log = logging.getLogger("helios.kafka")
+T = TypeVar("T")
+Ends = tuple[dict[TopicPartition, int], int]  # offsets to commit, and the session
 RETRY_SECONDS = (0.05, 0.1, 0.2, 0.5, 1.0)  # backoff while the daemon pushes back
 ADMIT_CHUNK = 1000  # copies per admission call
 VOID_TEXT = (
     "the group ended this member's session while it could not answer (frozen past "
     "session_timeout_ms); its batches in hand are void, the new owners read them again"
 )
+AWAY_TEXT = (
+    "the group took partitions back while the index could not reach its shared store "
+    "({why}); the batches in hand are void (none was committed: the new owners read them "
+    "again) and the partitions are not handed back, so a write of this session that "
+    "reaches the store after their new owner claimed them is refused"
+)
+LOG_EVERY = 60  # attempts between two log lines while the index cannot be reached
 
 
 class KafkaSource(SourceBase):
@@ -70,7 +87,7 @@ class KafkaSource(SourceBase):
         self.busy = asyncio.Lock()  # held while offsets are committed
         self.admitting = asyncio.Lock()  # polls enter admission one at a time, in order
         # Polled batches being admitted and stored, oldest first, and room for more.
-        self.pending: asyncio.Queue[asyncio.Task[dict[TopicPartition, int]]] = asyncio.Queue()
+        self.pending: asyncio.Queue[asyncio.Task[Ends]] = asyncio.Queue()
         self.slots = asyncio.Semaphore(options.in_flight)
         self.counts: Counter[str] = Counter()
         self.dlq_reasons: Counter[str] = Counter()
@@ -79,9 +96,13 @@ class KafkaSource(SourceBase):
         self.refused = Refused(options)  # copies in the DLQ, for replays from offsets
         self.lease = Lease(options.session_timeout_ms)  # fencing: kafka_lease.py
         self.heartbeats_followed = False
-        # Bumped when the group ended this member's session while it could not answer:
-        # batches of an older session are void (dropped, never committed).
+        # Bumped when the group ended this member's session while it could not answer,
+        # or took partitions back while the shared store was away: batches of an older
+        # session are void (dropped, never committed).
         self.session = 0
+        # Partitions lost while the store was away (not disowned): handed back with
+        # the next claim, once this member's writes are all in the store or refused.
+        self.undisowned: set[int] = set()
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -190,15 +211,19 @@ class KafkaSource(SourceBase):
                 self.pending.put_nowait(task)
 
     async def _commit_loop(self) -> None:
-        """Commit each polled batch's offsets once it is stored, in poll order. A batch
-        that failed stops the input: no offset past it is ever committed."""
+        """Commit each polled batch's offsets once it is stored in the store the other
+        members read (a local spill does not count: a partition that moves starts from
+        its committed offset), in poll order. A batch that failed stops the input: no
+        offset past it is ever committed."""
         pending = self.pending
         while True:
             task = await pending.get()
             try:
-                ends = await task
+                ends, session = await task
                 ends = {tp: end for tp, end in ends.items() if tp.partition in self.assigned}
-                if ends and self.consumer is not None:
+                if ends and not await self._in_store(session):
+                    self.counts["not_committed"] += 1  # its session ended while it waited
+                elif ends and self.consumer is not None:
                     async with self.busy:
                         await self.consumer.commit(ends)
             except KafkaError as exc:  # a rebalance: the marks keep redeliveries out
@@ -214,12 +239,27 @@ class KafkaSource(SourceBase):
             finally:
                 pending.task_done()
 
+    async def _in_store(self, session: int) -> bool:
+        """Wait until the index's writes so far are in its shared store (Redis); False
+        if the session ends meanwhile (its batches are void, never committed)."""
+        shared = self.context.shared
+        if shared is None:
+            return session == self.session
+        waiting = asyncio.ensure_future(shared())
+        while session == self.session:
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            if done:
+                waiting.result()
+                return session == self.session
+        waiting.cancel()
+        return False
+
     # ---- one batch -------------------------------------------------------------------
     async def _take(
         self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, int]:
+    ) -> Ends:
         """Admit a polled batch and wait until it is stored; refused messages to the
-        DLQ. Returns the offsets to commit."""
+        DLQ. Returns the offsets to commit, and the session they belong to."""
         session = self.session
         copies: list[CopyIn] = []
         positions: list[tuple[str, int]] = []
@@ -258,12 +298,12 @@ class KafkaSource(SourceBase):
             for start, end in spans:
                 got = await self._submit(copies[start:end], positions[start:end], session)
                 if got is None:
-                    return self._void(len(copies) - start)
+                    return self._void(len(copies) - start, session)
                 submitted.append(got)
         for (start, end), got in zip(spans, submitted, strict=True):
             result = await self._stored(got, copies[start:end], positions[start:end], session)
-            if result is None:  # void: the partitions are another member's now
-                return self._void(len(copies) - start)
+            if result is None or session != self.session:  # the partitions moved
+                return self._void(len(copies) - start, session)
             for r in result.rejections:
                 refused.append((messages[start + r.index], r.field, r.reason, r.code))
             self.counts["copies"] += result.accepted
@@ -274,11 +314,11 @@ class KafkaSource(SourceBase):
                     self.stored[part] = offset
         if refused:
             await send_to_dlq(self, refused)
-        return ends
+        return ends, session
 
-    def _void(self, copies: int) -> dict[TopicPartition, int]:
+    def _void(self, copies: int, session: int) -> Ends:
         self.counts["voided"] += copies
-        return {}  # nothing to commit: the partitions' new owners read them again
+        return {}, session  # nothing to commit: the partitions' new owners read them again
 
     async def _submit(
         self, copies: list[CopyIn], positions: list[tuple[str, int]], session: int
@@ -302,6 +342,8 @@ class KafkaSource(SourceBase):
             except RequestError as exc:  # publish() waits for the store: it may fail
                 if exc.code is not ErrorCode.UNAVAILABLE:
                     raise
+                if isinstance(exc.__cause__, Fenced | Voided):
+                    return None
                 self.counts["store_failed"] += 1
                 reason = str(exc)
             attempt = await self._wait(attempt, len(copies), reason)
@@ -324,6 +366,8 @@ class KafkaSource(SourceBase):
             except RequestError as exc:
                 if exc.code is not ErrorCode.UNAVAILABLE:
                     raise
+                if isinstance(exc.__cause__, Fenced | Voided):
+                    return None  # another member's now: it reads them again
                 self.counts["store_failed"] += 1
                 reason = str(exc)
             attempt = await self._wait(attempt, len(copies), reason)
@@ -350,7 +394,15 @@ class KafkaSource(SourceBase):
             log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
         self.lease.renew()  # the group has just said what this member holds
         parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
-        await self._fenced(self.context.claim, parts, "claimed (fencing a lost holder)")
+        # Partitions lost while the store was away go back now that this member's
+        # writes are all in it or refused (claim waits for that).
+        back = self.undisowned - parts
+        names = [f"{self.mark_prefix}{p}" for p in sorted(parts)]
+        handed = [f"{self.mark_prefix}{p}" for p in sorted(back)]
+        if self.context.claim is not None and (names or handed):
+            claim = self.context.claim
+            await self._until_stored(lambda: claim(names, handed), "claimed")
+        self.undisowned = set()
         marks = await self._read_marks()
         now = self.context.clock.now()
         shifts: dict[int, float] = {}
@@ -371,8 +423,9 @@ class KafkaSource(SourceBase):
             return shifts[p]
 
         adopted = 0
-        if n and parts and self.context.adopt is not None:
-            adopted = await self.context.adopt(take)
+        adopt = self.context.adopt
+        if n and parts and adopt is not None:
+            adopted = await self._until_stored(lambda: adopt(take), "adopted")
         log.info(
             "Kafka: partitions %s of %s assigned; %d open windows adopted",
             sorted(parts),
@@ -385,10 +438,19 @@ class KafkaSource(SourceBase):
             # Put out of the group while it could not answer: what it has in hand is
             # another member's now. Queued batches are dropped; writes already made
             # are refused by the index (fenced by the member that took over).
-            self.session += 1
-            dropped = self.context.void(VOID_TEXT) if self.context.void is not None else 0
-            log.warning("Kafka: %s; %d queued copies dropped", VOID_TEXT, dropped)
-        await self._drained()  # every batch in hand is stored and committed first
+            self._end_session(VOID_TEXT)
+        handing_back = True
+        drained = asyncio.ensure_future(self._drained())
+        # Every batch in hand is stored and committed first, unless the shared store is
+        # away: what the batches wrote is then in the local spill only, and waiting for
+        # it would hold the whole group's rebalance as long as the outage lasts.
+        while not (await asyncio.wait({drained}, timeout=1.0))[0]:
+            away = self.context.away() if self.context.away is not None else None
+            if away is not None and handing_back and self.assigned:
+                self._end_session(AWAY_TEXT.format(why=away))
+                handing_back = False
+        if self.context.away is not None and self.context.away() is not None:
+            handing_back = False  # its writes may be spilled: the next owner fences them
         async with self.busy:
             parts = {tp.partition for tp in revoked if tp.topic == self.options.topic}
             n = self.partitions
@@ -399,7 +461,10 @@ class KafkaSource(SourceBase):
             for p in parts:
                 self.stored.pop(p, None)
                 self.lag.pop(p, None)
-            await self._fenced(self.context.disown, parts, "handed back")
+            if handing_back:
+                await self._fenced(self.context.disown, parts, "handed back")
+            else:  # the next owner's claim fences this member; handed back at its claim
+                self.undisowned |= parts
             if parts:
                 log.info(
                     "Kafka: partitions %s revoked; %d open windows handed back",
@@ -407,11 +472,32 @@ class KafkaSource(SourceBase):
                     released,
                 )
 
+    def _end_session(self, reason: str) -> None:
+        """The batches in hand belong to a session the group has ended: none of them
+        is committed, and the queued ones are dropped (the new owners read them)."""
+        self.session += 1
+        dropped = self.context.void(reason) if self.context.void is not None else 0
+        log.warning("Kafka: %s; %d queued copies dropped", reason, dropped)
+
+    async def _until_stored(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """Call the index until it answers: a partition is not worked on before it is
+        claimed, its stored offsets read and its windows adopted (the rebalance waits;
+        the group's other members go on)."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except OSError as exc:
+                if attempt % LOG_EVERY == 0:
+                    log.error("Kafka: partitions cannot be %s yet (%s); retrying", what, exc)
+                attempt += 1
+                await asyncio.sleep(0.5)
+
     async def _fenced(
         self, call: Callable[[Collection[str]], Awaitable[None]] | None, parts: set[int], what: str
     ) -> None:
-        """claim or disown the partitions in the index (fencing: redis_scripts.py),
-        retrying a while when it cannot be reached."""
+        """disown the partitions in the index (fencing: redis_scripts.py), retrying a
+        while when it cannot be reached."""
         if call is None or not parts:
             return
         names = [f"{self.mark_prefix}{p}" for p in sorted(parts)]
@@ -429,15 +515,7 @@ class KafkaSource(SourceBase):
         read = self.context.read_marks
         if read is None:
             return {}
-        for attempt in range(60):
-            try:
-                return await read(self.mark_prefix)
-            except OSError as exc:
-                if attempt == 0:
-                    log.error("Kafka: the index cannot give the stored offsets yet (%s)", exc)
-                await asyncio.sleep(0.5)
-        log.error("Kafka: going on without stored offsets: redelivered copies may count twice")
-        return {}
+        return await self._until_stored(lambda: read(self.mark_prefix), "given their offsets")
 
     def may_decide(self) -> bool:
         """Whether windows may be decided now: not while the lease on the partitions
@@ -503,7 +581,9 @@ class KafkaSource(SourceBase):
             )
             + f" (of {self.lease.seconds:.1f} s from the last heartbeat answered); "
             f"{self.lease.held:,} sweeps and batches held; {self.session:,} sessions ended "
-            f"while frozen, {c['voided']:,} copies in hand dropped (the new owner reads them)",
+            f"while frozen or while the index was away, {c['voided']:,} copies in hand dropped "
+            f"and {c['not_committed']:,} batches left uncommitted (the new owner reads them)"
+            + (f"; {len(self.undisowned)} partitions to hand back" if self.undisowned else ""),
             "kafka dlq": f"{c['dlq']:,} to {o.dlq_topic or '(no topic)'}: {refused}",
             "kafka outcomes": f"{c['outcomes']:,} to {o.outcomes_topic or '(off)'}, "
             f"{c['outcomes_failed']:,} failed, {c['outcomes_lost']:,} overflows",
