@@ -6,8 +6,12 @@ per run (from when every member of the run is taking copies to the last copy), a
 members over one.
 
     .venv/bin/python benchmarks/kafka.py [EVENTS]      (default 100000)
+    REDIS_AOF=everysec .venv/bin/python benchmarks/kafka.py [EVENTS]
 
-It starts its own Tansu broker and redis-server on free ports.
+It starts its own Tansu broker and redis-server on free ports. REDIS_AOF sets Redis's
+append-only file: `always` (the default here, as in the tests: every write fsynced
+before Redis answers), `everysec` (Redis's recommended setting) or `no` (Redis as it
+ships: no AOF).
 """
 
 from __future__ import annotations
@@ -169,6 +173,13 @@ def main() -> None:
     events = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     work = Path(tempfile.mkdtemp(prefix="helios-kafka-bench-"))
     broker, redis_server = KafkaBroker(work), RedisServer(work)
+    aof = os.environ.get("REDIS_AOF", "always")
+    if aof not in ("always", "everysec", "no"):
+        sys.exit(f"REDIS_AOF must be always, everysec or no, not {aof!r}")
+    redis_server.persistence = (
+        ["--appendonly", "no"] if aof == "no" else ["--appendonly", "yes", "--appendfsync", aof]
+    )
+    print(f"Redis append-only file: {aof}")
     broker.start()
     redis_server.start()
     try:

@@ -306,8 +306,7 @@ class Daemon:
             return self.reconciler.adopt(chosen, 0.0)
 
     async def release(self, owns: Callable[[str], bool]) -> int:
-        """SourceContext.release: open windows leave this process undecided, once
-        everything queued is reconciled and stored (the index keeps them open)."""
+        """SourceContext.release: open windows leave undecided (the index keeps them)."""
         await self.pipeline.settle()
         async with self.pipeline.lock:
             return len(self.reconciler.release(owns))

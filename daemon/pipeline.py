@@ -111,6 +111,11 @@ class Pipeline:
         # frozen past its session): queued batches wait, the sweep decides nothing.
         self.may_apply: Callable[[], bool] | None = None
         self.voided = 0  # queued copies dropped by void()
+        # Outcomes whose write is not stored yet, oldest first: watchers and observers
+        # get an outcome only once the index holds it, so a write the index refuses (a
+        # fenced Kafka member's) or loses (kill -9 before the commit) never shows one.
+        self._unpublished: deque[tuple[asyncio.Future[None], list[Outcome]]] = deque()
+        self.unpublished = 0  # outcomes never published: their write failed
 
     # ---- ingest -------------------------------------------------------------------
     def check(
@@ -318,10 +323,29 @@ class Pipeline:
             else self.index.write(records, outcomes)
         )
         if outcomes:
-            self._fan_out(outcomes)
+            self._publish(written, outcomes)
             if self.telemetry is not None:
                 self.telemetry.count(outcomes)
         return written
+
+    def _publish(self, written: Awaitable[None], outcomes: list[Outcome]) -> None:
+        """Fan the outcomes out once their write is stored, in the order they were
+        decided (an index in memory: at once)."""
+        if not self.durable and not self._unpublished:
+            self._fan_out(outcomes)
+            return
+        future = asyncio.ensure_future(written)
+        self._unpublished.append((future, outcomes))
+        future.add_done_callback(self._published)
+
+    def _published(self, _: object) -> None:
+        waiting = self._unpublished
+        while waiting and waiting[0][0].done():
+            future, outcomes = waiting.popleft()
+            if future.cancelled() or future.exception() is not None:
+                self.unpublished += len(outcomes)  # the store refused or lost them
+            else:
+                self._fan_out(outcomes)
 
     async def _bound_writes(self, written: Awaitable[None]) -> None:
         """Let the index's writes run behind the reconciler, but not unboundedly: wait
@@ -453,6 +477,15 @@ class Pipeline:
             "p99": pick(0.99),
             "max": samples[-1],
             "count": float(len(samples)),
+        }
+
+    def describe(self) -> dict[str, str]:
+        """The Storage view's line on when outcomes reach watchers."""
+        when = "once stored" if self.durable else "as decided (the index is in memory)"
+        return {
+            "publishing": f"outcomes go to watchers {when}; {self.unpublished:,} never "
+            f"published (the store refused their write), {self.voided:,} queued copies "
+            "dropped undecided (their input's session ended)"
         }
 
     def outcome_counts(self) -> dict[str, int]:

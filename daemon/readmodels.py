@@ -146,6 +146,7 @@ class ReadModels:
         details["retention"] = f"{d.config.index.ttl_seconds:g} s" + "".join(
             f"; tenant {t}: {s:g} s" for t, s in sorted(ttls.items())
         )
+        details.update(d.pipeline.describe())
         for source in d.inputs.values():  # a Kafka input: its partitions and lag
             details.update(getattr(source, "describe", dict)())
         return Storage(

@@ -502,6 +502,34 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
         await b.stop()
 
 
+async def test_outcomes_of_a_write_redis_refused_reach_no_watcher(redis_server, tmp_path):
+    """Watchers (WatchOutcomes, the console, the Kafka outcomes topic) get an outcome
+    only once the index holds it: a fenced member's refused write shows none, so a
+    subscriber never sees an event decided by both members."""
+    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
+    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
+    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
+    await a.start()
+    await b.start()
+    name = ["kafka/g/helios.events/5"]
+    watcher = a.pipeline.watch(None)
+    try:
+        await a.index.claim(name)
+        await admit(a, *(copy("kept", s) for s in SOURCES))
+        await b.index.claim(name)  # a did not hand it back: a is fenced
+        with pytest.raises(RequestError, match="another member took over"):
+            await admit(a, *(copy("refused", s) for s in SOURCES))
+        await asyncio.sleep(0.1)
+        seen = []
+        while not watcher.queue.empty():
+            seen += [o.event_id for o in watcher.queue.get_nowait().outcomes]
+        assert seen == ["kept"]
+        assert a.pipeline.unpublished == 1
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_a_held_reconciler_takes_nothing_and_void_drops_what_waits(redis_server, tmp_path):
     """While an input cannot show it still holds its windows (may_apply is False), the
     reconciler takes no queued batch and the sweep decides nothing; void() then drops
