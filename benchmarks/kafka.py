@@ -75,7 +75,7 @@ bootstrap_servers = "{bootstrap}"
 group_id = "{group}"
 outcomes_topic = ""
 max_batch = {os.environ.get("MAX_BATCH", "2000")}
-in_flight = {os.environ.get("IN_FLIGHT", "2")}
+in_flight = {os.environ.get("IN_FLIGHT", "8")}
 """
 
 

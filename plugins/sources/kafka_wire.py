@@ -27,7 +27,7 @@ class KafkaOptions(BaseModel):
     dlq_topic: str = "helios.dlq"  # "" logs and counts refused messages only
     client_id: str = "heliosd"
     max_batch: int = Field(2000, gt=0, le=100_000)  # messages taken per poll
-    in_flight: int = Field(2, gt=0, le=64)  # polled batches being stored meanwhile
+    in_flight: int = Field(8, gt=0, le=64)  # polled batches being stored meanwhile
     session_timeout_ms: int = Field(10_000, ge=1000)
     replay: bool = True  # replay_missing publishes to `topic`
 
