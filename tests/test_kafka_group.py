@@ -101,6 +101,22 @@ async def produce(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> No
         await producer.stop()
 
 
+async def fill_topic(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> None:
+    """Every copy in the topic before any member starts (no producer shares the cores)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for event_id in ids:
+            for source in SOURCES:
+                if dropped.get(event_id) != source:
+                    await producer.send(
+                        "helios.events", event_bytes(event_id, source), key=event_id.encode()
+                    )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 def start_members(
     names: list[str], kafka_broker, redis_server, tmp_path, cluster: bool = False
 ) -> list[DaemonProcess]:
@@ -238,18 +254,7 @@ async def test_a_member_frozen_mid_batch_past_its_session_stores_nothing_it_lost
     rng = random.Random(5)
     ids = [f"b-{i:05d}" for i in range(20_000)]
     dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.02}
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for event_id in ids:  # the backlog, there before the members start
-            for source in SOURCES:
-                if dropped.get(event_id) != source:
-                    await producer.send(
-                        "helios.events", event_bytes(event_id, source), key=event_id.encode()
-                    )
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await fill_topic(kafka_broker.bootstrap, ids, dropped)  # there before the members start
     names = ["m1", "m2"]
     members = start_members(names, kafka_broker, redis_server, tmp_path)
     state = State(redis_server.url, cluster=False)
@@ -273,22 +278,6 @@ async def test_a_member_frozen_mid_batch_past_its_session_stores_nothing_it_lost
         state.close()
         for member in members:
             stop_daemon_process(member)
-
-
-async def fill_topic(bootstrap: str, ids: list[str], dropped: dict[str, str]) -> None:
-    """Every copy in the topic before any member starts (no producer shares the cores)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for event_id in ids:
-            for source in SOURCES:
-                if dropped.get(event_id) != source:
-                    await producer.send(
-                        "helios.events", event_bytes(event_id, source), key=event_id.encode()
-                    )
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(

@@ -425,16 +425,23 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
         await daemon.stop()
 
 
+async def two_members(redis_server, tmp_path):
+    """Two started daemons, members a and b, on one Redis (each its own data dir)."""
+    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
+    members = []
+    for name in ("a", "b"):
+        config = redis_config(redis_server.url, tmp_path / name, INDEX__OPTIONS=url % name)
+        members.append(make_daemon(config))
+        await members[-1].start()
+    return members
+
+
 async def test_a_member_whose_partitions_were_taken_over_unhanded_is_fenced(redis_server, tmp_path):
     """Member a holds a partition; b claims it while a still holds it (a froze past
     its session): a's later writes are refused whole, its admissions fail with a
     retryable error, and nothing of them reaches Redis. Handed back (disown) first,
     the partition moves without fencing anyone; a claims again and writes again."""
-    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
-    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
-    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
-    await a.start()
-    await b.start()
+    a, b = await two_members(redis_server, tmp_path)
     name = ["kafka/g/helios.events/3"]
     try:
         await a.index.claim(name)
@@ -462,11 +469,7 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
     holds it, away() says why meanwhile, and claim() is refused until the spill is
     replayed. A member that lost a partition while Redis was away hands it back with
     its next claim, so the next holder fences no one."""
-    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
-    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
-    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
-    await a.start()
-    await b.start()
+    a, b = await two_members(redis_server, tmp_path)
     lost, kept = ["kafka/g/t/1"], ["kafka/g/t/2"]
     try:
         await a.index.claim(lost + kept)
@@ -506,11 +509,7 @@ async def test_outcomes_of_a_write_redis_refused_reach_no_watcher(redis_server, 
     """Watchers (WatchOutcomes, the console, the Kafka outcomes topic) get an outcome
     only once the index holds it: a fenced member's refused write shows none, so a
     subscriber never sees an event decided by both members."""
-    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
-    a = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url % "a"))
-    b = make_daemon(redis_config(redis_server.url, tmp_path / "b", INDEX__OPTIONS=url % "b"))
-    await a.start()
-    await b.start()
+    a, b = await two_members(redis_server, tmp_path)
     name = ["kafka/g/helios.events/5"]
     watcher = a.pipeline.watch(None)
     try:
