@@ -203,19 +203,26 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    """A real Redis Cluster of three primaries (no replicas) on 127.0.0.1, made the way
-    redis-cli --cluster create makes one: each node is given a third of the 16,384
-    slots, they meet, and the cluster is ready once every node says cluster_state:ok."""
+    """A real Redis Cluster of three primaries on 127.0.0.1, made the way redis-cli
+    --cluster create makes one: each node is given a third of the 16,384 slots, they
+    meet, and the cluster is ready once every node says cluster_state:ok. With
+    `replica`, a fourth node replicates the first primary and takes over its slots
+    when it fails (after `node_timeout_ms`)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, replica: bool = False, node_timeout_ms: int = 5000) -> None:
         self.nodes = []
-        for n in range(3):
+        for n in range(4 if replica else 3):
             home = directory / f"node{n}"
             home.mkdir()
             node = RedisServer(home)
             node.port = cluster_port()
             node.url = f"redis://127.0.0.1:{node.port}/0"
-            node.extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
+            node.extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+            ]
             self.nodes.append(node)
         self.url = self.nodes[0].url.removesuffix("/0")
 
@@ -223,7 +230,7 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
-        for epoch, (node, (low, high)) in enumerate(zip(self.nodes, ranges, strict=True), 1):
+        for epoch, (node, (low, high)) in enumerate(zip(self.nodes[:3], ranges, strict=True), 1):
             node.cli("CLUSTER", "SET-CONFIG-EPOCH", str(epoch))
             assert node.cli("CLUSTER", "ADDSLOTSRANGE", str(low), str(high)).startswith("OK")
         for other in self.nodes[1:]:
@@ -232,6 +239,14 @@ class RedisCluster:
         while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
             assert time.monotonic() < deadline, "the Redis cluster did not come up"
             time.sleep(0.1)
+        if len(self.nodes) > 3:  # the replica of the first primary
+            primary = self.nodes[0].cli("CLUSTER", "MYID").split()[-1]
+            while not self.nodes[3].cli("CLUSTER", "REPLICATE", primary).startswith("OK"):
+                assert time.monotonic() < deadline, "the replica did not learn its primary"
+                time.sleep(0.1)
+            while "master_link_status:up" not in self.nodes[3].cli("INFO", "replication"):
+                assert time.monotonic() < deadline, "the replica did not sync"
+                time.sleep(0.1)
 
     def keys_per_node(self) -> list[int]:
         return [int(n.cli("DBSIZE").split()[0]) for n in self.nodes]
@@ -246,6 +261,16 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     cluster = RedisCluster(tmp_path)
     try:
         cluster.start()  # a node that did start is stopped even when another did not
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_with_replica(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path, replica=True, node_timeout_ms=1000)
+    try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()

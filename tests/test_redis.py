@@ -425,6 +425,50 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
         await daemon.stop()
 
 
+async def test_a_cluster_primary_killed_fails_over_to_its_replica_and_nothing_is_lost(
+    redis_cluster_with_replica, tmp_path
+):
+    """The first primary is killed with -9 in the middle of ingest; its replica takes
+    its slots over. heliosd spills the shards on it meanwhile, follows the cluster to
+    the new primary, replays, and every event ends COMPLETE with one outcome each."""
+    from redis.cluster import key_slot
+
+    cluster = redis_cluster_with_replica
+    config = cluster_config(cluster.url, tmp_path, ", timeout_seconds = 0.5")
+    on_it = {k for k in range(6) if key_slot(f"{{helios-{k}}}:open".encode()) <= 5460}
+    assert on_it and len(on_it) < 6
+    daemon = make_daemon(config)
+    await daemon.start()
+    try:
+        ids = [f"f{i}" for i in range(300)]
+        await admit(daemon, *(copy(e, "aws") for e in ids))
+        await daemon.pipeline.drain()
+        await asyncio.sleep(0.5)  # the replica has what its primary acknowledged
+        primary = cluster.nodes[0]
+        assert primary.proc is not None
+        primary.proc.kill()
+        primary.proc.wait(10)
+        primary.proc = None
+        await admit(daemon, *(copy(e, "gcp") for e in ids[:150]))  # spilled or written
+        deadline = time.monotonic() + 60
+        while "role:master" not in cluster.nodes[3].cli("INFO", "replication"):
+            assert time.monotonic() < deadline, "the replica was not promoted"
+            await asyncio.sleep(0.2)
+        await admit(daemon, *(copy(e, "gcp") for e in ids[150:]))
+        await admit(daemon, *(copy(e, "azure") for e in ids))
+        while any(
+            daemon.services.reads.storage().details[f"shard {k} health"] != "up" for k in range(6)
+        ):
+            assert time.monotonic() < deadline, daemon.services.reads.storage().details
+            await asyncio.sleep(0.2)
+        found = await records(daemon, ids)
+        assert {found[e].status.name for e in ids} == {"COMPLETE"}, len(found)
+        page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 1000, None)
+        assert sorted(o.event_id for o in page) == sorted(ids)  # each once
+    finally:
+        await daemon.stop()
+
+
 async def two_members(redis_server, tmp_path):
     """Two started daemons, members a and b, on one Redis (each its own data dir)."""
     url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "%s" }}'
