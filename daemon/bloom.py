@@ -30,6 +30,7 @@ import logging
 import math
 import struct
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,8 @@ class DeliveryFilters:
         # slot -> [slice number, started (clock), records added]; None: free.
         self.slots: list[list[float] | None] = [None] * keep
         self.live = 0  # bit mask of slots in use
+        # Slots whose records may not be in the index (distrust): not asked any more.
+        self.distrusted = 0
         self._slot: int | None = None  # the current slice's slot
         self.aged_late = 0
         self.aged_duplicates = 0
@@ -122,9 +125,28 @@ class DeliveryFilters:
                 np.bitwise_and(words, keep_bits, out=words)
         self.slots[slot] = [number, now, 0]
         self.live |= 1 << slot
+        self.distrusted &= ~(1 << slot)
         self._slot = slot
         self.dirty = True
         return slot
+
+    def distrust(self, since: float, now: float) -> int:
+        """Stop asking the slices that took records since `since`: the writes of those
+        records may never reach the index (a Kafka member whose session the group ended:
+        its writes are refused), so the filters would say an event was delivered that
+        nothing stored, and its copies, read again, would be judged LATE or DUPLICATE.
+        New records go to a new slice. What is lost: recognising, once they age out of
+        the index, the events those slices held. Returns how many slices."""
+        live = [j for j in range(self.keep) if self.live >> j & 1]
+        order = sorted(live, key=lambda j: self.slots[j][0])  # type: ignore[index]
+        ends = {j: self.slots[k][1] for j, k in pairwise(order)}  # type: ignore[index]
+        hit = [j for j in live if ends.get(j, now) > since]
+        for j in hit:
+            self.distrusted |= 1 << j
+        if self._slot is not None and self._slot in hit:
+            self._open_slice(int(self.slots[self._slot][0]) + 1, now)  # type: ignore[index]
+        self.dirty = True
+        return len(hit)
 
     def add(self, event_id: str, seen: int, now: float) -> None:
         """Remember that the sources in the bit mask `seen` delivered `event_id`."""
@@ -189,7 +211,7 @@ class DeliveryFilters:
         old event's sources are in one slice together; a new event passes only if each
         of those filters errs at once, in the same slice (the product of their rates)."""
         encoded = event_id.encode()
-        slots = self.live
+        slots = self.live & ~self.distrusted
         for index in self._bits(others):
             slots = self._slots_holding(encoded, index, slots)
             if not slots:
@@ -200,8 +222,9 @@ class DeliveryFilters:
         """The sources in `mask` that delivered `event_id` in some slice kept."""
         encoded = event_id.encode()
         found = 0
+        trusted = self.live & ~self.distrusted
         for index in self._bits(mask):
-            if self._slots_holding(encoded, index, self.live):
+            if self._slots_holding(encoded, index, trusted):
                 found |= 1 << index
         return found
 
@@ -239,7 +262,14 @@ class DeliveryFilters:
         if not self.dirty:
             return None
         self.dirty = False
-        meta = json.dumps({**self._shape(), "saved_at": saved_at, "slots": self.slots})
+        meta = json.dumps(
+            {
+                **self._shape(),
+                "saved_at": saved_at,
+                "slots": self.slots,
+                "distrusted": self.distrusted,
+            }
+        )
         encoded = meta.encode()
         return b"".join([FORMAT, _META.pack(len(encoded)), encoded, *map(bytes, self.words)])
 
@@ -266,6 +296,7 @@ class DeliveryFilters:
             self.words[index][:] = np.frombuffer(chunk, dtype=self.dtype)
         self.slots = [None if s is None else [float(v) for v in s] for s in meta["slots"]]
         self.live = sum(1 << j for j, s in enumerate(self.slots) if s is not None)
+        self.distrusted = int(meta.get("distrusted", 0)) & self.live
         live = [j for j, s in enumerate(self.slots) if s is not None]
         self._slot = max(live, key=lambda j: self.slots[j][0]) if live else None  # type: ignore[index]
         return float(meta["saved_at"])

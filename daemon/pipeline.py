@@ -283,12 +283,17 @@ class Pipeline:
         while self._queue and (self.may_apply is None or self.may_apply()):
             await asyncio.sleep(0.005)
 
-    def void(self, reason: str) -> int:
+    def void(self, reason: str, since: float | None = None) -> int:
         """Drop the queued batches undecided (their admissions fail with `reason`): an
         input's session ended while they waited (a Kafka member the group put out while
         it was frozen), so they belong to another member now. Returns the copies
         dropped. An index that acknowledges at admission (in memory) keeps its batches:
-        they are acknowledged already."""
+        they are acknowledged already. `since`: when the session began (its writes since
+        may be refused): the Bloom slices that took records since are not asked again."""
+        filters = self.reconciler.filters
+        if filters is not None and since is not None:
+            slices = filters.distrust(since, self.clock.now())
+            log.warning("%d Bloom slices set aside: their records may not be stored", slices)
         if not self.durable:
             return 0
         dropped = 0

@@ -129,11 +129,12 @@ class SourceContext:
     # The index's stored marks by prefix (IndexBackend.read_marks).
     read_marks: Callable[[str], Awaitable[dict[str, int]]] | None = None
     # Fencing (IndexBackend.claim/disown): take partitions by their mark names, fencing
-    # a holder that did not hand them back; hand them back. void(reason) drops the
-    # batches still queued (an ended session's), returning the copies dropped.
+    # a holder that did not hand them back; hand them back. void(reason, since) drops
+    # the batches still queued (an ended session's, begun at `since`), returning the
+    # copies dropped.
     claim: Callable[[Collection[str], Collection[str]], Awaitable[None]] | None = None
     disown: Callable[[Collection[str]], Awaitable[None]] | None = None
-    void: Callable[[str], int] | None = None
+    void: Callable[[str, float | None], int] | None = None
     # IndexBackend.shared and away: wait until the writes made so far are in the store
     # other members read; why they cannot get there now (None: they can).
     shared: Callable[[], Awaitable[None]] | None = None

@@ -105,6 +105,28 @@ def test_slices_rotate_and_the_oldest_leave():
     assert all(filters.delivered(f"m{m}", 0b001) for m in (2, 3, 4))
 
 
+def test_slices_distrusted_since_a_time_are_not_asked_and_stay_so_after_a_restart(tmp_path):
+    """A Kafka member whose session the group ended may have its writes refused: the
+    slices that took records since the session began are set aside (the events they
+    hold may be in no index), older ones still answer, new records go to a new slice."""
+    filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 8)
+    filters.add_records([("old", 0b111)], 10.0)  # minute 0
+    filters.add_records([("before", 0b111)], 70.0)  # minute 1, before the session began
+    filters.add_records([("refused", 0b111)], 100.0)  # minute 1, after: its write refused
+    assert filters.distrust(90.0, 110.0) == 1  # minute 1's slice
+    assert filters.aged("old", 0b110) and filters.delivered("old", 0b001)
+    assert not filters.aged("refused", 0b110) and not filters.delivered("refused", 0b001)
+    assert not filters.aged("before", 0b110)  # in the same slice: set aside with it
+    filters.add_records([("after", 0b111)], 115.0)  # a new slice, trusted
+    assert filters.aged("after", 0b110)
+    store = FilterStore(filters, str(tmp_path))
+    store.save(filters.snapshot(120.0))
+    again = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 8)
+    assert FilterStore(again, str(tmp_path)).load() == 120.0
+    assert again.aged("old", 0b110) and again.aged("after", 0b110)
+    assert not again.aged("refused", 0b110)
+
+
 def test_filters_survive_a_save_and_a_damaged_or_resized_file_is_set_aside(tmp_path):
     filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
     store = FilterStore(filters, str(tmp_path))

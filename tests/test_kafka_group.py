@@ -52,7 +52,9 @@ class State:
         self.client.close()
 
 
-def member_config(bootstrap: str, redis_url: str, member: str, cluster: bool = False) -> str:
+def member_config(
+    bootstrap: str, redis_url: str, member: str, cluster: bool = False, bloom: bool = False
+) -> str:
     index = f'options = {{ url = "{redis_url}", member = "{member}" }}'
     if cluster:
         index = f"shards = {SHARDS}\n{index.removesuffix(' }')}, cluster = true }}"
@@ -66,7 +68,8 @@ sweep_interval_seconds = 0.5
 backend = "redis"
 {index}
 [index.bloom]
-enabled = false
+enabled = {"true" if bloom else "false"}
+capacity = 1000000
 [sources.inputs.bus]
 plugin = "kafka"
 bootstrap_servers = "{bootstrap}"
@@ -294,7 +297,10 @@ async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
     ids = [f"o-{i:05d}" for i in range(20_000)]
     dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.02}
     await fill_topic(kafka_broker.bootstrap, ids, dropped)
-    first = start_members(["m1"], kafka_broker, redis_server, tmp_path)[0]
+    home = tmp_path / "m1"  # Bloom filters on (the default): a member whose refused writes
+    home.mkdir()  # closed events must not take their copies read again for old ones
+    config = member_config(kafka_broker.bootstrap, redis_server.url, "m1", bloom=True)
+    first = start_daemon_process(home, config)
     members = [first]
     state = State(redis_server.url, cluster=False)
     try:
@@ -304,7 +310,7 @@ async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
         wait_for(lambda: "spilling" in first.log.read_text(errors="replace"), 30, "the spill")
         home = tmp_path / "m2"
         home.mkdir()
-        config = member_config(kafka_broker.bootstrap, redis_server.url, "m2")
+        config = member_config(kafka_broker.bootstrap, redis_server.url, "m2", bloom=True)
         members.append(start_daemon_process(home, config))  # the group rebalances
         time.sleep(12.0)  # past the session: the rebalance is done while Redis is away
         redis_server.start()

@@ -65,9 +65,9 @@ from redis.exceptions import RedisError
 log = logging.getLogger("helios.index.redis")
 PENDING = Status.PENDING
 FENCED_TEXT = (
-    "another member took over this member's partitions while it could not answer (a "
-    "freeze past the Kafka session); what it had in hand is not stored, the new owner "
-    "reads those messages again"
+    "another member took over this member's partitions while it could not answer or "
+    "reach Redis (a freeze past the Kafka session, a Redis outage during a rebalance); "
+    "what it had in hand is not stored, the new owner reads those messages again"
 )
 RETRY_SECONDS = 1.0
 SCAN_LIMIT = 100_000  # outcomes read per ListOutcomes page before handing back a token

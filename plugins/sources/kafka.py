@@ -103,6 +103,7 @@ class KafkaSource(SourceBase):
         # Partitions lost while the store was away (not disowned): handed back with
         # the next claim, once this member's writes are all in the store or refused.
         self.undisowned: set[int] = set()
+        self.claimed_at: float | None = None  # on the daemon clock; None: never claimed
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -402,6 +403,9 @@ class KafkaSource(SourceBase):
         if self.context.claim is not None and (names or handed):
             claim = self.context.claim
             await self._until_stored(lambda: claim(names, handed), "claimed")
+            # Every write before the claim is stored or refused by now; a write after
+            # it may be refused if another member takes the partitions over unhanded.
+            self.claimed_at = self.context.clock.now()
         self.undisowned = set()
         marks = await self._read_marks()
         now = self.context.clock.now()
@@ -476,7 +480,8 @@ class KafkaSource(SourceBase):
         """The batches in hand belong to a session the group has ended: none of them
         is committed, and the queued ones are dropped (the new owners read them)."""
         self.session += 1
-        dropped = self.context.void(reason) if self.context.void is not None else 0
+        void = self.context.void
+        dropped = void(reason, self.claimed_at) if void is not None else 0
         log.warning("Kafka: %s; %d queued copies dropped", reason, dropped)
 
     async def _until_stored(self, call: Callable[[], Awaitable[T]], what: str) -> T:
