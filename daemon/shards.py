@@ -140,9 +140,9 @@ class ShardedIndex:
             ]
         )
 
-    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
+    async def claim(self, names: Collection[str], scope: str = "") -> None:
         """On every shard: a fenced member's writes go to all of them."""
-        await asyncio.gather(*(s.claim(names, hand_back) for s in self.shards))
+        await asyncio.gather(*(s.claim(names, scope) for s in self.shards))
 
     async def shared(self) -> None:
         await asyncio.gather(*(s.shared() for s in self.shards))

@@ -132,7 +132,7 @@ class SourceContext:
     # a holder that did not hand them back; hand them back. void(reason, since) drops
     # the batches still queued (an ended session's, begun at `since`), returning the
     # copies dropped.
-    claim: Callable[[Collection[str], Collection[str]], Awaitable[None]] | None = None
+    claim: Callable[[Collection[str], str], Awaitable[None]] | None = None
     disown: Callable[[Collection[str]], Awaitable[None]] | None = None
     void: Callable[[str, float | None], int] | None = None
     # IndexBackend.shared and away: wait until the writes made so far are in the store
@@ -199,11 +199,12 @@ class IndexBackend(Protocol):
         """The stored marks whose names start with `prefix`."""
         ...
 
-    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
+    async def claim(self, names: Collection[str], scope: str = "") -> None:
         """A shared index: this process takes over what these marks name (a Kafka
         member's partitions), fencing a holder that did not hand them back, whose
-        later writes the index then refuses; in the same step it hands back
-        `hand_back` (what it lost while the index was away and could not disown). It
+        later writes the index then refuses; in the same step it hands back every
+        other name starting with `scope` it holds (what it lost while the index was
+        away, or before a restart, and could not disown). It
         first waits until every write it made is in the shared store or refused, and
         raises OSError while that cannot be (the store away, a spill not replayed).
         An index of one process does nothing."""

@@ -327,3 +327,53 @@ async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
         state.close()
         for member in members:
             stop_daemon_process(member)
+
+
+async def test_a_member_killed_during_a_redis_outage_and_restarted_loses_nothing(
+    kafka_broker, redis_server, tmp_path
+):
+    """kill -9 of a member while Redis is away (its spill holds writes whose offsets it
+    never committed); the other member takes its partitions while Redis is still
+    away; the killed member is started again before Redis is back, its spill still
+    there. Every event ends with exactly one final outcome, the right one."""
+    await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
+    rng = random.Random(9)
+    ids = [f"k-{i:05d}" for i in range(20_000)]
+    dropped = {e: rng.choice(SOURCES) for e in ids if rng.random() < 0.02}
+    await fill_topic(kafka_broker.bootstrap, ids, dropped)
+    homes = {name: tmp_path / name for name in ("m1", "m2")}
+    configs = {}
+    for name, home in homes.items():
+        home.mkdir()
+        configs[name] = member_config(kafka_broker.bootstrap, redis_server.url, name, bloom=True)
+    first = start_daemon_process(homes["m1"], configs["m1"])
+    members = [first]
+    state = State(redis_server.url, cluster=False)
+    try:
+        wait_for(lambda: state.client.xlen("helios:outcomes:m1") > 0, 60, "m1 to store")
+        state.close()
+        redis_server.stop()
+        wait_for(lambda: "spilling" in first.log.read_text(errors="replace"), 30, "the spill")
+        time.sleep(1.0)  # more batches in the spill
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        assert list(homes["m1"].glob("data/redis-spill-*.sqlite3")), "nothing was spilled"
+        members.append(start_daemon_process(homes["m2"], configs["m2"]))
+        time.sleep(8.0)  # past m1's session: m2 is given every partition
+        (homes["m1"] / "ready").unlink()
+        members[0] = start_daemon_process(homes["m1"], configs["m1"])  # its spill waits
+        time.sleep(3.0)
+        redis_server.start()
+        state = State(redis_server.url, cluster=False)
+        names = ["m1", "m2"]
+        wait_for(
+            lambda: state.open_windows() == 0 and decided(state.outcomes(names), ids) == len(ids),
+            180,
+            "every event to be decided",
+        )
+        time.sleep(3.0)
+        decided_once_rightly(state.outcomes(names), ids, dropped)
+    finally:
+        state.close()
+        for member in members:
+            stop_daemon_process(member)

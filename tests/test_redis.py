@@ -512,7 +512,8 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
     """A write only the local spill holds is not "shared": shared() returns once Redis
     holds it, away() says why meanwhile, and claim() is refused until the spill is
     replayed. A member that lost a partition while Redis was away hands it back with
-    its next claim, so the next holder fences no one."""
+    its next claim (every other one of the claim's scope), so the next holder fences
+    no one; partitions of another scope stay held."""
     a, b = await two_members(redis_server, tmp_path)
     lost, kept = ["kafka/g/t/1"], ["kafka/g/t/2"]
     try:
@@ -534,7 +535,7 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
         client = redis_py.Redis.from_url(redis_server.url)
         assert client.exists("helios:{spilled}")
         client.close()
-        await a.index.claim(kept, lost)  # keeps 2, hands 1 back
+        await a.index.claim(kept, "kafka/g/t/")  # keeps 2, hands back the rest: 1
         for _ in range(20):  # b's first call after the restart may meet a closed connection
             try:
                 await b.index.claim(lost)  # nobody held it: a is not fenced
@@ -543,6 +544,11 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
                 await asyncio.sleep(0.2)
         await admit(a, copy("after", "aws"))
         assert "0 writes refused" in a.index.describe()["fencing"]
+        client = redis_py.Redis.from_url(redis_server.url)
+        assert client.hgetall("helios:owners") == {b"kafka/g/t/1": b"b", b"kafka/g/t/2": b"a"}
+        await a.index.claim([], "kafka/other/")  # another input's scope: nothing of g/t
+        assert client.hget("helios:owners", "kafka/g/t/2") == b"a"
+        client.close()
         assert "0 writes refused" in b.index.describe()["fencing"]
     finally:
         await a.stop()

@@ -116,7 +116,7 @@ class MemoryIndex:
     async def read_marks(self, prefix: str) -> dict[str, int]:
         return {k: v for k, v in self.marks.items() if k.startswith(prefix)}
 
-    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
+    async def claim(self, names: Collection[str], scope: str = "") -> None:
         return None  # one process's index: no other writer to fence
 
     async def shared(self) -> None:

@@ -494,20 +494,20 @@ class RedisIndex:
                     found.setdefault(event_id, rec)
         return found
 
-    async def claim(self, names: Collection[str], hand_back: Collection[str] = ()) -> None:
+    async def claim(self, names: Collection[str], scope: str = "") -> None:
         """Take these partitions (mark names) for this member, fencing a holder that
-        did not hand them back, and hand back `hand_back`; this member's writes carry
-        its epoch from now on. Only once every write it made is in Redis or refused
-        there: none of an earlier session may land after the claim. Raises OSError
-        while Redis cannot be reached or the spill is not replayed yet."""
+        did not hand them back, and hand back every other one of `scope` (a mark-name
+        prefix) it holds; this member's writes carry its epoch from now on. Only once
+        every write it made is in Redis or refused there: none of an earlier session
+        may land after the claim. Raises OSError while Redis cannot be reached or the
+        spill is not replayed yet."""
         redis = self.redis
         if redis is None or self.away() is not None:
             raise OSError(f"partitions cannot be claimed yet: {self.away() or 'not open'}")
         await self.shared()  # the writes queued or in flight before the claim
-        take = list(names)
         try:
             epoch = await redis.eval(
-                CLAIM, 1, self._open_key, self.prefix, self.member, len(take), *take, *hand_back
+                CLAIM, 1, self._open_key, self.prefix, self.member, scope, *names
             )
         except RedisError as exc:
             raise OSError(f"Redis at {self.url}: {exc}") from exc

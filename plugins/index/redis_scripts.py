@@ -84,20 +84,30 @@ end
 return records
 """
 
-# Take partitions (their mark names) for `member`; a previous holder that did not hand
-# one back is fenced. ARGV[3] says how many names to take; the names after those are
-# handed back in the same step (partitions the member lost while Redis was away, when
-# it could not disown them). Returns the member's own epoch.
+# Take partitions (their mark names, ARGV[4:]) for `member`; a previous holder that did
+# not hand one back is fenced. With a scope (ARGV[3], a mark-name prefix: one Kafka
+# input's), every other partition of that scope the member still holds is handed back
+# in the same step: what it lost while Redis was away, or before a restart, when it
+# could not disown it (else the next holder would fence it for partitions it no longer
+# has, and its writes for the ones it has would be refused). Returns the member's epoch.
 CLAIM = """
-local p, member, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, member, scope = ARGV[1], ARGV[2], ARGV[3]
 local owners, fence = p .. ':owners', p .. ':fence'
-for k = 4, 3 + n do
+local taking = {}
+for k = 4, #ARGV do
+  taking[ARGV[k]] = true
   local held = redis.call('HGET', owners, ARGV[k])
   if held and held ~= member then redis.call('HINCRBY', fence, held, 1) end
   redis.call('HSET', owners, ARGV[k], member)
 end
-for k = 4 + n, #ARGV do
-  if redis.call('HGET', owners, ARGV[k]) == member then redis.call('HDEL', owners, ARGV[k]) end
+if scope ~= '' then
+  local all = redis.call('HGETALL', owners)
+  for i = 1, #all, 2 do
+    local name = all[i]
+    if all[i + 1] == member and not taking[name] and string.sub(name, 1, #scope) == scope then
+      redis.call('HDEL', owners, name)
+    end
+  end
 end
 return redis.call('HGET', fence, member) or '0'
 """

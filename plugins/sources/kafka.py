@@ -100,9 +100,6 @@ class KafkaSource(SourceBase):
         # or took partitions back while the shared store was away: batches of an older
         # session are void (dropped, never committed).
         self.session = 0
-        # Partitions lost while the store was away (not disowned): handed back with
-        # the next claim, once this member's writes are all in the store or refused.
-        self.undisowned: set[int] = set()
         self.claimed_at: float | None = None  # on the daemon clock; None: never claimed
 
     # ---- life ------------------------------------------------------------------------
@@ -395,18 +392,16 @@ class KafkaSource(SourceBase):
             log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
         self.lease.renew()  # the group has just said what this member holds
         parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
-        # Partitions lost while the store was away go back now that this member's
-        # writes are all in it or refused (claim waits for that).
-        back = self.undisowned - parts
+        # Partitions this member still holds in the index but was not given (lost
+        # while the store was away, or before a restart) go back in the same step, now
+        # that its writes are all in the store or refused (claim waits for that).
         names = [f"{self.mark_prefix}{p}" for p in sorted(parts)]
-        handed = [f"{self.mark_prefix}{p}" for p in sorted(back)]
-        if self.context.claim is not None and (names or handed):
+        if self.context.claim is not None:
             claim = self.context.claim
-            await self._until_stored(lambda: claim(names, handed), "claimed")
+            await self._until_stored(lambda: claim(names, self.mark_prefix), "claimed")
             # Every write before the claim is stored or refused by now; a write after
             # it may be refused if another member takes the partitions over unhanded.
             self.claimed_at = self.context.clock.now()
-        self.undisowned = set()
         marks = await self._read_marks()
         now = self.context.clock.now()
         shifts: dict[int, float] = {}
@@ -465,10 +460,10 @@ class KafkaSource(SourceBase):
             for p in parts:
                 self.stored.pop(p, None)
                 self.lag.pop(p, None)
+            # Else the next owner's claim fences this member (its next claim hands the
+            # partitions back, once its writes are all in the store or refused).
             if handing_back:
                 await self._fenced(self.context.disown, parts, "handed back")
-            else:  # the next owner's claim fences this member; handed back at its claim
-                self.undisowned |= parts
             if parts:
                 log.info(
                     "Kafka: partitions %s revoked; %d open windows handed back",
@@ -587,8 +582,7 @@ class KafkaSource(SourceBase):
             + f" (of {self.lease.seconds:.1f} s from the last heartbeat answered); "
             f"{self.lease.held:,} sweeps and batches held; {self.session:,} sessions ended "
             f"while frozen or while the index was away, {c['voided']:,} copies in hand dropped "
-            f"and {c['not_committed']:,} batches left uncommitted (the new owner reads them)"
-            + (f"; {len(self.undisowned)} partitions to hand back" if self.undisowned else ""),
+            f"and {c['not_committed']:,} batches left uncommitted (the new owner reads them)",
             "kafka dlq": f"{c['dlq']:,} to {o.dlq_topic or '(no topic)'}: {refused}",
             "kafka outcomes": f"{c['outcomes']:,} to {o.outcomes_topic or '(off)'}, "
             f"{c['outcomes_failed']:,} failed, {c['outcomes_lost']:,} overflows",
