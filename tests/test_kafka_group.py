@@ -160,6 +160,23 @@ def decided_once_rightly(
     assert not others, others[:5]
 
 
+def settled_once_rightly(redis_url: str, ids: list[str], dropped: dict[str, str]) -> None:
+    """Wait until members m1 and m2 have decided every event and closed every window,
+    then check each event has one final outcome, the right one."""
+    state = State(redis_url, cluster=False)
+    try:
+        names = ["m1", "m2"]
+        wait_for(
+            lambda: state.open_windows() == 0 and decided(state.outcomes(names), ids) == len(ids),
+            180,
+            "every event to be decided",
+        )
+        time.sleep(3.0)  # a second decision, if any, would show up now
+        decided_once_rightly(state.outcomes(names), ids, dropped)
+    finally:
+        state.close()
+
+
 def assigned(member: DaemonProcess) -> bool:
     text = member.log.read_text(errors="replace")
     return "Kafka: partitions [" in text and "assigned" in text
@@ -314,15 +331,7 @@ async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
         members.append(start_daemon_process(home, config))  # the group rebalances
         time.sleep(12.0)  # past the session: the rebalance is done while Redis is away
         redis_server.start()
-        state = State(redis_server.url, cluster=False)
-        names = ["m1", "m2"]
-        wait_for(
-            lambda: state.open_windows() == 0 and decided(state.outcomes(names), ids) == len(ids),
-            180,
-            "every event to be decided",
-        )
-        time.sleep(3.0)  # a second decision, if any, would show up now
-        decided_once_rightly(state.outcomes(names), ids, dropped)
+        settled_once_rightly(redis_server.url, ids, dropped)
     finally:
         state.close()
         for member in members:
@@ -364,15 +373,7 @@ async def test_a_member_killed_during_a_redis_outage_and_restarted_loses_nothing
         members[0] = start_daemon_process(homes["m1"], configs["m1"])  # its spill waits
         time.sleep(3.0)
         redis_server.start()
-        state = State(redis_server.url, cluster=False)
-        names = ["m1", "m2"]
-        wait_for(
-            lambda: state.open_windows() == 0 and decided(state.outcomes(names), ids) == len(ids),
-            180,
-            "every event to be decided",
-        )
-        time.sleep(3.0)
-        decided_once_rightly(state.outcomes(names), ids, dropped)
+        settled_once_rightly(redis_server.url, ids, dropped)
     finally:
         state.close()
         for member in members:
