@@ -338,18 +338,14 @@ async def test_a_rebalance_during_a_redis_outage_loses_nothing_and_decides_once(
             stop_daemon_process(member)
 
 
-@pytest.mark.skipif(
-    os.environ.get("HELIOS_KNOWN_FAULTS") != "1",
-    reason="known open fault (docs/kafka.md): in about one run of four some events stay "
-    "undecided after this kill and restart; run with HELIOS_KNOWN_FAULTS=1",
-)
 async def test_a_member_killed_during_a_redis_outage_and_restarted_loses_nothing(
     kafka_broker, redis_server, tmp_path
 ):
     """kill -9 of a member while Redis is away (its spill holds writes whose offsets it
     never committed); the other member takes its partitions while Redis is still
     away; the killed member is started again before Redis is back, its spill still
-    there. Every event ends with exactly one final outcome, the right one."""
+    there. Every event ends with exactly one final outcome, the right one. (It failed
+    about one run in three while messages fetched before a claim were skipped.)"""
     await kafka_broker.create_topics(12, "helios.events", "helios.outcomes", "helios.dlq")
     rng = random.Random(9)
     ids = [f"k-{i:05d}" for i in range(20_000)]

@@ -201,12 +201,34 @@ class KafkaSource(SourceBase):
                     consumer.seek(tp, msgs[0].offset)
                 continue
             self.state = "up"
+            batches = self._claimed_only(consumer, batches)
             if batches:
                 # The next poll overlaps this batch's store; the committer keeps order.
                 await self.slots.acquire()
                 task = asyncio.create_task(self._take(consumer, batches))
                 task.add_done_callback(lambda _: self.slots.release())
                 self.pending.put_nowait(task)
+
+    def _claimed_only(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, list[Any]]
+    ) -> Mapping[TopicPartition, list[Any]]:
+        """The messages of claimed partitions. The group's assignment takes effect
+        before assigned_now has claimed the partitions and read their marks (the
+        fetcher does not wait for it, and claiming waits while Redis is away): messages
+        of a partition given but not yet claimed are read again once it is (seek
+        back; dropped, the position had moved past them and they were never read in
+        this session). Those of a partition no longer assigned are another member's."""
+        if all(tp.partition in self.assigned for tp in batches):
+            return batches
+        held = consumer.assignment()
+        kept = {}
+        for tp, msgs in batches.items():
+            if tp.partition in self.assigned:
+                kept[tp] = msgs
+            elif tp in held:
+                consumer.seek(tp, msgs[0].offset)
+                self.counts["unclaimed_reread"] += len(msgs)
+        return kept
 
     async def _commit_loop(self) -> None:
         """Commit each polled batch's offsets once it is stored in the store the other
@@ -391,7 +413,20 @@ class KafkaSource(SourceBase):
         if not self.partitions:
             log.error("Kafka: the size of %s is unknown: no window adopted", self.options.topic)
         self.lease.renew()  # the group has just said what this member holds
-        parts = {tp.partition for tp in assigned if tp.topic == self.options.topic}
+        mine = [tp for tp in assigned if tp.topic == self.options.topic]
+        if consumer is not None:
+            consumer.pause(*mine)  # nothing is fetched before they are claimed
+        try:
+            await self._claim(mine)
+        finally:
+            if consumer is not None:
+                held = consumer.assignment()
+                consumer.resume(*[tp for tp in mine if tp in held])
+
+    async def _claim(self, mine: list[TopicPartition]) -> None:
+        """Claim the partitions given, read their stored offsets, adopt their open
+        windows; only then are they worked on."""
+        parts = {tp.partition for tp in mine}
         # Partitions this member still holds in the index but was not given (lost
         # while the store was away, or before a restart) go back in the same step, now
         # that its writes are all in the store or refused (claim waits for that).
@@ -575,7 +610,8 @@ class KafkaSource(SourceBase):
             else "none assigned",
             "kafka messages": f"{c['messages']:,} read, {c['copies']:,} copies admitted, "
             f"{c['redelivered_skipped']:,} redelivered and skipped (stored already), "
-            f"{c['pushed_back']:,} waits for room",
+            f"{c['unclaimed_reread']:,} fetched before their partition was claimed (read "
+            f"again after), {c['pushed_back']:,} waits for room",
             "kafka lease": (
                 f"{self.lease.left():.1f} s left" if self.lease.left() > 0 else "RUN OUT"
             )
