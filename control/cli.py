@@ -78,7 +78,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{b.false_positive_rate:.4%} per filter (configured {b.configured_error_rate:.2%} "
             f"at capacity), {b.lookup_false_positive_rate:.4%} per lookup; recognised past "
             f"the TTL: {b.aged_late:,} late, {b.aged_duplicates:,} duplicates; remembers "
-            f"events closed since {_when(b.oldest_slice_started)}"
+            f"events closed since {_when(b.oldest_slice_started)}; {b.slices_set_aside} "
+            f"slices set aside (their records may not be stored)"
         )
     print()
     table([("OUTCOME", "COUNT")] + [(k, f"{v:,}") for k, v in sorted(stats.outcomes.items())])

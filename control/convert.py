@@ -433,6 +433,7 @@ def _bloom(view: BloomView | None) -> pb.BloomStats | None:
         aged_late=view.aged_late,
         aged_duplicates=view.aged_duplicates,
         oldest_slice_started=ts(view.oldest_slice_started) if view.slices else None,
+        slices_set_aside=view.slices_set_aside,
     )
 
 

@@ -29,7 +29,7 @@ from helios.daemon.model import EventRecord
 from helios.daemon.observe import Observability
 from helios.daemon.oidc import guard_from
 from helios.daemon.operator import Operator
-from helios.daemon.pipeline import Pipeline, Watcher
+from helios.daemon.pipeline import Pipeline
 from helios.daemon.plugins import PluginManager, Registry, load
 from helios.daemon.readmodels import ReadModels
 from helios.daemon.reconciler import Reconciler
@@ -102,6 +102,7 @@ class Daemon:
             self.reconciler.aged_late_by = config.index.ttl_seconds
             self.filter_store = FilterStore(self.reconciler.filters, config.daemon.data_dir)
         self.pipeline = Pipeline(config, self.clock, self.reconciler, self.index, manager)
+        self.index.when_refused(self.pipeline.refused)
         self.admission = Admission(
             self.pipeline, config.ingest.max_batch_events, config.ingest.stream_wait_seconds
         )
@@ -145,7 +146,7 @@ class Daemon:
                 shared=self.index.shared,
                 away=self.index.away,
                 max_batch=config.ingest.max_batch_events,
-                watch=self._watch_all,
+                watch=partial(self.pipeline.watch, None, 100_000),
                 unwatch=self.pipeline.unwatch,
                 serve=partial(self.webhooks.serve, name) if config.daemon.console_address else None,
                 stats=self.webhooks.stats_of(name),
@@ -235,8 +236,7 @@ class Daemon:
         clock: Clock | None = None,
     ) -> Daemon:
         """Phase one: read and check the config and the plugins, and build every part.
-        It touches no file (`heliosd check-config` runs exactly this); start() opens
-        state."""
+        It touches no file: `heliosd check-config` runs exactly this."""
         if manager is None or registry is None:
             manager, registry = load(config.plugins.allow, config.plugins.deny)
         return cls(config, manager, registry, clock)
@@ -245,12 +245,15 @@ class Daemon:
         """Phase two: open state (policy, audit trail, detector states, the record of
         replayed copies, the index), then start the pipeline, the sources and the jobs."""
         self.lock.acquire()
+        # Bloom slices first: open() may replay a spill the store refuses (sets some aside).
+        saved_filters = self.filter_store.load() if self.filter_store is not None else None
         try:
             resume = await self.index.open()
         except Exception:
             self.lock.release()
             raise
         self.partitioned = any(getattr(s, "partitioned", False) for s in self.inputs.values())
+        self.pipeline.shared = self.index.shared if self.partitioned else None
         if resume.open_records and self.partitioned:
             log.info(
                 "%d open windows in the index are left to the members that own them "
@@ -268,7 +271,7 @@ class Daemon:
             )
         self.pipeline.sequence = max(self.pipeline.sequence, resume.last_sequence)
         if self.filter_store is not None:
-            self._load_filters(self.filter_store)
+            self._refill_filters(self.filter_store, saved_filters)
         self.runtime.open()
         self.auditlog.open()
         self.deadletters.open()
@@ -311,13 +314,9 @@ class Daemon:
         async with self.pipeline.lock:
             return len(self.reconciler.release(owns))
 
-    def _watch_all(self) -> Watcher:
-        return self.pipeline.watch(None, 100_000)
-
-    def _load_filters(self, store: FilterStore) -> None:
-        """Read the saved Bloom slices; records the index still holds that closed after
-        the newest save (a kill -9 lost them from the filters) go in again."""
-        saved_at = store.load()
+    def _refill_filters(self, store: FilterStore, saved_at: float | None) -> None:
+        """Records the index holds that closed after the newest save of the Bloom
+        slices (a kill -9 lost them from the filters) go in again."""
         records = self.index.resident
         if records is None or not self.index.durable:
             return

@@ -140,7 +140,7 @@ class DeliveryFilters:
         live = [j for j in range(self.keep) if self.live >> j & 1]
         order = sorted(live, key=lambda j: self.slots[j][0])  # type: ignore[index]
         ends = {j: self.slots[k][1] for j, k in pairwise(order)}  # type: ignore[index]
-        hit = [j for j in live if ends.get(j, now) > since]
+        hit = [j for j in live if ends.get(j, now) >= since]
         for j in hit:
             self.distrusted |= 1 << j
         if self._slot is not None and self._slot in hit:
@@ -250,6 +250,7 @@ class DeliveryFilters:
             aged_late=self.aged_late,
             aged_duplicates=self.aged_duplicates,
             oldest_slice_started=min((info[1] for info in infos), default=0.0),
+            slices_set_aside=(self.distrusted & self.live).bit_count(),
         )
 
     # ---- persistence -------------------------------------------------------------------

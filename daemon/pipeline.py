@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from helios.daemon.clock import Clock
 from helios.daemon.config import Config
@@ -114,8 +115,13 @@ class Pipeline:
         # Outcomes whose write is not stored yet, oldest first: watchers and observers
         # get an outcome only once the index holds it, so a write the index refuses (a
         # fenced Kafka member's) or loses (kill -9 before the commit) never shows one.
-        self._unpublished: deque[tuple[asyncio.Future[None], list[Outcome]]] = deque()
+        # Each entry: [the write, its outcomes, withheld]; withheld: the store refused
+        # a write that took the local spill's word (refused()).
+        self._unpublished: deque[list[Any]] = deque()
         self.unpublished = 0  # outcomes never published: their write failed
+        # With a partitioned input (Kafka), stored means in the store the members
+        # share: a spilled write is refused if its partitions moved meanwhile.
+        self.shared: Callable[[], Awaitable[None]] | None = None
 
     # ---- ingest -------------------------------------------------------------------
     def check(
@@ -283,6 +289,16 @@ class Pipeline:
         while self._queue and (self.may_apply is None or self.may_apply()):
             await asyncio.sleep(0.005)
 
+    def distrust(self, since: float) -> None:
+        """Records closed since `since` may never be stored (the shared store refused,
+        or will refuse, their writes): the Bloom slices that took them are not asked
+        again, so their copies, read again, open windows instead of being judged LATE
+        or DUPLICATE by what nothing stored."""
+        filters = self.reconciler.filters
+        if filters is not None:
+            slices = filters.distrust(since, self.clock.now())
+            log.warning("%d Bloom slices set aside: their records may not be stored", slices)
+
     def void(self, reason: str, since: float | None = None) -> int:
         """Drop the queued batches undecided (their admissions fail with `reason`): an
         input's session ended while they waited (a Kafka member the group put out while
@@ -290,10 +306,8 @@ class Pipeline:
         dropped. An index that acknowledges at admission (in memory) keeps its batches:
         they are acknowledged already. `since`: when the session began (its writes since
         may be refused): the Bloom slices that took records since are not asked again."""
-        filters = self.reconciler.filters
-        if filters is not None and since is not None:
-            slices = filters.distrust(since, self.clock.now())
-            log.warning("%d Bloom slices set aside: their records may not be stored", slices)
+        if since is not None:
+            self.distrust(since)
         if not self.durable:
             return 0
         dropped = 0
@@ -339,18 +353,33 @@ class Pipeline:
         if not self.durable and not self._unpublished:
             self._fan_out(outcomes)
             return
-        future = asyncio.ensure_future(written)
-        self._unpublished.append((future, outcomes))
+        future = asyncio.ensure_future(written if self.shared is None else self._shared(written))
+        self._unpublished.append([future, outcomes, False])
         future.add_done_callback(self._published)
+
+    async def _shared(self, written: Awaitable[None]) -> None:
+        await written
+        assert self.shared is not None
+        await self.shared()
 
     def _published(self, _: object) -> None:
         waiting = self._unpublished
         while waiting and waiting[0][0].done():
-            future, outcomes = waiting.popleft()
-            if future.cancelled() or future.exception() is not None:
+            future, outcomes, withheld = waiting.popleft()
+            if withheld or future.cancelled() or future.exception() is not None:
                 self.unpublished += len(outcomes)  # the store refused or lost them
             else:
                 self._fan_out(outcomes)
+
+    def refused(self, since: float, sequence: int) -> None:
+        """The index's hook (IndexBackend.when_refused): the shared store refused writes
+        made since `since` (daemon clock), the first of them holding outcome `sequence`
+        on. Their outcomes are withheld from watchers (their write may have completed
+        on the spill's word) and the Bloom slices that took their records set aside."""
+        for entry in self._unpublished:
+            if entry[1][0].sequence >= sequence:
+                entry[2] = True
+        self.distrust(since)
 
     async def _bound_writes(self, written: Awaitable[None]) -> None:
         """Let the index's writes run behind the reconciler, but not unboundedly: wait
@@ -487,6 +516,8 @@ class Pipeline:
     def describe(self) -> dict[str, str]:
         """The Storage view's line on when outcomes reach watchers."""
         when = "once stored" if self.durable else "as decided (the index is in memory)"
+        if self.shared is not None:
+            when = "once in the store the members share (not on a local spill's word)"
         return {
             "publishing": f"outcomes go to watchers {when}; {self.unpublished:,} never "
             f"published (the store refused their write), {self.voided:,} queued copies "

@@ -9,7 +9,15 @@ from N to N + 1 shards, 1/(N + 1) of the ids move, all of them to the new shard.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 
 from helios.daemon.model import EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
@@ -149,6 +157,10 @@ class ShardedIndex:
 
     def away(self) -> str | None:
         return next((why for why in (s.away() for s in self.shards) if why), None)
+
+    def when_refused(self, call: Callable[[float, int], None]) -> None:
+        for shard in self.shards:
+            shard.when_refused(call)
 
     async def disown(self, names: Collection[str]) -> None:
         await asyncio.gather(*(s.disown(names) for s in self.shards))

@@ -221,6 +221,15 @@ class IndexBackend(Protocol):
         local spill, or one is still being replayed), or None."""
         ...
 
+    def when_refused(self, call: Callable[[float, int], None]) -> None:
+        """Have `call(since, sequence)` run when the shared store refuses writes of this
+        process (fenced: another member took its partitions over), before shared()
+        returns for them: `since` is the daemon-clock time of the oldest, `sequence` the
+        first outcome sequence they held (or would have). What took their word (the
+        Bloom filters, outcomes not yet published) must not trust them. An index of one
+        process never refuses."""
+        ...
+
     async def disown(self, names: Collection[str]) -> None:
         """Hand back what claim() took (after the last write for it)."""
         ...

@@ -55,6 +55,7 @@ class BloomView:
     aged_late: int  # copies recognised as LATE after their record left the index
     aged_duplicates: int
     oldest_slice_started: float = 0.0  # daemon clock: the filters remember from then on
+    slices_set_aside: int = 0  # held but not asked: their records may not be stored
 
 
 @dataclass(frozen=True)

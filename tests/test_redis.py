@@ -14,6 +14,7 @@ from helios.daemon.config import ConfigError
 from helios.daemon.errors import RequestError
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.types import QueueFull
+from redis.asyncio import Redis as AsyncRedis
 
 from tests.helpers import copy, make_config, make_daemon
 
@@ -555,6 +556,49 @@ async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_serve
         await b.stop()
 
 
+async def test_bloom_slices_of_a_spill_redis_refused_are_set_aside(redis_server, tmp_path):
+    """A member stopped while Redis is away (its spill holds an event it closed) is
+    taken over meanwhile; restarted, its spill is refused. The Bloom slices that took
+    the spilled records are set aside: the event's copies, read again by the new
+    owner or by itself, open a window instead of being judged LATE or DUPLICATE by
+    what nothing stored. (Trusting them once left a restarted member's events
+    decided wrongly.)"""
+    a, b = await two_members(redis_server, tmp_path)
+    part, every = ["kafka/g/t/1"], 0b111
+    try:
+        await a.index.claim(part)
+        redis_server.stop()
+        await admit(a, *(copy("gone", s) for s in ("aws", "gcp", "azure")))  # spilled
+        await a.pipeline.drain()
+        assert a.reconciler.filters is not None and a.reconciler.filters.aged("gone", every)
+    finally:
+        await a.stop()  # the filters are saved, the spill kept
+    redis_server.start()
+    for _ in range(20):  # b's first call after the restart may meet a closed connection
+        try:
+            await b.index.claim(part)  # a did not hand it back: a is fenced
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+    url = f'{{ url = "{redis_server.url}", timeout_seconds = 0.5, member = "a" }}'
+    again = make_daemon(redis_config(redis_server.url, tmp_path / "a", INDEX__OPTIONS=url))
+    await again.start()  # replays the spill: refused
+    try:
+        await asyncio.wait_for(again.index.shared(), 10)
+        assert "1 writes refused" in again.index.describe()["fencing"]
+        view = again.services.reads.storage().bloom
+        assert view is not None and view.slices_set_aside == 1
+        filters = again.reconciler.filters
+        assert filters is not None and not filters.aged("gone", every)
+        await again.index.claim(part)
+        await admit(again, copy("gone", "aws"))
+        assert "gone" in again.reconciler.open  # a window, not a LATE or DUPLICATE
+        assert again.pipeline.outcome_counts()["LATE"] == 0
+    finally:
+        await again.stop()
+        await b.stop()
+
+
 async def test_outcomes_of_a_write_redis_refused_reach_no_watcher(redis_server, tmp_path):
     """Watchers (WatchOutcomes, the console, the Kafka outcomes topic) get an outcome
     only once the index holds it: a fenced member's refused write shows none, so a
@@ -574,6 +618,37 @@ async def test_outcomes_of_a_write_redis_refused_reach_no_watcher(redis_server, 
             seen += [o.event_id for o in watcher.queue.get_nowait().outcomes]
         assert seen == ["kept"]
         assert a.pipeline.unpublished == 1
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_outcomes_of_a_spilled_write_redis_refused_reach_no_watcher(redis_server, tmp_path):
+    """With a partitioned input (Kafka) an outcome goes to watchers once the store the
+    members share holds its write, not on the local spill's word: member a, cut off
+    from Redis, decides an event (its write spilled); b takes a's partition over
+    meanwhile; when a reaches Redis again its spill is refused, and the outcome is
+    never published (b decides the event). Before, a's watchers had it already."""
+    a, b = await two_members(redis_server, tmp_path)
+    a.pipeline.shared = a.index.shared  # as a Kafka input has it (Daemon.start)
+    name = ["kafka/g/helios.events/5"]
+    watcher = a.pipeline.watch(None)
+    reaches = a.index.redis
+    try:
+        await a.index.claim(name)
+        a.index.redis = AsyncRedis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+        await admit(a, *(copy("spilled", s) for s in SOURCES))  # acknowledged: spilled
+        assert "unreachable" in (a.index.away() or "") or a.index.spill.rows
+        await asyncio.sleep(0.2)
+        assert watcher.queue.empty()  # not shared yet
+        await b.index.claim(name)  # a did not hand it back: a is fenced
+        await a.index.redis.aclose()
+        a.index.redis = reaches  # a reaches Redis again: its spill is refused
+        await asyncio.wait_for(a.index.shared(), 10)
+        await asyncio.sleep(0.1)
+        assert watcher.queue.empty()
+        assert a.pipeline.unpublished == 1
+        assert "1 writes refused" in a.index.describe()["fencing"]
     finally:
         await a.stop()
         await b.stop()

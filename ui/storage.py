@@ -65,7 +65,8 @@ def storage_page(reads: ReadModels, header: Callable[[str], None]) -> None:
             f"{b.lookup_false_positive_rate:.4%} per lookup across slices; recognised "
             f"after their record left the index: {b.aged_late:,} LATE, "
             f"{b.aged_duplicates:,} DUPLICATE; remembers events closed in the last "
-            f"{max(0.0, reads.counters().now - b.oldest_slice_started) / 3600:,.1f} h"
+            f"{max(0.0, reads.counters().now - b.oldest_slice_started) / 3600:,.1f} h; "
+            f"{b.slices_set_aside} slices set aside (their records may not be stored)"
         )
 
     refresh()

@@ -125,6 +125,9 @@ class MemoryIndex:
     def away(self) -> str | None:
         return None
 
+    def when_refused(self, call: Callable[[float, int], None]) -> None:
+        return None  # nothing is ever refused
+
     async def disown(self, names: Collection[str]) -> None:
         return None
 

@@ -135,6 +135,7 @@ class RedisIndex:
         # This member's fencing epoch (redis_scripts.py); None until Redis has said it.
         self.epoch: int | None = None
         self.fenced = 0  # writes Redis refused: their epoch was fenced
+        self._on_refused: Callable[[float, int], None] | None = None
 
     # ---- keys ----------------------------------------------------------------------
     def _key(self, event_id: str) -> str:
@@ -344,6 +345,7 @@ class RedisIndex:
                 else:
                     for k in fenced:
                         self._refuse(*jobs[k])
+                    self._refused([writes[k] for k in fenced])
                     self._forget(last_gen)
             if self.down_since is not None or self.spill.rows:
                 try:
@@ -373,6 +375,16 @@ class RedisIndex:
             done.set_exception(Fenced(f"{self.url}: {FENCED_TEXT}"))
         if self.fenced == 1 or self.fenced % 1000 == 0:
             log.error("Redis refused %d writes of %s: %s", self.fenced, self.member, FENCED_TEXT)
+
+    def when_refused(self, call: Callable[[float, int], None]) -> None:
+        self._on_refused = call
+
+    def _refused(self, writes: list[Write]) -> None:
+        """Tell the daemon when the oldest of these refused writes was made, and the
+        first outcome sequence they held (after the last one if they held none)."""
+        if writes and self._on_refused is not None:
+            since = min(float(w[3]) for w in writes)
+            self._on_refused(since, min(w[1][0][0] if w[1] else w[2] + 1 for w in writes))
 
     async def _send(self, writes: list[Write]) -> list[int]:
         """Every write as one call of the WRITE script (its arguments flat), all in one
@@ -458,6 +470,7 @@ class RedisIndex:
                 fenced = await self._send([w for _, w in batch])
                 if fenced:  # acknowledged by a session the group has ended since
                     self.fenced += len(fenced)
+                    self._refused([batch[k][1] for k in fenced])
                     log.error(
                         "Redis refused %d spilled writes of member %s: %s",
                         len(fenced),

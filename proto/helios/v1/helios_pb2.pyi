@@ -1013,6 +1013,7 @@ class BloomStats(_message.Message):
     AGED_LATE_FIELD_NUMBER: _builtins.int
     AGED_DUPLICATES_FIELD_NUMBER: _builtins.int
     OLDEST_SLICE_STARTED_FIELD_NUMBER: _builtins.int
+    SLICES_SET_ASIDE_FIELD_NUMBER: _builtins.int
     slices: _builtins.int
     """Time slices held (at most index.bloom.keep), each one filter per source."""
     capacity_per_filter: _builtins.int
@@ -1029,6 +1030,11 @@ class BloomStats(_message.Message):
     aged_late: _builtins.int
     """Copies recognised after their record left the index: LATE and DUPLICATE."""
     aged_duplicates: _builtins.int
+    slices_set_aside: _builtins.int
+    """Slices no longer asked: they took records whose writes the shared store refused
+    (or may refuse: a Kafka member whose session ended), so they could say an event
+    was delivered that nothing stored. Their copies open windows instead.
+    """
     @_builtins.property
     def oldest_slice_started(self) -> _timestamp_pb2.Timestamp:
         """When the oldest slice kept began: copies of events closed since are recognised.
@@ -1049,10 +1055,11 @@ class BloomStats(_message.Message):
         aged_late: _builtins.int = ...,
         aged_duplicates: _builtins.int = ...,
         oldest_slice_started: _timestamp_pb2.Timestamp | None = ...,
+        slices_set_aside: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_slice_started", b"oldest_slice_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aged_duplicates", b"aged_duplicates", "aged_late", b"aged_late", "bytes", b"bytes", "capacity_per_filter", b"capacity_per_filter", "configured_error_rate", b"configured_error_rate", "false_positive_rate", b"false_positive_rate", "fill", b"fill", "lookup_false_positive_rate", b"lookup_false_positive_rate", "oldest_slice_started", b"oldest_slice_started", "slices", b"slices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aged_duplicates", b"aged_duplicates", "aged_late", b"aged_late", "bytes", b"bytes", "capacity_per_filter", b"capacity_per_filter", "configured_error_rate", b"configured_error_rate", "false_positive_rate", b"false_positive_rate", "fill", b"fill", "lookup_false_positive_rate", b"lookup_false_positive_rate", "oldest_slice_started", b"oldest_slice_started", "slices", b"slices", "slices_set_aside", b"slices_set_aside"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
