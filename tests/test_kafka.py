@@ -283,3 +283,36 @@ async def test_messages_fetched_while_a_claim_waits_are_read_again_once_claimed(
         assert source.counts["voided"] == 0
     finally:
         await daemon.stop()
+
+
+async def test_a_claim_that_waits_longer_than_the_session_keeps_the_member_in_the_group(
+    kafka_broker, tmp_path, monkeypatch
+):
+    """Claiming waits while Redis is away; the group's heartbeats go on meanwhile (the
+    claim runs beside aiokafka's assignment callback, which sends none until it
+    returns): past the session the member's heartbeats are still answered, so a broker
+    has no reason to put it out of the group (before, none was sent for as long as the
+    claim waited). Its copies are all taken once the claim is done, assigned once."""
+    bootstrap = kafka_broker.bootstrap
+    await kafka_broker.create_topics(2, *TOPICS)
+    ids = [f"s{i}" for i in range(100)]
+    await produce(bootstrap, [(e.encode(), event_bytes(e, s)) for e in ids for s in ("aws", "gcp")])
+    read_marks = KafkaSource._read_marks
+    calls = Counter()
+
+    async def read_marks_late(self):  # longer than session_timeout_ms (6 s)
+        calls["claims"] += 1
+        await asyncio.sleep(7.0)
+        calls["lease valid after 7 s"] += self.lease.valid()  # heartbeats answered
+        await asyncio.sleep(2.0)
+        return await read_marks(self)
+
+    monkeypatch.setattr(KafkaSource, "_read_marks", read_marks_late)
+    daemon = make_daemon(kafka_config(bootstrap, tmp_path / "data"))
+    await daemon.start()
+    source = source_of(daemon)
+    try:
+        await until(lambda: source.counts["copies"] == 200, 60)
+        assert calls == {"claims": 1, "lease valid after 7 s": 1}, calls
+    finally:
+        await daemon.stop()

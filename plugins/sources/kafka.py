@@ -101,6 +101,9 @@ class KafkaSource(SourceBase):
         # session are void (dropped, never committed).
         self.session = 0
         self.claimed_at: float | None = None  # on the daemon clock; None: never claimed
+        # Claiming the partitions just assigned (paused meanwhile): a task, so that the
+        # group's heartbeats go on while the claim waits for Redis.
+        self.claiming: asyncio.Task[None] | None = None
 
     # ---- life ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,6 +117,7 @@ class KafkaSource(SourceBase):
     async def stop(self) -> None:
         """Stop polling, let the batches in hand be stored and committed, then leave
         the group (its members adopt this one's windows)."""
+        await self._stop_claiming()
         if self._tasks:
             self._tasks[0].cancel()
             await asyncio.gather(self._tasks[0], return_exceptions=True)
@@ -416,12 +420,33 @@ class KafkaSource(SourceBase):
         mine = [tp for tp in assigned if tp.topic == self.options.topic]
         if consumer is not None:
             consumer.pause(*mine)  # nothing is fetched before they are claimed
+        # The claim runs beside the group's protocol, not inside this callback: aiokafka
+        # sends no heartbeat until the callback returns, and a claim waiting for Redis
+        # longer than the session had the member put out of the group, again and again.
+        await self._stop_claiming()
+        self.claiming = asyncio.create_task(self._claim_then_resume(mine), name="kafka-claim")
+
+    async def _claim_then_resume(self, mine: list[TopicPartition]) -> None:
+        consumer = self.consumer
         try:
             await self._claim(mine)
-        finally:
-            if consumer is not None:
-                held = consumer.assignment()
-                consumer.resume(*[tp for tp in mine if tp in held])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a fault of ours: nothing of these partitions is taken
+            self._stopped(exc)
+            return
+        if consumer is not None:
+            held = consumer.assignment()
+            consumer.resume(*[tp for tp in mine if tp in held])
+
+    async def _stop_claiming(self) -> None:
+        """A claim still in progress is dropped (its partitions are being revoked, or
+        assigned anew): what it may have claimed is handed back with them, or by the
+        next claim's scope."""
+        claiming, self.claiming = self.claiming, None
+        if claiming is not None and not claiming.done():
+            claiming.cancel()
+            await asyncio.gather(claiming, return_exceptions=True)
 
     async def _claim(self, mine: list[TopicPartition]) -> None:
         """Claim the partitions given, read their stored offsets, adopt their open
@@ -468,6 +493,7 @@ class KafkaSource(SourceBase):
         )
 
     async def revoked_now(self, revoked: set[TopicPartition]) -> None:
+        await self._stop_claiming()
         if self.assigned and not self.lease.valid():
             # Put out of the group while it could not answer: what it has in hand is
             # another member's now. Queued batches are dropped; writes already made
@@ -607,7 +633,12 @@ class KafkaSource(SourceBase):
                 + f"; lag {lag:,}"
             )
             if parts
-            else "none assigned",
+            else "none assigned"
+            + (
+                "; claiming those just given (they wait for the index)"
+                if self.claiming is not None and not self.claiming.done()
+                else ""
+            ),
             "kafka messages": f"{c['messages']:,} read, {c['copies']:,} copies admitted, "
             f"{c['redelivered_skipped']:,} redelivered and skipped (stored already), "
             f"{c['unclaimed_reread']:,} fetched before their partition was claimed (read "
