@@ -559,7 +559,8 @@ tenants = []                          # only these tenants' events; empty = ever
 [index]
 backend = "sqlite"                    # an index plugin: sqlite (durable, under data_dir) | redis | memory
 options = { synchronous = "full" }    # sqlite: full (fsync every commit) | normal; file
-                                      # redis: url, urls, cluster, prefix, member, spill_max_bytes, timeout_seconds
+                                      # redis: url, urls, cluster, prefix, member, spill_max_bytes, timeout_seconds,
+                                      #   replicas, replicas_timeout_ms
 ttl_seconds = 86400.0                 # outcomes age out after this
 max_records = 2000000                 # and the oldest go first beyond this many (~0.8 KB each)
 tenant_ttl_seconds = {}               # a tenant's records and outcomes age out sooner: { acme = 3600.0 }

@@ -251,51 +251,19 @@ async def test_refused_copies_are_replayed_from_their_kafka_offsets(
         await daemon.stop()
 
 
-async def test_messages_fetched_while_a_claim_waits_are_read_again_once_claimed(
+async def test_a_claim_that_waits_longer_than_the_session_loses_nothing_and_keeps_the_member(
     kafka_broker, tmp_path, monkeypatch
 ):
     """The group's assignment takes effect before the member has claimed the partitions
-    (claiming waits while Redis is away): what the fetcher reads meanwhile is read again
-    after the claim, never skipped. (Skipping it once lost every copy a restarted member
-    fetched during a Redis outage: the later batches committed past them.)"""
+    (claiming waits while Redis is away). What the fetcher reads meanwhile is read
+    again after the claim, never skipped (skipping it once lost every copy a restarted
+    member fetched during a Redis outage: later batches committed past them). And the
+    group's heartbeats go on meanwhile (the claim runs beside aiokafka's assignment
+    callback, which sends none until it returns): past the session they are still
+    answered, so a broker has no reason to put the member out of the group."""
     bootstrap = kafka_broker.bootstrap
     await kafka_broker.create_topics(2, *TOPICS)
     ids = [f"c{i}" for i in range(200)]
-    await produce(bootstrap, [(e.encode(), event_bytes(e, s)) for e in ids for s in ("aws", "gcp")])
-    slow = asyncio.Event()
-    read_marks = KafkaSource._read_marks
-
-    async def read_marks_late(self):  # the claim waits, while the fetcher fetches
-        await asyncio.sleep(2.0)
-        slow.set()
-        return await read_marks(self)
-
-    monkeypatch.setattr(KafkaSource, "_read_marks", read_marks_late)
-    daemon = make_daemon(kafka_config(bootstrap, tmp_path / "data"))
-    await daemon.start()
-    source = source_of(daemon)
-    try:
-        await until(lambda: slow.is_set())
-        await until(lambda: source.counts["copies"] == 400)
-        await daemon.advance(20.0)
-        counts = daemon.pipeline.outcome_counts()
-        assert counts["MISSING"] == 200, counts  # azure's copies: never sent
-        assert source.counts["voided"] == 0
-    finally:
-        await daemon.stop()
-
-
-async def test_a_claim_that_waits_longer_than_the_session_keeps_the_member_in_the_group(
-    kafka_broker, tmp_path, monkeypatch
-):
-    """Claiming waits while Redis is away; the group's heartbeats go on meanwhile (the
-    claim runs beside aiokafka's assignment callback, which sends none until it
-    returns): past the session the member's heartbeats are still answered, so a broker
-    has no reason to put it out of the group (before, none was sent for as long as the
-    claim waited). Its copies are all taken once the claim is done, assigned once."""
-    bootstrap = kafka_broker.bootstrap
-    await kafka_broker.create_topics(2, *TOPICS)
-    ids = [f"s{i}" for i in range(100)]
     await produce(bootstrap, [(e.encode(), event_bytes(e, s)) for e in ids for s in ("aws", "gcp")])
     read_marks = KafkaSource._read_marks
     calls = Counter()
@@ -312,7 +280,11 @@ async def test_a_claim_that_waits_longer_than_the_session_keeps_the_member_in_th
     await daemon.start()
     source = source_of(daemon)
     try:
-        await until(lambda: source.counts["copies"] == 200, 60)
+        await until(lambda: source.counts["copies"] == 400, 60)
         assert calls == {"claims": 1, "lease valid after 7 s": 1}, calls
+        await daemon.advance(20.0)
+        counts = daemon.pipeline.outcome_counts()
+        assert counts["MISSING"] == 200, counts  # azure's copies: never sent
+        assert source.counts["voided"] == 0
     finally:
         await daemon.stop()

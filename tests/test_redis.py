@@ -16,6 +16,7 @@ from helios.daemon.query import OutcomeQuery
 from helios.daemon.types import QueueFull
 from redis.asyncio import Redis as AsyncRedis
 
+from tests.conftest import RedisServer
 from tests.helpers import copy, make_config, make_daemon
 
 SOURCES = ("aws", "gcp", "azure")
@@ -194,12 +195,54 @@ async def test_a_restart_while_redis_is_away_resumes_from_the_spill(redis_server
         ('{ host = "x" }', "unknown keys ['host']"),
         ('{ url = "http://x" }', "redis://"),
         ("{ spill_max_bytes = 0 }", "must be > 0"),
+        ("{ replicas = -1 }", "replicas must be an integer >= 0"),
+        ('{ replicas = "one" }', "replicas must be an integer >= 0"),
+        ("{ replicas = 1, replicas_timeout_ms = 0 }", "replicas_timeout_ms must be an integer"),
+        ("{ replicas = 1, replicas_timeout_ms = 2000 }", "WAIT would outlast the socket"),
+        ("{ replicas = 1, cluster = true }", "replicas is not supported with cluster"),
     ],
 )
 def test_bad_redis_options_are_named_at_build(options, named, tmp_path):
     config = make_config(INDEX__BACKEND='"redis"', INDEX__OPTIONS=options)
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         make_daemon(config)
+
+
+async def test_with_replicas_a_write_is_stored_once_a_replica_has_it(redis_server, tmp_path):
+    """index.options.replicas = 1: a batch is acknowledged once a replica has it too
+    (WAIT on the write's own connection), so a failover to that replica loses none of
+    it. With the replica stopped the writes spill, the Storage view says why, and they
+    are replayed once the replica confirms again."""
+    (tmp_path / "replica").mkdir()
+    replica = RedisServer(tmp_path / "replica")
+    replica.extra = ["--replicaof", "127.0.0.1", str(redis_server.port)]
+    replica.persistence = ["--appendonly", "no"]  # with one, a stop after a sync waits
+    replica.start()
+    client = redis_py.Redis.from_url(replica.url)
+    options = f'{{ url = "{redis_server.url}", timeout_seconds = 1.0, replicas = 1 }}'
+    daemon = make_daemon(redis_config(redis_server.url, tmp_path / "d", INDEX__OPTIONS=options))
+    try:
+        for _ in range(100):
+            if "master_link_status:up" in replica.cli("INFO", "replication"):
+                break
+            await asyncio.sleep(0.1)
+        await daemon.start()
+        await admit(daemon, copy("r1", "aws"))
+        assert client.exists("helios:{r1}")  # the replica had it before the ack
+        assert "once 1 replica(s) confirm it" in daemon.index.describe()["replicas"]
+        replica.stop()
+        await admit(daemon, copy("r2", "aws"))  # acknowledged: spilled
+        assert "0 of 1 replicas confirmed a write" in (daemon.index.away() or "")
+        assert "DOWN" in daemon.index.describe()["health"]
+        replica.start()
+        await asyncio.wait_for(daemon.index.shared(), 30)
+        assert client.exists("helios:{r2}")
+        assert daemon.index.away() is None
+        assert "1 were not in time and spilled" in daemon.index.describe()["replicas"]
+    finally:
+        await daemon.stop()
+        client.close()
+        replica.stop()
 
 
 async def test_a_copy_of_an_event_whose_write_is_still_in_flight_sees_that_write(

@@ -91,6 +91,8 @@ class RedisIndex:
         clock: Clock,
         tenant_ttl: Mapping[str, float] | None = None,
         cluster: bool = False,
+        replicas: int = 0,
+        replicas_timeout_ms: int = 500,
     ) -> None:
         self.secret_url = url  # connects with it; everything shown uses self.url
         self.url = redacted(url)
@@ -100,6 +102,11 @@ class RedisIndex:
         # shards, index.shards, spread the slots over the nodes).
         self.prefix = "{" + prefix + "}" if cluster else prefix
         self.member = member
+        # A write counts as stored once this many replicas have it too (WAIT), else
+        # it spills as if Redis were away; 0: once the primary answered.
+        self.replicas = replicas
+        self.replicas_timeout_ms = replicas_timeout_ms
+        self.under_replicated = 0  # writes the replicas did not confirm in time
         self.ttl = ttl
         self.tenant_ttl = {t: max(1, int(seconds)) for t, seconds in (tenant_ttl or {}).items()}
         self.max_records = max_records
@@ -397,31 +404,37 @@ class RedisIndex:
         assert redis is not None
         started = time.perf_counter()
         dumps = marshal.dumps
-        async with redis.pipeline(transaction=True) as pipe:
-            for write in writes:
-                records, outcomes, last, saved_at = write[:4]
-                # The stream keeps about the newest 2 x max_records outcomes.
-                minid = f"{max(0, last - 2 * self.max_records)}-0"
-                epoch = write[5] if len(write) > 5 else ""  # older spilled writes: none
-                head = [self.prefix, max(1, int(self.ttl)), minid, self.member, epoch]
-                args: list[Any] = [*head, *self._tenant_ttls(records), len(records)]
-                for values in records:
-                    pending = values[8] == PENDING
-                    args += (values[0], dumps(values), repr(values[7]) if pending else "")
-                if outcomes:
-                    args += (outcomes[0][0], dumps(outcomes))
-                else:
-                    args += ("", "")
-                args += (last, repr(saved_at))
-                marks = write[4] if len(write) > 4 else None
-                args.append(len(marks) if marks else 0)
-                if marks:
-                    at = int(saved_at * 1000)  # "<name>@": when, on the daemon clock (ms)
-                    for name, value in marks.items():
-                        args += (name, value, name + "@", at)
-                # The open set's key routes it on a cluster; the script uses ARGV only.
-                pipe.execute_command("EVALSHA", self._sha, 1, self._open_key, *args)
-            results = await pipe.execute(raise_on_error=False)
+        calls: list[list[Any]] = []
+        for write in writes:
+            records, outcomes, last, saved_at = write[:4]
+            # The stream keeps about the newest 2 x max_records outcomes.
+            minid = f"{max(0, last - 2 * self.max_records)}-0"
+            epoch = write[5] if len(write) > 5 else ""  # older spilled writes: none
+            head = [self.prefix, max(1, int(self.ttl)), minid, self.member, epoch]
+            args: list[Any] = [*head, *self._tenant_ttls(records), len(records)]
+            for values in records:
+                pending = values[8] == PENDING
+                args += (values[0], dumps(values), repr(values[7]) if pending else "")
+            if outcomes:
+                args += (outcomes[0][0], dumps(outcomes))
+            else:
+                args += ("", "")
+            args += (last, repr(saved_at))
+            marks = write[4] if len(write) > 4 else None
+            args.append(len(marks) if marks else 0)
+            if marks:
+                at = int(saved_at * 1000)  # "<name>@": when, on the daemon clock (ms)
+                for name, value in marks.items():
+                    args += (name, value, name + "@", at)
+            calls.append(args)
+        if self.replicas:
+            results = await self._send_replicated(redis, calls)
+        else:
+            async with redis.pipeline(transaction=True) as pipe:
+                for args in calls:
+                    # The open set's key routes it on a cluster; the script uses ARGV.
+                    pipe.execute_command("EVALSHA", self._sha, 1, self._open_key, *args)
+                results = await pipe.execute(raise_on_error=False)
         fenced = []
         for k, result in enumerate(results):
             if isinstance(result, Exception):
@@ -431,6 +444,30 @@ class RedisIndex:
         self.writes += len(writes)
         self.write_seconds += time.perf_counter() - started
         return fenced
+
+    async def _send_replicated(self, redis: Redis | RedisCluster, calls: list[list[Any]]) -> Any:
+        """The same transaction, then WAIT on the same connection (WAIT counts the
+        replicas that have this connection's writes; inside MULTI it would not block).
+        Fewer replicas than asked within the time: an error, so the writes spill and
+        are replayed (their parts are idempotent) until the replicas confirm them."""
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("MULTI")
+            for args in calls:
+                pipe.execute_command("EVALSHA", self._sha, 1, self._open_key, *args)
+            pipe.execute_command("EXEC")
+            pipe.execute_command("WAIT", self.replicas, self.replicas_timeout_ms)
+            replies = await pipe.execute(raise_on_error=False)
+        results, acked = replies[-2], replies[-1]
+        for reply in (results, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        if int(acked) < self.replicas:
+            self.under_replicated += len(calls)
+            raise RedisError(
+                f"{acked} of {self.replicas} replicas confirmed a write within "
+                f"{self.replicas_timeout_ms} ms (index.options.replicas)"
+            )
+        return results
 
     def _tenant_ttls(self, records: Sequence[Any]) -> list[Any]:
         """The script's tenant TTL arguments: the count, then (tenant, seconds) for the
@@ -641,6 +678,14 @@ class RedisIndex:
             f"{self.spill_max_bytes:,} bytes ({self.spill.path})",
             "fencing": f"epoch {'unknown yet' if self.epoch is None else self.epoch}; "
             f"{self.fenced:,} writes refused as fenced",
+            "replicas": (
+                f"a write is stored once {self.replicas} replica(s) confirm it within "
+                f"{self.replicas_timeout_ms} ms (WAIT); {self.under_replicated:,} were not "
+                "in time and spilled"
+                if self.replicas
+                else "not waited for: a write is stored once the primary answered "
+                "(index.options.replicas)"
+            ),
         }
 
     async def close(self) -> None:
@@ -667,7 +712,17 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
 
-OPTIONS = ("url", "urls", "cluster", "prefix", "member", "spill_max_bytes", "timeout_seconds")
+OPTIONS = (
+    "url",
+    "urls",
+    "cluster",
+    "prefix",
+    "member",
+    "spill_max_bytes",
+    "timeout_seconds",
+    "replicas",
+    "replicas_timeout_ms",
+)
 
 
 def _factory(context: IndexContext) -> IndexBackend:
@@ -699,6 +754,24 @@ def _factory(context: IndexContext) -> IndexBackend:
     timeout = float(options.get("timeout_seconds", 2.0))
     if spill_max <= 0 or timeout <= 0:
         raise ValueError("index.options.spill_max_bytes and timeout_seconds must be > 0")
+    replicas, wait_ms = options.get("replicas", 0), options.get("replicas_timeout_ms", 500)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ValueError(f"index.options.replicas must be an integer >= 0, got {replicas!r}")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms <= 0:
+        raise ValueError(
+            f"index.options.replicas_timeout_ms must be an integer > 0, got {wait_ms!r}"
+        )
+    if replicas and wait_ms >= timeout * 1000:
+        raise ValueError(
+            f"index.options.replicas_timeout_ms ({wait_ms}) must be below timeout_seconds "
+            f"({timeout} s): WAIT would outlast the socket timeout"
+        )
+    if replicas and cluster:
+        raise ValueError(
+            "index.options.replicas is not supported with cluster = true yet: WAIT must "
+            "follow the write on the connection that made it, which redis-py's cluster "
+            "client does not lend (use Redis's own min-replicas-to-write on the primaries)"
+        )
     member = str(options.get("member", "main"))
     shard = f"-{context.shard}" if context.shards > 1 else ""
     return RedisIndex(
@@ -714,6 +787,8 @@ def _factory(context: IndexContext) -> IndexBackend:
         clock=context.clock,
         tenant_ttl=context.config.tenant_ttl_seconds,
         cluster=cluster,
+        replicas=replicas,
+        replicas_timeout_ms=wait_ms,
     )
 
 
