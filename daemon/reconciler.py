@@ -352,10 +352,16 @@ class Reconciler:
         never judged so: one filter's false positive would hide a new event."""
         filters = self.filters
         assert filters is not None
+        now = self.now
+        # A copy its producer stamped within the route's window of now cannot be of an
+        # event whose record has closed, let alone left the index: the filters are not
+        # asked, so their false positives (keep x error_rate^2 per new event with every
+        # slice full) never turn a fresh event LATE. Unstamped (0) or older: asked.
+        if abs(now - produced_at) < route.window + route.grace:
+            return False
         others = route.expected & ~(1 << si)
         if not others or not filters.aged(event_id, others):
             return False
-        now = self.now
         rec = EventRecord(event_id, event_type, route.expected, self.n, now, now)
         rec.payload = payload
         rec.digest = digest

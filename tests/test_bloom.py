@@ -200,3 +200,23 @@ def test_a_full_slice_is_followed_by_a_new_one_and_an_old_event_is_judged_within
     filters.add_records([("split", 0b010)], 5.0)
     assert filters.delivered("split", 0b011) == 0b011
     assert not filters.aged("split", 0b011)
+
+
+async def test_a_fresh_copy_is_never_judged_by_the_filters():
+    """A copy its producer stamped within its route's window of now cannot be of an
+    event whose record has closed, so the filters are not asked: even where they say
+    the other sources delivered it (here on purpose: a false positive), a new event
+    opens its window. An old copy is asked (and one without a stamp, as above)."""
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    filters = daemon.reconciler.filters
+    assert filters is not None
+    now = daemon.clock.now()
+    for event_id in ("fresh", "old"):
+        filters.add(event_id, 0b110, now)  # gcp and azure "delivered" it
+    await feed(
+        daemon,
+        copy("fresh", "aws", produced_at=now - 1.0),
+        copy("old", "aws", produced_at=now - 3600.0),
+    )
+    assert "fresh" in daemon.reconciler.open
+    assert _outcomes(daemon, "old") == ["LATE"]
