@@ -469,6 +469,69 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
         await daemon.stop()
 
 
+async def test_a_cluster_slot_migrated_while_heliosd_writes_loses_nothing(redis_cluster, tmp_path):
+    """Resharding under writes: the slot of shard 0 moves to another node key by key
+    (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE, as redis-cli --cluster reshard
+    does) while events are written, each across two batches. Redis refuses a write
+    script that reaches a key already moved (its keys are in one slot, named in its
+    arguments); heliosd spills that write and replays it once the slot has moved.
+    Every event ends COMPLETE with one outcome."""
+    from redis.cluster import key_slot
+
+    config = cluster_config(redis_cluster.url, tmp_path, ", timeout_seconds = 0.5")
+    slot = key_slot(b"{helios-0}:open")
+    source = 0 if slot <= 5460 else 1 if slot <= 10922 else 2  # RedisCluster.start()
+    target = (source + 1) % 3
+    admins = [redis_py.Redis(port=n.port, decode_responses=True) for n in redis_cluster.nodes]
+    ids = [admin.execute_command("CLUSTER", "MYID") for admin in admins]
+    daemon = make_daemon(config)
+    await daemon.start()
+    events = [f"m{i}" for i in range(3000)]
+
+    async def ingest() -> None:
+        before: list[str] = []
+        for start in range(0, len(events) + 50, 50):
+            chunk = events[start : start + 50]
+            later = [copy(e, s) for e in before for s in ("gcp", "azure")]
+            await admit(daemon, *(copy(e, "aws") for e in chunk), *later)
+            before = chunk
+            await asyncio.sleep(0.01)
+
+    async def migrate() -> int:
+        await asyncio.sleep(0.5)
+        admins[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        admins[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        port, moved = redis_cluster.nodes[target].port, 0
+        while keys := admins[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 5):
+            admins[source].execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+            await asyncio.sleep(0.05)
+        for admin in admins:
+            admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return moved
+
+    try:
+        _, moved = await asyncio.gather(ingest(), migrate())
+        assert moved > 100
+        assert admins[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+        await daemon.pipeline.drain()
+        deadline = time.monotonic() + 60
+        while any(
+            v != "up" for k, v in daemon.services.reads.storage().details.items() if "health" in k
+        ):
+            assert time.monotonic() < deadline, daemon.services.reads.storage().details
+            await asyncio.sleep(0.2)
+        found = await records(daemon, events)
+        assert {found[e].status.name for e in events if e in found} == {"COMPLETE"}
+        assert len(found) == 3000
+        page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 10_000, None)
+        assert len(page) == 3000  # each once
+    finally:
+        await daemon.stop()
+        for admin in admins:
+            admin.close()
+
+
 async def test_a_cluster_primary_killed_fails_over_to_its_replica_and_nothing_is_lost(
     redis_cluster_with_replica, tmp_path
 ):
