@@ -30,6 +30,16 @@ def redis_config(url: str, data_dir, **extra: str):
     return make_config(**env)
 
 
+async def every_shard_up(daemon, seconds: float = 60.0) -> None:
+    """Wait until every shard's Redis health is "up" again (its spill replayed)."""
+    deadline = time.monotonic() + seconds
+    while any(
+        v != "up" for k, v in daemon.services.reads.storage().details.items() if "health" in k
+    ):
+        assert time.monotonic() < deadline, daemon.services.reads.storage().details
+        await asyncio.sleep(0.2)
+
+
 def cluster_config(url: str, data_dir, more: str = ""):
     """Six index shards on a Redis Cluster: six slots, which land on all three nodes."""
     return make_config(
@@ -455,12 +465,7 @@ async def test_a_cluster_node_away_spills_only_its_shards_and_they_catch_up(
         assert down == on_it, details
         redis_cluster.nodes[2].start()
         await admit(daemon, *(copy(e, "azure") for e in ids))
-        deadline = time.monotonic() + 60
-        while any(
-            daemon.services.reads.storage().details[f"shard {k} health"] != "up" for k in range(6)
-        ):
-            assert time.monotonic() < deadline, daemon.services.reads.storage().details
-            await asyncio.sleep(0.2)
+        await every_shard_up(daemon)
         found = await records(daemon, ids)
         assert {found[e].status.name for e in ids} == {"COMPLETE"}
         page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 200, None)
@@ -515,12 +520,7 @@ async def test_a_cluster_slot_migrated_while_heliosd_writes_loses_nothing(redis_
         assert moved > 100
         assert admins[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
         await daemon.pipeline.drain()
-        deadline = time.monotonic() + 60
-        while any(
-            v != "up" for k, v in daemon.services.reads.storage().details.items() if "health" in k
-        ):
-            assert time.monotonic() < deadline, daemon.services.reads.storage().details
-            await asyncio.sleep(0.2)
+        await every_shard_up(daemon)
         found = await records(daemon, events)
         assert {found[e].status.name for e in events if e in found} == {"COMPLETE"}
         assert len(found) == 3000
@@ -563,11 +563,7 @@ async def test_a_cluster_primary_killed_fails_over_to_its_replica_and_nothing_is
             await asyncio.sleep(0.2)
         await admit(daemon, *(copy(e, "gcp") for e in ids[150:]))
         await admit(daemon, *(copy(e, "azure") for e in ids))
-        while any(
-            daemon.services.reads.storage().details[f"shard {k} health"] != "up" for k in range(6)
-        ):
-            assert time.monotonic() < deadline, daemon.services.reads.storage().details
-            await asyncio.sleep(0.2)
+        await every_shard_up(daemon)
         found = await records(daemon, ids)
         assert {found[e].status.name for e in ids} == {"COMPLETE"}, len(found)
         page, _ = await daemon.index.list_outcomes(OutcomeQuery(), 1000, None)
