@@ -127,6 +127,7 @@ def test_events_get_outcomes_list_and_status(daemon_process):
     status = helios(daemon_process, "status")
     assert status.returncode == 0 and "COMPLETENESS" in status.stdout
     assert "bloom: 1 slices" in status.stdout and "per lookup" in status.stdout
+    assert "0 slices set aside" in status.stdout
     unknown = helios(daemon_process, "events", "get", "no-such-event")
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
     bad = helios(daemon_process, "outcomes", "list", "--kind", "PURPLE")

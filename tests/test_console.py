@@ -353,6 +353,7 @@ def test_storage_view_shows_the_durable_index_and_the_open_windows(console_daemo
         lambda: "time slices" in text_of(browser, ".helios-storage-bloom"), what="bloom filters"
     )
     assert "per lookup" in text_of(browser, ".helios-storage-bloom-fp")
+    assert "0 slices set aside" in text_of(browser, ".helios-storage-bloom-fp")
     browser.save_screenshot(str(ARTIFACTS / "console-storage.png"))
 
 

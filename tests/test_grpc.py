@@ -241,6 +241,7 @@ async def test_get_stats_and_get_metrics(served):
     bloom = stats.storage.bloom  # g1 closed: its three sources are in the filters
     assert bloom.slices == 1 and bloom.configured_error_rate == 0.001
     assert 0 < bloom.fill < 1e-5 and bloom.bytes > 0
+    assert bloom.slices_set_aside == 0  # no write was refused
     metrics = await query.GetMetrics(pb.GetMetricsRequest())
     assert len(metrics.minutes) >= 1
     assert metrics.minutes[0].features["event_rate_per_minute"] == 1.0
