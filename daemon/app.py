@@ -5,6 +5,7 @@ state and starts the pipeline, sources and jobs. Front-ends get `services` only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -293,13 +294,13 @@ class Daemon:
         self.loop.approve_at = f"{console_url}/recovery"
 
     async def adopt(self, take: Callable[[str], float | None]) -> int:
-        """SourceContext.adopt: the open windows the index holds that `take` accepts
-        join this process's reconciler, their deadlines moved as it says."""
-        records = await self.index.open_windows()
+        """SourceContext.adopt: the index's open windows `take` accepts, moved as it says."""
+        ask = functools.cache(take)  # once an id (Kafka's partitioner: 2 µs each)
+        records = await self.index.open_windows(lambda e: ask(e) is not None)
         now = self.clock.now()
         chosen: list[EventRecord] = []
         for rec in records:
-            shift = take(rec.event_id)
+            shift = ask(rec.event_id)
             if shift is None:
                 continue
             if rec.deadline > now - shift:  # it had time left when work on it stopped

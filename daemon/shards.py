@@ -194,8 +194,8 @@ class ShardedIndex:
             return True
         return False
 
-    async def open_windows(self) -> list[EventRecord]:
-        parts = await asyncio.gather(*(s.open_windows() for s in self.shards))
+    async def open_windows(self, wanted: Callable[[str], bool] | None = None) -> list[EventRecord]:
+        parts = await asyncio.gather(*(s.open_windows(wanted) for s in self.shards))
         return [rec for part in parts for rec in part]
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:

@@ -234,9 +234,11 @@ class IndexBackend(Protocol):
         """Hand back what claim() took (after the last write for it)."""
         ...
 
-    async def open_windows(self) -> list[EventRecord]:
-        """Every open window the store holds now (PENDING records), for a member of a
-        group to adopt the windows of the partitions it was given."""
+    async def open_windows(self, wanted: Callable[[str], bool] | None = None) -> list[EventRecord]:
+        """The open windows the store holds now (PENDING records) whose event id
+        `wanted` accepts (None: all), for a member of a group to adopt the windows of
+        the partitions it was given. A store that can ask before reading a record
+        does, so a member given one partition of twelve reads one twelfth of them."""
         ...
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]: ...

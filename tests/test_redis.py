@@ -611,6 +611,37 @@ async def test_a_member_whose_partitions_were_taken_over_unhanded_is_fenced(redi
         await b.stop()
 
 
+async def test_a_member_adopts_only_the_windows_it_takes_and_reads_only_their_records(
+    redis_server, tmp_path
+):
+    """Member a leaves 300 windows open in Redis; b adopts those `take` accepts (every
+    third), their deadlines moved by the shift it says, and Redis reads b only their
+    records (keyspace hits), not every open window's."""
+    a, b = await two_members(redis_server, tmp_path)
+    ids = [f"w-{k:03d}" for k in range(300)]
+    taken = set(ids[::3])
+    try:
+        await admit(a, *(copy(i, "aws") for i in ids))
+        await a.pipeline.drain()
+        await asyncio.wait_for(a.index.shared(), 5)
+        opened = await a.index.get_many(ids)
+        client = redis_py.Redis.from_url(redis_server.url)
+        hits = client.info("stats")["keyspace_hits"]
+        adopted = await b.adopt(lambda e: 5.0 if e in taken else None)
+        read = client.info("stats")["keyspace_hits"] - hits
+        client.close()
+        assert adopted == len(taken)
+        assert set(b.reconciler.open) == taken
+        for event_id in taken:
+            assert b.reconciler.open[event_id].deadline == opened[event_id].deadline + 5.0
+        # An unwanted window's record is never fetched (the old way read all 300); a few
+        # hits are the members' own keys (epoch, meta), read meanwhile.
+        assert len(taken) <= read < len(taken) + 10
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_server, tmp_path):
     """A write only the local spill holds is not "shared": shared() returns once Redis
     holds it, away() says why meanwhile, and claim() is refused until the spill is

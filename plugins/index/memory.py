@@ -131,7 +131,7 @@ class MemoryIndex:
     async def disown(self, names: Collection[str]) -> None:
         return None
 
-    async def open_windows(self) -> list[EventRecord]:
+    async def open_windows(self, wanted: Callable[[str], bool] | None = None) -> list[EventRecord]:
         return []  # open windows live in the reconciler of this process only
 
     def store(self, records: Sequence[EventRecord], outcomes: Sequence[Outcome]) -> None:

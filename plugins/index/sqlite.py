@@ -234,12 +234,14 @@ class SqliteIndex(MemoryIndex):
         self.marks = {key[5:]: int(value) for key, value in rows}
         return Resume(open_, self.saved_at, self._last_sequence)
 
-    async def open_windows(self) -> list[EventRecord]:
+    async def open_windows(self, wanted: Callable[[str], bool] | None = None) -> list[EventRecord]:
         """The open windows as the file holds them now (read in a thread, from a
         connection of its own: WAL lets it read beside the writer)."""
-        return await asyncio.to_thread(self._read_open, self.clock.now() - self.ttl)
+        return await asyncio.to_thread(self._read_open, self.clock.now() - self.ttl, wanted)
 
-    def _read_open(self, cutoff: float) -> list[EventRecord]:
+    def _read_open(
+        self, cutoff: float, wanted: Callable[[str], bool] | None = None
+    ) -> list[EventRecord]:
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             latest: dict[str, tuple[Any, ...]] = {}
@@ -249,7 +251,11 @@ class SqliteIndex(MemoryIndex):
                         latest[values[0]] = values
         finally:
             db.close()
-        return [record_from(v) for v in latest.values() if v[8] == PENDING and v[6] >= cutoff]
+        return [
+            record_from(v)
+            for v in latest.values()
+            if v[8] == PENDING and v[6] >= cutoff and (wanted is None or wanted(v[0]))
+        ]
 
     # ---- writing -------------------------------------------------------------------
     def write(
