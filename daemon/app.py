@@ -333,15 +333,11 @@ class Daemon:
             log.info("Bloom filters: %d records of the index added again", again)
 
     async def save_filters(self) -> str:
-        """Write the Bloom filters if they changed since the last save, from a thread."""
+        """Write the Bloom filters if they changed, once what they hold is stored."""
         store = self.filter_store
         if store is None:
             return "off"
-        blob = store.filters.snapshot(self.clock.now())
-        if blob is None:
-            return "unchanged"
-        await asyncio.to_thread(store.save, blob)
-        return f"{len(blob):,} bytes saved"
+        return await store.save_stored(self.clock.now(), self.pipeline.stored_so_far)
 
     async def stop(self) -> None:
         self.ready = False

@@ -25,11 +25,12 @@ benchmarks/bloom.py measures it and compares with pybloom-live and rbloom.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class DeliveryFilters:
         self.live = 0  # bit mask of slots in use
         # Slots whose records may not be in the index (distrust): not asked any more.
         self.distrusted = 0
+        self.distrusts = 0  # calls of distrust(): a save waiting for writes checks it
         self._slot: int | None = None  # the current slice's slot
         self.aged_late = 0
         self.aged_duplicates = 0
@@ -141,6 +143,7 @@ class DeliveryFilters:
         order = sorted(live, key=lambda j: self.slots[j][0])  # type: ignore[index]
         ends = {j: self.slots[k][1] for j, k in pairwise(order)}  # type: ignore[index]
         hit = [j for j in live if ends.get(j, now) >= since]
+        self.distrusts += 1
         for j in hit:
             self.distrusted |= 1 << j
         if self._slot is not None and self._slot in hit:
@@ -330,3 +333,23 @@ class FilterStore:
     def save(self, blob: bytes) -> None:
         """Write a snapshot (from a thread: it is fsynced)."""
         write_atomic(self.path, blob)
+
+    async def save_stored(self, now: float, stored: Callable[[], Awaitable[bool]]) -> str:
+        """Write the filters if they changed since the last save, but only once every
+        write handed to the index before the snapshot is stored (`stored()`: False if
+        one failed). A record's bits and its write are made in one step
+        (Pipeline._flush); the write is stored later. Saved in between, then killed
+        with -9, the filters would remember events nothing stored, and their copies,
+        sent or read again, would be judged DUPLICATE or LATE. A failed write, or a
+        distrust() meanwhile (a write refused): this snapshot is dropped, the next
+        run saves."""
+        filters = self.filters
+        distrusts = filters.distrusts
+        blob = filters.snapshot(now)
+        if blob is None:
+            return "unchanged"
+        if not await stored() or filters.distrusts != distrusts:
+            filters.dirty = True
+            return "not saved: a write it covers was not stored; the next run saves"
+        await asyncio.to_thread(self.save, blob)
+        return f"{len(blob):,} bytes saved"

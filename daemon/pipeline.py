@@ -282,6 +282,11 @@ class Pipeline:
         while self._writing:
             await _quietly(self._writing.popleft())
 
+    async def stored_so_far(self) -> bool:
+        """Wait for every write handed to the index so far; False if one failed."""
+        results = await asyncio.gather(*self._writing, return_exceptions=True)
+        return not any(isinstance(r, BaseException) for r in results)
+
     async def settle(self) -> None:
         """Wait until the reconciler task has taken every queued batch (drain() does
         the work itself: for tests and shutdown, when that task is stopped). While the

@@ -127,6 +127,34 @@ def test_slices_distrusted_since_a_time_are_not_asked_and_stay_so_after_a_restar
     assert not again.aged("refused", 0b110)
 
 
+async def test_a_snapshot_whose_writes_failed_or_were_refused_meanwhile_is_not_saved(tmp_path):
+    """save_stored waits for the index's writes; one failed, or a distrust() while it
+    waited (a write refused): nothing is written, and the next run saves."""
+    filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 8)
+    store = FilterStore(filters, str(tmp_path))
+    filters.add_records([("e1", 0b111)], 10.0)
+
+    async def failed() -> bool:
+        return False
+
+    async def refused_meanwhile() -> bool:
+        filters.distrust(5.0, 11.0)
+        return True
+
+    async def stored() -> bool:
+        return True
+
+    assert (await store.save_stored(11.0, failed)).startswith("not saved")
+    assert not store.path.exists() and filters.dirty
+    assert (await store.save_stored(12.0, refused_meanwhile)).startswith("not saved")
+    assert not store.path.exists()
+    assert (await store.save_stored(13.0, stored)).endswith("bytes saved")
+    again = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 8)
+    assert FilterStore(again, str(tmp_path)).load() == 13.0
+    assert not again.aged("e1", 0b110)  # set aside by the distrust, and saved so
+    assert await store.save_stored(14.0, failed) == "unchanged"
+
+
 def test_filters_survive_a_save_and_a_damaged_or_resized_file_is_set_aside(tmp_path):
     filters = DeliveryFilters(SOURCES, 1_000, 0.01, 60.0, 3)
     store = FilterStore(filters, str(tmp_path))

@@ -40,12 +40,14 @@ class State:
         import marshal
 
         found: dict[str, list[tuple[str, tuple]]] = {}
+        self.writers: dict[str, list[tuple[str, str, int]]] = {}  # for failure messages
         for prefix in self.prefixes:
             for member in members:
                 for _, fields in self.client.xrange(f"{prefix}:outcomes:{member}"):
-                    for _, kind, event_id, _, sources, _, _ in marshal.loads(fields[b"b"]):
+                    for seq, kind, event_id, _, sources, _, _ in marshal.loads(fields[b"b"]):
                         name = pb.OutcomeKind.Name(kind).removeprefix("OUTCOME_KIND_")
                         found.setdefault(event_id, []).append((name, tuple(sources)))
+                        self.writers.setdefault(event_id, []).append((member, name, seq))
         return found
 
     def close(self) -> None:
@@ -172,7 +174,15 @@ def settled_once_rightly(redis_url: str, ids: list[str], dropped: dict[str, str]
             "every event to be decided",
         )
         time.sleep(3.0)  # a second decision, if any, would show up now
-        decided_once_rightly(state.outcomes(names), ids, dropped)
+        found = state.outcomes(names)
+        try:
+            decided_once_rightly(found, ids, dropped)
+        except AssertionError as failure:  # which member said what, in what order
+            odd = [e for e in ids if len(found.get(e, [])) != 1][:5]
+            said = {e: state.writers[e] for e in odd}
+            raise AssertionError(
+                f"{failure}\nwritten by (member, kind, sequence): {said}"
+            ) from None
     finally:
         state.close()
 

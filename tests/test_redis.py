@@ -6,6 +6,8 @@ past the spill budget admission pushes back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -640,6 +642,47 @@ async def test_a_member_adopts_only_the_windows_it_takes_and_reads_only_their_re
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_bloom_filters_are_saved_only_once_the_writes_they_cover_are_stored(
+    redis_server, tmp_path
+):
+    """A snapshot of the Bloom filters taken while the write of its records waits for
+    Redis (stopped with SIGSTOP: it answers nothing) is written only once that write is
+    stored: a kill -9 in between would leave filters remembering an event nothing
+    stored, and its copies, sent again, would be judged DUPLICATE."""
+    options = f'{{ url = "{redis_server.url}", timeout_seconds = 5.0 }}'
+    config = redis_config(
+        redis_server.url,
+        tmp_path,
+        INDEX__OPTIONS=options,
+        INDEX__BLOOM__ENABLED="true",
+        INDEX__BLOOM__CAPACITY="100000",
+    )
+    daemon = make_daemon(config)
+    await daemon.start()
+    assert daemon.filter_store is not None and redis_server.proc is not None
+    path, pid = daemon.filter_store.path, redis_server.proc.pid
+    try:
+        await admit(daemon, copy("e1", "aws"))  # its window is open: no lookup below
+        os.kill(pid, signal.SIGSTOP)
+        admitting = asyncio.ensure_future(admit(daemon, copy("e1", "gcp"), copy("e1", "azure")))
+        filters = daemon.reconciler.filters
+        assert filters is not None
+        for _ in range(100):  # reconciled: closed and in the filters, its write waits
+            if any(info and info[2] for info in filters.slots):
+                break
+            await asyncio.sleep(0.01)
+        saving = asyncio.ensure_future(daemon.save_filters())
+        await asyncio.sleep(0.5)
+        assert not saving.done() and not path.exists()
+        os.kill(pid, signal.SIGCONT)
+        assert (await asyncio.wait_for(saving, 10)).endswith("bytes saved")
+        await asyncio.wait_for(admitting, 10)
+        assert path.exists()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await daemon.stop()
 
 
 async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_server, tmp_path):
