@@ -126,8 +126,9 @@ def schedule(d: Daemon) -> None:
             "bloom-save",
             300.0,
             d.save_filters,
-            "write the Bloom filters if they changed (from a thread); a restart adds back "
-            "what the index holds that closed after the save",
+            "write the Bloom filters if they changed, once the writes they cover are stored "
+            "(from a thread); a restart adds back what the index holds that closed after "
+            "the save",
             wall_clock=True,
         )
     if d.detection.detectors:
