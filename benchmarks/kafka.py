@@ -42,17 +42,19 @@ from tests.conftest import KafkaBroker, RedisServer, start_daemon_process  # noq
 SOURCES = ("aws", "gcp", "azure")
 
 
-async def fill(bootstrap: str, events: int) -> float:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics(
-        [NewTopic(n, 12, 1) for n in ("helios.events", "helios.outcomes", "helios.dlq")]
-    )
-    await admin.close()
+async def fill(bootstrap: str, events: int, start: int = 0, create: bool = True) -> float:
+    """Events `start` to `start + events`, three copies each (the topics made first)."""
+    if create:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        await admin.create_topics(
+            [NewTopic(n, 12, 1) for n in ("helios.events", "helios.outcomes", "helios.dlq")]
+        )
+        await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262144)
     await producer.start()
     started = time.perf_counter()
-    for i in range(events):
+    for i in range(start, start + events):
         event_id = f"k-{i:08d}"
         payload = orjson.dumps({"id": event_id, "amount": i % 100, "currency": "EUR"})
         for source in SOURCES:
