@@ -685,6 +685,43 @@ async def test_bloom_filters_are_saved_only_once_the_writes_they_cover_are_store
         await daemon.stop()
 
 
+async def test_a_partition_is_handed_back_only_after_the_writes_made_for_it(
+    redis_server, tmp_path, monkeypatch
+):
+    """disown() goes to Redis on another connection than the writer: it must wait for
+    the writes made before it (a window the sweep closed just before a revocation),
+    or the next owner, fencing no one, could adopt a window that a late write of this
+    member then closes too: two final outcomes. The writer is slowed by 0.5 s."""
+    a, b = await two_members(redis_server, tmp_path)
+    name = ["kafka/g/t/1"]
+    send = a.index._send
+
+    async def slow(writes):
+        await asyncio.sleep(0.5)
+        return await send(writes)
+
+    try:
+        await a.index.claim(name)
+        monkeypatch.setattr(a.index, "_send", slow)
+        admitting = asyncio.ensure_future(admit(a, copy("last", "aws")))
+        for _ in range(100):  # reconciled: its write is with the writer
+            if "last" in a.index._unsent:
+                break
+            await asyncio.sleep(0.01)
+        await a.index.disown(name)
+        client = redis_py.Redis.from_url(redis_server.url)
+        assert client.exists("helios:{last}")  # the write landed before the hand-back
+        assert client.hget("helios:owners", name[0]) is None
+        client.close()
+        await admitting
+        await b.index.claim(name)  # handed back: a is not fenced
+        await admit(a, copy("after", "aws"))
+        assert "0 writes refused" in a.index.describe()["fencing"]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_shared_waits_for_the_spill_and_claim_waits_for_shared(redis_server, tmp_path):
     """A write only the local spill holds is not "shared": shared() returns once Redis
     holds it, away() says why meanwhile, and claim() is refused until the spill is

@@ -585,10 +585,18 @@ class RedisIndex:
 
     async def disown(self, names: Collection[str]) -> None:
         """Hand these partitions back after this member's last write for them: whoever
-        takes them next fences no one."""
+        takes them next fences no one. The writes made before go first (DISOWN travels
+        on another connection than the writer and could overtake them: the next owner
+        would adopt a window a late write of this member then closes too). Not in Redis
+        within `timeout_seconds`: OSError, and the partitions stay claimed (the next
+        owner fences this member instead)."""
         redis = self.redis
-        if redis is None or self.down_since is not None:
-            raise OSError(f"Redis at {self.url} is unreachable: partitions stay claimed")
+        if redis is None or self.away() is not None:
+            raise OSError(f"partitions stay claimed: {self.away() or 'not open'}")
+        try:
+            await asyncio.wait_for(self.shared(), self.timeout)
+        except TimeoutError as exc:
+            raise OSError(f"Redis at {self.url}: earlier writes not stored yet") from exc
         try:
             await redis.eval(DISOWN, 1, self._open_key, self.prefix, self.member, *names)
         except RedisError as exc:
