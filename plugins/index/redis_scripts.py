@@ -26,7 +26,7 @@ from __future__ import annotations
 # are what a write costs Redis (each one from Lua costs about a microsecond besides its
 # work), so the open set changes go as one ZADD and one ZREM per 1,000 ids, and the
 # outcomes as one XADD. A record is one SETEX, its TTL passed as the string it came as
-# (SET .. EX with a Lua number cost Redis 11-14% more per record:
+# (SET .. EX with a Lua number cost Redis 12-15% more per record:
 # benchmarks/redis_script.py).
 # A write sent again (it reached Redis, but its answer did not reach heliosd, so it
 # was spilled and replayed) adds no second stream entry: the member's last_sequence
