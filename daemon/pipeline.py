@@ -29,7 +29,12 @@ log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
 MAX_WRITES_IN_FLIGHT = 64  # index writes the reconciler may run ahead of
 MERGE_COPIES = 1024  # queued copies reconciled together when each batch asks the index
-SWEEP_CHUNK = 2000  # windows decided by the sweep between two turns of the event loop
+# The sweep decides windows in chunks, letting the event loop serve others between two:
+# a chunk is sized to take about SWEEP_SLICE_SECONDS, from what the last one took, so a
+# slower machine (or index) gets smaller chunks, not longer waits.
+SWEEP_SLICE_SECONDS = 0.008
+SWEEP_CHUNK = 2000  # the first chunk's size
+SWEEP_CHUNK_BOUNDS = (50, 20_000)
 HOLD_SECONDS = 0.05  # how often a held reconciler looks again
 
 
@@ -122,6 +127,8 @@ class Pipeline:
         # With a partitioned input (Kafka), stored means in the store the members
         # share: a spilled write is refused if its partitions moved meanwhile.
         self.shared: Callable[[], Awaitable[None]] | None = None
+        self.sweep_chunk = SWEEP_CHUNK  # windows per sweep chunk, adapted as it goes
+        self.timer: Callable[[], float] = time.perf_counter  # what a chunk took (tests)
 
     # ---- ingest -------------------------------------------------------------------
     def check(
@@ -255,19 +262,30 @@ class Pipeline:
             self.latencies_ms.extend([latency] * completes)
 
     async def sweep(self) -> int:
-        """Decide every window past its deadline, SWEEP_CHUNK at a time, letting the
-        event loop serve others between chunks: 400,000 windows expiring together held
-        it 1.3 s in one piece (benchmarks/sweep_stalls.py)."""
+        """Decide every window past its deadline in chunks, letting the event loop serve
+        others between them: 400,000 windows expiring together held it 1.3 s in one
+        piece (benchmarks/sweep_stalls.py). Each chunk is sized from what the last one
+        took (deciding it and handing it to the index) to take about
+        SWEEP_SLICE_SECONDS: chunks of a fixed 2,000 took 27 ms each on a machine twice
+        as slow as usual, and two of them back to back (the sweep and a batch, or two
+        sweeps) held the loop 56-67 ms."""
         total = 0
+        low, high = SWEEP_CHUNK_BOUNDS
         while True:
             if self.may_apply is not None and not self.may_apply():
                 return total  # a freeze between two chunks: the rest waits
             async with self.lock:
-                declared = self.reconciler.sweep(self.clock.now(), SWEEP_CHUNK)
+                chunk = self.sweep_chunk
+                started = self.timer()
+                declared = self.reconciler.sweep(self.clock.now(), chunk)
                 written = self._flush([])
+                took = self.timer() - started
+            if declared == chunk and took > 0:  # a full chunk: its time says what fits
+                scale = min(2.0, max(0.5, SWEEP_SLICE_SECONDS / took))
+                self.sweep_chunk = min(high, max(low, round(chunk * scale)))
             await self._bound_writes(written)
             total += declared
-            if declared < SWEEP_CHUNK:
+            if declared < chunk:
                 return total
             await asyncio.sleep(0)
 

@@ -5,6 +5,7 @@ growing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from helios.daemon.model import OutcomeKind
@@ -78,6 +79,42 @@ async def test_a_sweep_of_many_windows_decides_them_all_in_chunks_that_let_the_l
     assert not daemon.reconciler.open
     assert daemon.reconciler.outcome_counts[OutcomeKind.MISSING] == n
     assert turns >= 1  # the loop ran between the chunks (0 when swept in one piece)
+
+
+async def test_the_sweep_sizes_its_chunks_by_what_the_last_one_took():
+    """A chunk is sized to take about SWEEP_SLICE_SECONDS: on a machine where a window
+    costs 20 us to decide the chunks shrink to 400 (8 ms), where it costs 1 us they grow,
+    within their bounds. The time is a fake clock advanced per window decided."""
+    from helios.daemon import pipeline as pipeline_mod
+
+    for cost, settled in ((20e-6, 400), (1e-6, 8000)):
+        daemon = make_daemon()
+        n = 40_000
+        for start in range(0, n, 10_000):
+            ids = range(start, start + 10_000)
+            await daemon.admission.admit([copy(f"e{i}", "aws") for i in ids])
+        await daemon.pipeline.drain()
+        now = [0.0]
+        chunks: list[int] = []
+
+        def timed(
+            at: float, limit: int, sweep=daemon.reconciler.sweep, now=now, chunks=chunks, cost=cost
+        ) -> int:
+            chunks.append(limit)
+            declared = sweep(at, limit)
+            now[0] += declared * cost
+            return declared
+
+        daemon.reconciler.sweep = timed  # type: ignore[method-assign]
+        daemon.pipeline.timer = lambda now=now: now[0]
+        daemon.clock.advance(60.0)
+        assert await daemon.pipeline.sweep() == n
+        assert daemon.reconciler.outcome_counts[OutcomeKind.MISSING] == n
+        assert chunks[0] == pipeline_mod.SWEEP_CHUNK
+        # each chunk at most halves or doubles, then stays where it takes 8 ms
+        assert all(b <= a * 2 and b >= a // 2 for a, b in itertools.pairwise(chunks))
+        assert chunks[-2] == settled, chunks
+        assert daemon.pipeline.sweep_chunk == settled  # the next sweep starts there
 
 
 async def test_deep_json_and_impossible_timestamps_are_named_rejections_not_errors():
