@@ -179,17 +179,21 @@ class DeliveryFilters:
             start += len(chunk)
             self.dirty = True
 
-    def _set(self, index: int, ids: list[bytes], bit: np.unsignedinteger) -> None:
+    def _positions(self, index: int, ids: list[bytes]) -> NDArray[np.uint64]:
+        """The k positions of each id in source `index`'s words, one row per id: (h1 + i
+        h2) mod m, h1 and h2 the halves of the id's hash (as _slots_holding)."""
         digests = b"".join([xxh3_128_digest(e, index) for e in ids])
         pairs = np.frombuffer(digests, dtype=">u8").astype(np.uint64).reshape(-1, 2)
         m = np.uint64(self.m)
         h1 = pairs[:, :1] % m
         h2 = (pairs[:, 1:] | np.uint64(1)) % m
-        positions = (h1 + self._steps * h2) % m  # < 64 m: no overflow
+        return (h1 + self._steps * h2) % m  # < 64 m: no overflow
+
+    def _set(self, index: int, ids: list[bytes], bit: np.unsignedinteger) -> None:
         # One bit for the whole flush: where a position repeats, every write is the same
         # value, so plain fancy indexing is right (and 3x faster than bitwise_or.at).
         words = self.words[index]
-        flat = positions.ravel()
+        flat = self._positions(index, ids).ravel()
         words[flat] |= bit
 
     def _slots_holding(self, encoded: bytes, index: int, slots: int) -> int:
@@ -220,6 +224,27 @@ class DeliveryFilters:
             if not slots:
                 return False  # a new event: the common answer, after a few reads
         return True
+
+    def aged_many(self, asks: Sequence[tuple[str, int]]) -> list[bool]:
+        """aged() for many (event_id, others) at once, as the reconciler asks for a
+        batch: per source, one numpy gather of the k words of every id still in
+        question, ANDed along each row. The same answers; about a third of the time per
+        id with every slice full (benchmarks/bloom.py), because the reads of many ids
+        overlap instead of one Python step each."""
+        slots = np.full(len(asks), self.live & ~self.distrusted, dtype=np.uint64)
+        others = np.fromiter((o for _, o in asks), dtype=np.int64, count=len(asks))
+        encoded: list[bytes] | None = None
+        for index in range(len(self.sources)):
+            # the ids this source is asked about and that every earlier one held
+            rows = np.flatnonzero((others >> index & 1).astype(bool) & (slots != 0))
+            if not len(rows):
+                continue
+            if encoded is None:
+                encoded = [event_id.encode() for event_id, _ in asks]
+            positions = self._positions(index, [encoded[r] for r in rows])
+            held = np.bitwise_and.reduce(self.words[index][positions], axis=1)
+            slots[rows] &= held.astype(np.uint64)
+        return (slots != 0).tolist()  # type: ignore[no-any-return]
 
     def delivered(self, event_id: str, mask: int) -> int:
         """The sources in `mask` that delivered `event_id` in some slice kept."""

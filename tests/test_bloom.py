@@ -248,3 +248,43 @@ async def test_a_fresh_copy_is_never_judged_by_the_filters():
     )
     assert "fresh" in daemon.reconciler.open
     assert _outcomes(daemon, "old") == ["LATE"]
+
+
+def test_asked_for_many_ids_at_once_the_filters_answer_as_asked_one_by_one():
+    """aged_many (what the reconciler asks, per batch) against aged, over slices that
+    split an event's sources, a slice set aside, strangers and every mask of others."""
+    rng = random.Random(7)
+    filters = DeliveryFilters(SOURCES, 2_000, 0.05, 3600.0, 8)  # high error: many hits
+    filters.add_records([(f"a{i}", rng.randrange(1, 8)) for i in range(600)], 1.0)
+    filters.add_records([(f"a{i}", rng.randrange(1, 8)) for i in range(300, 900)], 2.0)
+    filters.distrust(1.5, 2.0)  # the slices of the second add are set aside
+    filters.add_records([(f"c{i}", 0b111) for i in range(400)], 3.0)
+    asks = [(f"{p}{i}", rng.randrange(1, 8)) for p in "acs" for i in range(900)]
+    one_by_one = [filters.aged(event_id, others) for event_id, others in asks]
+    assert filters.aged_many(asks) == one_by_one
+    assert 0 < sum(one_by_one) < len(asks)  # both answers are given, not one for all
+    assert filters.aged_many([]) == []
+
+
+async def test_the_reconciler_asks_the_filters_once_per_batch():
+    """A batch of copies of forgotten events asks the filters once for all of them (one
+    gather per source), not once per copy; the outcomes are those of one-by-one asks."""
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    await feed(daemon, *(copy(f"w{i}", s) for i in range(50) for s in SOURCES))
+    await _forget(daemon, 120)
+    filters = daemon.reconciler.filters
+    asked: list[int] = []
+    many = filters.aged_many
+
+    def counted(asks):
+        asked.append(len(asks))
+        return many(asks)
+
+    def one(*_):
+        raise AssertionError("asked one id at a time")
+
+    filters.aged_many, filters.aged = counted, one
+    await feed(daemon, *(copy(f"w{i}", "gcp") for i in range(50)), copy("new", "aws"))
+    assert asked == [51]
+    assert all(_outcomes(daemon, f"w{i}") == ["DUPLICATE"] for i in range(50))
+    assert "new" in daemon.reconciler.open
