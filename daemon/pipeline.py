@@ -23,7 +23,7 @@ from helios.daemon.plugins import PluginManager
 from helios.daemon.query import OutcomeQuery
 from helios.daemon.reconciler import Reconciler
 from helios.daemon.telemetry import Telemetry
-from helios.daemon.types import IndexBackend, PublishResult, QueueFull
+from helios.daemon.types import IndexBackend, PublishResult, QueueFull, forgotten_until
 
 log = logging.getLogger("helios.pipeline")
 COMPLETE = OutcomeKind.COMPLETE
@@ -128,6 +128,10 @@ class Pipeline:
         # share: a spilled write is refused if its partitions moved meanwhile.
         self.shared: Callable[[], Awaitable[None]] | None = None
         self.sweep_chunk = SWEEP_CHUNK  # windows per sweep chunk, adapted as it goes
+        # Records first seen since this process began are in the index unless it says
+        # it forgot them (forgotten_until): the Bloom filters are asked only about
+        # copies of events produced before (Reconciler._aged).
+        self.since = clock.now()
         self.timer: Callable[[], float] = time.perf_counter  # what a chunk took (tests)
 
     # ---- ingest -------------------------------------------------------------------
@@ -246,7 +250,10 @@ class Pipeline:
             if closed is None:  # fetch the closed records this batch touches
                 unknown = {c[0] for c in copies if c[0] not in open_}
                 closed = await self.index.get_many(unknown) if unknown else {}
-            self.reconciler.apply(copies, self.clock.now(), closed)
+            now = self.clock.now()
+            if self.reconciler.filters is not None:
+                self.reconciler.forgotten = max(self.since, forgotten_until(self.index, now))
+            self.reconciler.apply(copies, now, closed)
             completes = self.reconciler.completed_in_batch
             if received is not None and self.telemetry is not None and copies:
                 self.telemetry.reconciled(copies[0][0], received, completes)

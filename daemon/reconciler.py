@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class Reconciler:
         self._batch: list[Checked] | None = None  # the batch apply() takes (for _ask)
         self._asked: dict[tuple[str, int], bool] | None = None  # its answers, once asked
         self.aged_late_by = 0.0  # the LATE of an aged-out event: late by at least the TTL
+        # Records first seen after this are all in the index (Pipeline.process sets it
+        # from the index); inf: not known, the filters are asked about every stamp.
+        self.forgotten = math.inf
 
     def set_excluded(self, names: Iterable[str]) -> None:
         """Stop expecting these sources (failover): new events do not wait for them and
@@ -285,6 +289,21 @@ class Reconciler:
         self._count_closed_full(acc)
         self._batch = self._asked = None
 
+    def _may_be_forgotten(self, route: Route, produced_at: float) -> bool:
+        """Could the index have forgotten the record of an event its producer stamped
+        `produced_at`? If not, the filters are not asked, so their false positives
+        (keep x error_rate^2 per new event with every slice full) never turn a new
+        event LATE or DUPLICATE:
+        - stamped within the route's window (+ grace) of now: its record, if any, has
+          hardly closed, let alone left;
+        - stamped after `forgotten` (the latest first_seen of a record the index may
+          no longer hold, or this process's start), by more than that window: its
+          record was first seen later still, so it is in the index. The window is the
+          room left for a producer's clock running ahead.
+        Unstamped (0) or older: asked."""
+        margin = route.window + route.grace
+        return abs(self.now - produced_at) >= margin and produced_at <= self.forgotten + margin
+
     def _ask(self, event_id: str, others: int) -> bool:
         """filters.aged(event_id, others), asked at the batch's first need for every copy
         of the batch that may need it (DeliveryFilters.aged_many: one gather per source
@@ -296,13 +315,13 @@ class Reconciler:
         if asked is None:
             # An event's first copy asks; after it the event is open or closed (dirty).
             firsts: dict[str, int] = {}
-            open_, dirty, now, source_index = self.open, self.dirty, self.now, self.source_index
+            open_, dirty, source_index = self.open, self.dirty, self.source_index
             for copy in self._batch or ():
                 if copy[0] in firsts or copy[0] in open_ or copy[0] in dirty:
                     continue
                 route = self.route(copy[2], copy[0])
-                if abs(now - copy[3]) < route.window + route.grace:
-                    continue  # stamped recently: never asked (_aged)
+                if not self._may_be_forgotten(route, copy[3]):
+                    continue  # never asked (_aged)
                 firsts[copy[0]] = route.expected & ~(1 << source_index[copy[1]])
             keys = [item for item in firsts.items() if item[1]]
             asked = self._asked = dict(zip(keys, filters.aged_many(keys), strict=True))
@@ -383,11 +402,7 @@ class Reconciler:
         filters = self.filters
         assert filters is not None
         now = self.now
-        # A copy its producer stamped within the route's window of now cannot be of an
-        # event whose record has closed, let alone left the index: the filters are not
-        # asked, so their false positives (keep x error_rate^2 per new event with every
-        # slice full) never turn a fresh event LATE. Unstamped (0) or older: asked.
-        if abs(now - produced_at) < route.window + route.grace:
+        if not self._may_be_forgotten(route, produced_at):
             return False
         others = route.expected & ~(1 << si)
         if not others or not self._ask(event_id, others):

@@ -21,7 +21,7 @@ from collections.abc import (
 
 from helios.daemon.model import EventRecord, Outcome
 from helios.daemon.query import OutcomeQuery
-from helios.daemon.types import IndexBackend, Resume
+from helios.daemon.types import IndexBackend, Resume, forgotten_until
 from xxhash import xxh3_64_intdigest
 
 _MASK = (1 << 64) - 1
@@ -223,6 +223,9 @@ class ShardedIndex:
 
     async def count(self) -> int:
         return sum(await asyncio.gather(*(s.count() for s in self.shards)))
+
+    def forgotten_until(self, now: float) -> float:
+        return max(forgotten_until(s, now) for s in self.shards)
 
     def pushback(self) -> str | None:
         return next((r for s in self.shards if (r := s.pushback()) is not None), None)

@@ -255,6 +255,13 @@ class IndexBackend(Protocol):
 
     async def count(self) -> int: ...
 
+    def forgotten_until(self, now: float) -> float:
+        """The latest first_seen (daemon clock) of a record this index may no longer
+        hold (TTL, size bound): a record first seen later is still here, so the Bloom
+        filters are not asked about copies of events produced later (an event's
+        record is first seen after it is produced). An index that cannot tell: `now`."""
+        ...
+
     def pushback(self) -> str | None:
         """Why admission should refuse new batches now (RESOURCE_EXHAUSTED), or None: an
         index buffering for a store that is away says so when its budget is spent."""
@@ -454,3 +461,9 @@ class Action(Protocol):
 
 
 ActionFactory = Callable[[Mapping[str, Any]], Action]
+
+
+def forgotten_until(index: IndexBackend, now: float) -> float:
+    """index.forgotten_until(now); `now` (nothing known) for an index plugin without it."""
+    method = getattr(index, "forgotten_until", None)
+    return now if method is None else float(method(now))

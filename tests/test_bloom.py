@@ -288,3 +288,62 @@ async def test_the_reconciler_asks_the_filters_once_per_batch():
     assert asked == [51]
     assert all(_outcomes(daemon, f"w{i}") == ["DUPLICATE"] for i in range(50))
     assert "new" in daemon.reconciler.open
+
+
+async def test_an_event_produced_since_the_index_last_forgot_a_record_is_not_asked():
+    """The filters answer only for events whose record may have left the index. An
+    event produced after this process began, and after the latest first copy of any
+    record the index let go, by more than the window, has its record in the index if
+    it has one: the filters are not asked, so a false positive of theirs (forced here)
+    cannot make it LATE. The same false positive for an event produced before the
+    start is believed: that is what the filters are for."""
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    start = daemon.clock.now()
+    filters = daemon.reconciler.filters
+    filters.add_records([("fresh", 0b110), ("before", 0b110)], start)  # false positives
+    daemon.clock.advance(100.0)
+    await feed(daemon, copy("fresh", "aws", produced_at=start + 50.0))
+    await feed(daemon, copy("before", "aws", produced_at=start - 50.0))
+    assert "fresh" in daemon.reconciler.open  # a new window, as it should be
+    assert _outcomes(daemon, "before") == ["LATE"]  # asked: older than this process
+
+
+async def test_once_the_index_forgets_a_record_the_filters_answer_for_events_before_it():
+    """A record that left the index (TTL) moves the line: a stamped late copy of its
+    event, produced before its first copy, is recognised by the filters; the
+    index says how far it forgot (forgotten_until)."""
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    daemon.clock.advance(30.0)
+    produced = daemon.clock.now() - 1.0
+    await feed(daemon, *(copy("whole", s, produced_at=produced) for s in SOURCES))
+    first_seen = daemon.clock.now()
+    await _forget(daemon, 120)
+    assert await daemon.index.count() == 0
+    assert daemon.index.forgotten_until(daemon.clock.now()) == first_seen
+    await feed(daemon, copy("whole", "gcp", produced_at=produced))
+    assert _outcomes(daemon, "whole") == ["DUPLICATE"]
+    assert "whole" not in daemon.reconciler.open
+
+
+def test_the_memory_index_says_how_far_it_forgot_and_redis_while_away_says_everything():
+    from helios.daemon.model import EventRecord
+    from helios.plugins.index.memory import MemoryIndex
+
+    index = MemoryIndex(ttl_seconds=60.0, max_records=2)
+    assert index.forgotten_until(500.0) == float("-inf")
+    index._put([EventRecord(f"e{i}", "t", 0b111, 3, 100.0 + i, 200.0) for i in range(3)])
+    assert index.forgotten_until(500.0) == 100.0  # e0 evicted by the size bound
+    from pathlib import Path
+
+    from helios.daemon.clock import ManualClock
+    from helios.plugins.index.redis import RedisIndex
+
+    redis = RedisIndex(
+        "redis://127.0.0.1:1/0", "p", "m", 3600.0, 10, Path("/nonexistent/spill"), 1, 1.0,
+        ManualClock(), tenant_ttl={"acme": 600.0},
+    )  # fmt: skip
+    assert redis.forgotten_until(10_000.0) == 10_000.0 - 600.0  # the shortest TTL
+    redis.tenant_ttl = {}
+    assert redis.forgotten_until(10_000.0) == 10_000.0 - 3600.0
+    redis.down_since = 1.0
+    assert redis.forgotten_until(10_000.0) == 10_000.0  # nothing is looked up there

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import (
@@ -96,6 +97,7 @@ class MemoryIndex:
         self._dropped: list[tuple[float, str]] = []
         self.track_evictions = False
         self.marks: dict[str, int] = {}
+        self._forgotten = -math.inf  # the latest first_seen of a record that left
 
     durable = False
 
@@ -170,6 +172,7 @@ class MemoryIndex:
             first_seen, event_id = order.popleft()
             if stored.pop(event_id, None) is not None:
                 excess -= 1
+                self._forgotten = max(self._forgotten, first_seen)
                 if self.track_evictions:
                     self._dropped.append((first_seen, event_id))
 
@@ -221,15 +224,20 @@ class MemoryIndex:
         stored = self.records
         order = self._order
         removed = 0
+        forgotten = self._forgotten
         while order and order[0][0] < cutoff:
-            _, event_id = order.popleft()
+            first_seen, event_id = order.popleft()
             if stored.pop(event_id, None) is not None:
                 removed += 1
+                forgotten = max(forgotten, first_seen)
         for tenant, queue in self._tenant_order.items():
             tenant_cutoff = now - self.tenant_ttl[tenant]
             while queue and queue[0][0] < tenant_cutoff:
-                if stored.pop(queue.popleft()[1], None) is not None:
+                first_seen, event_id = queue.popleft()
+                if stored.pop(event_id, None) is not None:
                     removed += 1
+                    forgotten = max(forgotten, first_seen)
+        self._forgotten = forgotten
         # A tenant's outcomes stay in the log until the index's own TTL: ListOutcomes
         # leaves out those past the tenant's (OutcomeQuery.cutoffs).
         log = self._log
@@ -240,6 +248,9 @@ class MemoryIndex:
 
     async def count(self) -> int:
         return len(self.records)
+
+    def forgotten_until(self, now: float) -> float:
+        return self._forgotten
 
     def pushback(self) -> str | None:
         return None

@@ -336,6 +336,16 @@ class RedisIndex:
             return f"Redis at {self.url} is back: {self.spill.rows:,} spilled writes to replay"
         return None
 
+    def forgotten_until(self, now: float) -> float:
+        """Redis drops a record `ttl` seconds after its last write (a tenant's sooner),
+        which is after its first copy: one first seen since then is there. (A Redis
+        that evicts keys under maxmemory would break this: run it with noeviction.)
+        While Redis is unreachable nothing is looked up there (get_many): every record
+        may be missed, so `now`."""
+        if self.down_since is not None:
+            return now
+        return now - min([self.ttl, *self.tenant_ttl.values()])
+
     def pushback(self) -> str | None:
         if self.spill.bytes >= self.spill_max_bytes:
             return (
