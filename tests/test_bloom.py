@@ -313,6 +313,7 @@ async def test_once_the_index_forgets_a_record_the_filters_answer_for_events_bef
     event, produced before its first copy, is recognised by the filters; the
     index says how far it forgot (forgotten_until)."""
     daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    assert daemon.index.describe()["forgotten"].startswith("nothing yet")
     daemon.clock.advance(30.0)
     produced = daemon.clock.now() - 1.0
     await feed(daemon, *(copy("whole", s, produced_at=produced) for s in SOURCES))
@@ -320,6 +321,8 @@ async def test_once_the_index_forgets_a_record_the_filters_answer_for_events_bef
     await _forget(daemon, 120)
     assert await daemon.index.count() == 0
     assert daemon.index.forgotten_until(daemon.clock.now()) == first_seen
+    shown = daemon.services.reads.storage().details["forgotten"]  # the Storage view
+    assert shown.startswith("records first seen up to 2026-01-01T00:00:30+00:00"), shown
     await feed(daemon, copy("whole", "gcp", produced_at=produced))
     assert _outcomes(daemon, "whole") == ["DUPLICATE"]
     assert "whole" not in daemon.reconciler.open

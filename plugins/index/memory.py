@@ -14,6 +14,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from datetime import UTC, datetime
 
 from helios.daemon.hookspecs import hookimpl
 from helios.daemon.model import EventRecord, Outcome
@@ -148,7 +149,18 @@ class MemoryIndex:
             "backend": "memory",
             "durability": "none: records and outcomes are lost when heliosd stops",
             "records": f"{len(self.records):,} of at most {self.max_records:,}",
+            "forgotten": self.forgotten_text(),
         }
+
+    def forgotten_text(self) -> str:
+        """What the Storage view says of forgotten_until."""
+        if self._forgotten == -math.inf:
+            return "nothing yet (no record has left by TTL or size)"
+        when = datetime.fromtimestamp(self._forgotten, UTC).isoformat(timespec="seconds")
+        return (
+            f"records first seen up to {when} may have left (TTL, size bound); the Bloom "
+            "filters answer for events produced before then"
+        )
 
     async def get_many(self, event_ids: Collection[str]) -> dict[str, EventRecord]:
         records = self.records

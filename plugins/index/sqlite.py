@@ -355,6 +355,7 @@ class SqliteIndex(MemoryIndex):
             ),
             "file": f"{self.path} ({size / 1_048_576:.1f} MiB with its WAL)",
             "records": f"{len(self.records):,} closed in memory, at most {self.max_records:,}",
+            "forgotten": self.forgotten_text(),
             "commits": f"{self.commits:,} ({per_commit:.2f} ms each on average), "
             f"{self.committed_rows:,} segments, {self.committed_bytes / 1_048_576:,.1f} MiB",
             **({"unreadable rows skipped": str(self.skipped)} if self.skipped else {}),
