@@ -1,11 +1,14 @@
 """Kafka + Redis scale-out, side by side in one run: a 12-partition topic is filled with
 EVENTS events x 3 copies *before* any heliosd starts (so no load generator shares the
 two cores), then a group of one member reconciles all of it and a group of two members
-reads it all again, ROUNDS times (default 3), the order alternating (one then two, two
-then one, ...) so neither always runs on a machine the other warmed. Every run has its
-own group and Redis prefix and starts from an empty Redis (FLUSHALL before it). Reported:
-copies per second per run (from when every member of the run is taking copies to the
-last copy), two members over one in each round, and the median of the rounds.
+reads it all again. A round runs each group twice, in the order one, two, two, one (the
+next round two, one, one, two), so that a machine whose speed drifts during the round
+(this one's did by a third within minutes on 2026-11-30) drifts alike for both; ROUNDS
+rounds (default 3). Every run has its own group and Redis prefix and starts from an
+empty Redis (FLUSHALL before it). Reported: copies per second per run (from when every
+member of the run is taking copies to the last copy), two members over one in each
+round (the mean of its two-member runs over the mean of its one-member runs), and the
+median of the rounds.
 
     .venv/bin/python benchmarks/kafka.py [EVENTS]      (default 100000)
     ROUNDS=5 REDIS_AOF=no .venv/bin/python benchmarks/kafka.py 400000
@@ -197,14 +200,18 @@ def main() -> None:
         cores = psutil.cpu_count()
         ratios, allowed = [], []
         for k in range(rounds):
-            rates: dict[int, tuple[float, float]] = {}
-            for members in (1, 2) if k % 2 == 0 else (2, 1):
+            got: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+            # one, two, two, one (then two, one, one, two): a machine whose speed drifts
+            # during the round drifts alike for both, to first order
+            for members in (1, 2, 2, 1) if k % 2 == 0 else (2, 1, 1, 2):
                 redis_server.cli("FLUSHALL", "SYNC")
                 print(f"round {k + 1}:")
-                rates[members] = run(
-                    members, broker.bootstrap, redis_server.url, total, work, others
+                got[members].append(
+                    run(members, broker.bootstrap, redis_server.url, total, work, others)
                 )
-            one, (two, per_core) = rates[1][0], rates[2]
+            one = statistics.mean(r for r, _ in got[1])
+            two = statistics.mean(r for r, _ in got[2])
+            per_core = statistics.mean(c for _, c in got[2])
             ratios.append(two / one)
             # What the machine allows: every core busy at what a copy cost in the
             # two-member run (heliosd, Redis, the broker and the kernel together).
