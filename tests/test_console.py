@@ -470,16 +470,21 @@ def test_recovery_view_approves_a_replay_triggers_and_sets_breakers(detecting_da
             lambda: execution.id in text_of(browser, ".helios-executions"),
             what="the execution in the timeline",
         )
+
         # A dry run from the trigger form: notify on aws (dry run is the form's default).
-        click(browser, ".helios-trigger-action")
-        wait_for(
-            lambda: [
-                item.click()
-                for item in browser.find_elements(By.CSS_SELECTOR, ".q-menu .q-item")
-                if item.text.strip() == "notify"
-            ],
-            what="notify in the action menu",
-        )
+        def pick(name: str) -> bool:
+            """Choose `name` in the action menu, opening it (again) while it is not open:
+            a rebuild of the page closed it once on a slow machine."""
+            if not browser.find_elements(By.CSS_SELECTOR, ".q-menu"):
+                browser.find_element(By.CSS_SELECTOR, ".helios-trigger-action").click()
+                return False
+            items = browser.find_elements(By.CSS_SELECTOR, ".q-menu .q-item")
+            chosen = [item for item in items if item.text.strip() == name]
+            if chosen:
+                chosen[0].click()
+            return bool(chosen)
+
+        wait_for(lambda: pick("notify"), what="notify in the action menu")
         click(browser, ".helios-trigger")
         result = wait_for(
             lambda: text_of(browser, ".helios-trigger-result"), what="the trigger's result"
