@@ -73,13 +73,12 @@ def main(n: int) -> None:
     filters = DeliveryFilters(SOURCES, 10_000_000, 0.001, 3600.0, keep)
     batch = 333  # records closed per flush of a 1000-copy batch
     total = filters.capacity * keep
-    t0 = time.perf_counter()
+    add = 0.0  # only add_records is timed: heliosd has the ids when it adds them
     for start in range(0, total, batch):
-        filters.add_records(
-            [(f"order-{i:012d}-7f3a", 0b111) for i in range(start, min(total, start + batch))],
-            0.0,
-        )
-    add = time.perf_counter() - t0
+        records = [(f"order-{i:012d}-7f3a", 0b111) for i in range(start, min(total, start + batch))]
+        t0 = time.perf_counter()
+        filters.add_records(records, 0.0)
+        add += time.perf_counter() - t0
     # The lookups as the reconciler asks them: once per batch, for the first copy of
     # each event (333 new events in a 1000-copy batch), and one by one for comparison.
     asks = [(s, 0b110) for s in strangers]

@@ -168,10 +168,16 @@ class DeliveryFilters:
             chunk = records[start : start + room]
             bit = self.dtype(1 << slot)
             per_source: list[list[bytes]] = [[] for _ in self.sources]
-            for event_id, seen in chunk:
-                encoded = event_id.encode()
-                for index in self._bits(seen):
-                    per_source[index].append(encoded)
+            masks = {seen for _, seen in chunk}
+            if len(masks) == 1:  # the common case: every record of the flush alike
+                encoded = [event_id.encode() for event_id, _ in chunk]
+                for index in self._bits(masks.pop()):
+                    per_source[index] = encoded
+            else:
+                for event_id, seen in chunk:
+                    one = event_id.encode()
+                    for index in self._bits(seen):
+                        per_source[index].append(one)
             for index, ids in enumerate(per_source):
                 if ids:
                     self._set(index, ids, bit)

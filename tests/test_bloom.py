@@ -250,6 +250,24 @@ async def test_a_fresh_copy_is_never_judged_by_the_filters():
     assert _outcomes(daemon, "old") == ["LATE"]
 
 
+def test_a_flush_of_records_alike_or_mixed_sets_the_bits_they_set_one_by_one():
+    """add_records takes a flush whose records all name the same sources (the common
+    case) in one step per source, and a mixed one record by record: both set exactly the
+    bits that adding each record alone sets."""
+    rng = random.Random(5)
+    mixed = [(f"m{i}", rng.randrange(1, 8)) for i in range(500)]
+    alike = [(f"a{i}", 0b101) for i in range(500)]
+    together, alone = (DeliveryFilters(SOURCES, 100_000, 0.001, 3600.0, 4) for _ in range(2))
+    together.add_records(mixed, 1.0)
+    together.add_records(alike, 1.0)
+    for record in mixed + alike:
+        alone.add_records([record], 1.0)
+    assert all(a.any() for a in together.words)
+    assert all((a == b).all() for a, b in zip(together.words, alone.words, strict=True))
+    assert together.slots == alone.slots
+    assert together.delivered("a7", 0b111) == 0b101
+
+
 def test_asked_for_many_ids_at_once_the_filters_answer_as_asked_one_by_one():
     """aged_many (what the reconciler asks, per batch) against aged, over slices that
     split an event's sources, a slice set aside, strangers and every mask of others."""
