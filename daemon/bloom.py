@@ -2,11 +2,11 @@
 ring of Bloom filters, one per time slice (hourly by default), the oldest dropped.
 
 The index forgets a record after `index.ttl_seconds`. A copy that arrives after that
-opens a new window, and the window would close MISSING for every source that
+would open a new window, and the window would close MISSING for every source that
 delivered long ago: a fabricated outcome, and in auto mode a replay of copies that
-were delivered. When such a window closes, the filters answer "did every missing
-source deliver event Y, recorded in one slice?": if so the copies are of an old event,
-each LATE (its source was never seen) or DUPLICATE (it was), and nothing is MISSING.
+were delivered. The filters answer "did every other source deliver event Y, recorded in
+one slice?": if so the copy is of an old event, LATE (its source was never seen) or
+DUPLICATE (it was).
 
 Records are added when they close (and again when a late copy heals them), all their
 sources into one slice, so a filter holds each event once per delivering source.
@@ -230,6 +230,27 @@ class DeliveryFilters:
             if not slots:
                 return False  # a new event: the common answer, after a few reads
         return True
+
+    def aged_many(self, asks: Sequence[tuple[str, int]]) -> list[bool]:
+        """aged() for many (event_id, others) at once, as the reconciler asks for a
+        batch: per source, one numpy gather of the k words of every id still in
+        question, ANDed along each row. The same answers; about a third of the time per
+        id with every slice full (benchmarks/bloom.py), because the reads of many ids
+        overlap instead of one Python step each."""
+        slots = np.full(len(asks), self.live & ~self.distrusted, dtype=np.uint64)
+        others = np.fromiter((o for _, o in asks), dtype=np.int64, count=len(asks))
+        encoded: list[bytes] | None = None
+        for index in range(len(self.sources)):
+            # the ids this source is asked about and that every earlier one held
+            rows = np.flatnonzero((others >> index & 1).astype(bool) & (slots != 0))
+            if not len(rows):
+                continue
+            if encoded is None:
+                encoded = [event_id.encode() for event_id, _ in asks]
+            positions = self._positions(index, [encoded[r] for r in rows])
+            held = np.bitwise_and.reduce(self.words[index][positions], axis=1)
+            slots[rows] &= held.astype(np.uint64)
+        return (slots != 0).tolist()  # type: ignore[no-any-return]
 
     def delivered(self, event_id: str, mask: int) -> int:
         """The sources in `mask` that delivered `event_id` in some slice kept."""

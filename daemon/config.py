@@ -567,7 +567,7 @@ tenant_ttl_seconds = {}               # a tenant's records and outcomes age out 
 shards = 1                            # event ids spread over this many indexes by jump hash (docs/storage.md)
 
 [index.bloom]                         # who delivered what, remembered past ttl_seconds (docs/storage.md)
-enabled = true                        # a forgotten event's copy then closes LATE or DUPLICATE, not MISSING
+enabled = true                        # a copy of a forgotten event is then LATE or DUPLICATE, not a new window
 capacity = 10000000                   # event ids per source across the slices kept (~18 MB per source)
 error_rate = 0.001                    # of one filter at its capacity
 rotate_seconds = 3600.0               # a new time slice this often...

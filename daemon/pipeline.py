@@ -251,6 +251,8 @@ class Pipeline:
                 unknown = {c[0] for c in copies if c[0] not in open_}
                 closed = await self.index.get_many(unknown) if unknown else {}
             now = self.clock.now()
+            if self.reconciler.filters is not None:
+                self.reconciler.forgotten = max(self.since, forgotten_until(self.index, now))
             self.reconciler.apply(copies, now, closed)
             completes = self.reconciler.completed_in_batch
             if received is not None and self.telemetry is not None and copies:
@@ -282,10 +284,7 @@ class Pipeline:
             async with self.lock:
                 chunk = self.sweep_chunk
                 started = self.timer()
-                now = self.clock.now()
-                if self.reconciler.filters is not None:  # asked as windows close (_aged)
-                    self.reconciler.forgotten = max(self.since, forgotten_until(self.index, now))
-                declared = self.reconciler.sweep(now, chunk)
+                declared = self.reconciler.sweep(self.clock.now(), chunk)
                 written = self._flush([])
                 took = self.timer() - started
             if declared == chunk and took > 0:  # a full chunk: its time says what fits

@@ -1,5 +1,5 @@
-"""The Bloom filters: the window of a copy of an event whose record left the index
-closes LATE or DUPLICATE, not MISSING; their measured false-positive
+"""The Bloom filters: a copy of an event whose record left the index is LATE or
+DUPLICATE, not a new window that would close MISSING; their measured false-positive
 rate is the configured one; they survive a restart, and a damaged file costs only
 itself."""
 
@@ -27,7 +27,7 @@ def _outcomes(daemon, event_id: str) -> list[str]:
     return [o.kind.name for o in record.outcomes] if record else []
 
 
-async def test_copies_of_forgotten_events_close_late_or_duplicate_not_missing():
+async def test_copies_of_forgotten_events_are_late_or_duplicate_not_new_windows():
     daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
     await feed(daemon, copy("half", "aws"), copy("half", "gcp"))  # azure never comes
     await feed(daemon, *(copy("whole", s) for s in SOURCES))
@@ -37,22 +37,19 @@ async def test_copies_of_forgotten_events_close_late_or_duplicate_not_missing():
     assert await daemon.index.count() == 0  # both records aged out of the index
 
     await feed(daemon, copy("half", "azure"), copy("whole", "gcp"), copy("new", "aws"))
-    # Each opens a window, as any copy not in the index does; nothing is decided yet.
-    assert {"half", "whole", "new"} <= set(daemon.reconciler.open)
-    assert _outcomes(daemon, "half") == []
-    await _forget(daemon, 15)  # the windows close: the filters are asked now
+    assert "half" not in daemon.reconciler.open and "whole" not in daemon.reconciler.open
     assert _outcomes(daemon, "half") == ["LATE"]
     assert _outcomes(daemon, "whole") == ["DUPLICATE"]
-    assert _outcomes(daemon, "new") == ["MISSING"]  # a new event: nothing in the filters
+    assert "new" in daemon.reconciler.open  # a new event still opens its window
     late = daemon.index.records["half"].outcomes[0]
     assert late.sources == ("azure",) and late.late_by == 60.0  # at least the TTL
-    assert daemon.index.records["half"].status.name == "COMPLETE"
     view = daemon.services.reads.storage().bloom
     assert view is not None and (view.aged_late, view.aged_duplicates) == (1, 1)
 
-    # Nothing is fabricated later.
+    # Nothing is fabricated later: no window of them closes MISSING.
     await _forget(daemon, 15)
     assert _outcomes(daemon, "half") == ["LATE"]
+    assert _outcomes(daemon, "new") == ["MISSING"]
 
 
 async def test_without_the_filters_a_forgotten_event_opens_a_window_that_closes_missing():
@@ -234,10 +231,10 @@ def test_a_full_slice_is_followed_by_a_new_one_and_an_old_event_is_judged_within
 
 
 async def test_a_fresh_copy_is_never_judged_by_the_filters():
-    """A copy its producer stamped within its route's window of its arrival cannot be
-    of an event whose record has closed, so the filters are not asked: even where they
-    say the other sources delivered it (here on purpose: a false positive), its window
-    closes MISSING. An old copy is asked (and one without a stamp, as above)."""
+    """A copy its producer stamped within its route's window of now cannot be of an
+    event whose record has closed, so the filters are not asked: even where they say
+    the other sources delivered it (here on purpose: a false positive), a new event
+    opens its window. An old copy is asked (and one without a stamp, as above)."""
     daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
     filters = daemon.reconciler.filters
     assert filters is not None
@@ -249,41 +246,8 @@ async def test_a_fresh_copy_is_never_judged_by_the_filters():
         copy("fresh", "aws", produced_at=now - 1.0),
         copy("old", "aws", produced_at=now - 3600.0),
     )
-    await _forget(daemon, 15)
-    assert _outcomes(daemon, "fresh") == ["MISSING"]
+    assert "fresh" in daemon.reconciler.open
     assert _outcomes(daemon, "old") == ["LATE"]
-
-
-async def test_a_new_event_whose_copies_all_come_is_complete_whatever_the_filters_say():
-    """The filters are asked only when a window closes with a source missing. A new
-    event's copies come within its window, so a false positive of the filters (forced
-    here for every event, stamped long ago or not at all) cannot turn it LATE or
-    DUPLICATE: they are never asked about it. helios bench, whose copies are stamped
-    from the Unix epoch, found 1 new event in 150,000 LATE on first sight when the
-    filters were asked at an event's first copy."""
-    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
-    filters = daemon.reconciler.filters
-    assert filters is not None
-    now = daemon.clock.now()
-    ids = [f"n{i}" for i in range(50)]
-    filters.add_records([(e, 0b111) for e in ids], now)  # false positives for all
-    asked = []
-    aged = filters.aged
-    filters.aged = lambda event_id, mask: asked.append(event_id) or aged(event_id, mask)
-    await feed(
-        daemon,
-        *(
-            copy(e, s, produced_at=p)
-            for e in ids
-            for s, p in zip(SOURCES, (0.0, 5.0, 9.0), strict=True)
-        ),
-    )
-    await feed(daemon, copy("lone", "aws"))
-    assert all(_outcomes(daemon, e) == ["COMPLETE"] for e in ids)
-    assert asked == []  # not at a first copy, nor at a COMPLETE close
-    await _forget(daemon, 15)
-    assert asked == ["lone"]  # its window closed with gcp and azure missing
-    assert _outcomes(daemon, "lone") == ["MISSING"]
 
 
 def test_a_flush_of_records_alike_or_mixed_sets_the_bits_they_set_one_by_one():
@@ -304,6 +268,46 @@ def test_a_flush_of_records_alike_or_mixed_sets_the_bits_they_set_one_by_one():
     assert together.delivered("a7", 0b111) == 0b101
 
 
+def test_asked_for_many_ids_at_once_the_filters_answer_as_asked_one_by_one():
+    """aged_many (what the reconciler asks, per batch) against aged, over slices that
+    split an event's sources, a slice set aside, strangers and every mask of others."""
+    rng = random.Random(7)
+    filters = DeliveryFilters(SOURCES, 2_000, 0.05, 3600.0, 8)  # high error: many hits
+    filters.add_records([(f"a{i}", rng.randrange(1, 8)) for i in range(600)], 1.0)
+    filters.add_records([(f"a{i}", rng.randrange(1, 8)) for i in range(300, 900)], 2.0)
+    filters.distrust(1.5, 2.0)  # the slices of the second add are set aside
+    filters.add_records([(f"c{i}", 0b111) for i in range(400)], 3.0)
+    asks = [(f"{p}{i}", rng.randrange(1, 8)) for p in "acs" for i in range(900)]
+    one_by_one = [filters.aged(event_id, others) for event_id, others in asks]
+    assert filters.aged_many(asks) == one_by_one
+    assert 0 < sum(one_by_one) < len(asks)  # both answers are given, not one for all
+    assert filters.aged_many([]) == []
+
+
+async def test_the_reconciler_asks_the_filters_once_per_batch():
+    """A batch of copies of forgotten events asks the filters once for all of them (one
+    gather per source), not once per copy; the outcomes are those of one-by-one asks."""
+    daemon = make_daemon(make_config(INDEX__TTL_SECONDS="60"))
+    await feed(daemon, *(copy(f"w{i}", s) for i in range(50) for s in SOURCES))
+    await _forget(daemon, 120)
+    filters = daemon.reconciler.filters
+    asked: list[int] = []
+    many = filters.aged_many
+
+    def counted(asks):
+        asked.append(len(asks))
+        return many(asks)
+
+    def one(*_):
+        raise AssertionError("asked one id at a time")
+
+    filters.aged_many, filters.aged = counted, one
+    await feed(daemon, *(copy(f"w{i}", "gcp") for i in range(50)), copy("new", "aws"))
+    assert asked == [51]
+    assert all(_outcomes(daemon, f"w{i}") == ["DUPLICATE"] for i in range(50))
+    assert "new" in daemon.reconciler.open
+
+
 async def test_an_event_produced_since_the_index_last_forgot_a_record_is_not_asked():
     """The filters answer only for events whose record may have left the index. An
     event produced after this process began, and after the latest first copy of any
@@ -318,8 +322,7 @@ async def test_an_event_produced_since_the_index_last_forgot_a_record_is_not_ask
     daemon.clock.advance(100.0)
     await feed(daemon, copy("fresh", "aws", produced_at=start + 50.0))
     await feed(daemon, copy("before", "aws", produced_at=start - 50.0))
-    await _forget(daemon, 15)
-    assert _outcomes(daemon, "fresh") == ["MISSING"]  # not asked, as it should be
+    assert "fresh" in daemon.reconciler.open  # a new window, as it should be
     assert _outcomes(daemon, "before") == ["LATE"]  # asked: older than this process
 
 
@@ -339,7 +342,6 @@ async def test_once_the_index_forgets_a_record_the_filters_answer_for_events_bef
     shown = daemon.services.reads.storage().details["forgotten"]  # the Storage view
     assert shown.startswith("records first seen up to 2026-01-01T00:00:30+00:00"), shown
     await feed(daemon, copy("whole", "gcp", produced_at=produced))
-    await _forget(daemon, 15)
     assert _outcomes(daemon, "whole") == ["DUPLICATE"]
     assert "whole" not in daemon.reconciler.open
 
